@@ -1,0 +1,33 @@
+# The README's commands. `make demo` and `make test` both set up .venv first (once).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO := .cache/demo-collection
+
+.PHONY: install demo test test-all lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[cpu,dev]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/simsearch index samples/caltech101 -c $(DEMO)
+	$(VENV)/bin/simsearch query samples/queries/sunflower_0042.jpg -c $(DEMO) -k 5 --html $(DEMO)/results.html
+
+test: install
+	$(PY) -m pytest -q -m "not slow and not gpu"
+
+test-all: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check simsearch indexes cli tests benchmarks
+	$(VENV)/bin/ruff format --check simsearch indexes cli tests benchmarks
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""The ``simsearch`` command line: a thin click layer over the ``simsearch`` library."""

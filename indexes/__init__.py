@@ -1,0 +1,7 @@
+"""Vector-index layer: FAISS indexes over L2-normalised float32 vectors with int64 ids (numpy + faiss only)."""
+
+from indexes.errors import IndexLayerError
+from indexes.factory import choose_factory, default_search_params, gpu_count
+from indexes.vector_index import VectorIndex
+
+__all__ = ["IndexLayerError", "VectorIndex", "choose_factory", "default_search_params", "gpu_count"]

@@ -1,0 +1,642 @@
+"""The ``Collection`` facade: one folder holding a manifest, an LMDB image store and a FAISS index that agree.
+
+Writes go to the store first (one LMDB transaction per batch); the FAISS index is derived from the store and is
+reconciled with it whenever they disagree, so a crash at any point leaves a collection that opens and is consistent.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import PIL.Image
+
+from indexes import IndexLayerError, VectorIndex, choose_factory, default_search_params
+from simsearch.errors import CollectionError, ImageError, ModelMismatchError
+from simsearch.images import DEFAULT_MAX_PIXELS, file_sha256, probe_image, scan_folder
+from simsearch.manifest import IndexInfo, Manifest, ModelInfo, now_iso
+from simsearch.store import ImageRecord, Store
+
+if TYPE_CHECKING:  # torch loads only when a model is needed: `info`, `remove` and vector search stay fast
+    from simsearch.models import Embedder
+
+log = logging.getLogger(__name__)
+
+COLLECTION_ENV = "SIMSEARCH_COLLECTION"
+MANIFEST = "manifest.json"
+STORE = "store.lmdb"
+VECTORS = "vectors.faiss"
+_SAVE_EVERY_S = 60.0  # a long run saves the index now and then, so a crash costs at most a minute of index work
+
+ImageInput = str | os.PathLike[str] | bytes | PIL.Image.Image
+
+
+def default_collection_path() -> Path:
+    """``$SIMSEARCH_COLLECTION``, else ``$XDG_DATA_HOME/simsearch/default`` (``~/.local/share/simsearch/default``)."""
+    env = os.environ.get(COLLECTION_ENV)
+    if env:
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "simsearch" / "default"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One neighbour of a query; ``score`` is the cosine similarity (1.0 for the same image)."""
+
+    rank: int
+    id: int
+    score: float
+    path: str
+    width: int
+    height: int
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did. ``embedded`` counts forward passes; ``reused`` vectors copied from equal content."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    skipped: int = 0
+    embedded: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "updated": self.updated, "unchanged": self.unchanged, "moved": self.moved,
+            "removed": self.removed, "skipped": self.skipped, "embedded": self.embedded, "reused": self.reused,
+            "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+            "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
+        }
+
+
+class Progress(Protocol):
+    """Hooks an indexing run calls; the CLI draws a progress bar with them, the library stays silent."""
+
+    def stage(self, name: str, total: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+    def skip(self, path: str, reason: str) -> None: ...
+
+
+class _Silent:
+    def stage(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+    def skip(self, path: str, reason: str) -> None:
+        log.warning("skipped %s: %s", path, reason)
+
+
+@dataclass
+class _Candidate:
+    """A file to look at: new, or changed since the store saw it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str = ""
+    format: str = ""
+    width: int = 0
+    height: int = 0
+    kind: str = "added"  # or "updated": which counter to take back if decoding fails later
+
+
+def load_embedder(*args: Any, **kwargs: Any) -> Embedder:
+    from simsearch.models import load_embedder as load
+
+    return load(*args, **kwargs)
+
+
+def _model_info(embedder: Embedder) -> ModelInfo:
+    return ModelInfo(id=embedder.model_id, weights_sha256=embedder.weights_sha256, spec=dict(embedder.spec),
+                     data_config=dict(embedder.data_config), dim=int(embedder.embed_dim))
+
+
+class Collection:
+    """A searchable image collection on disk. Open one with :func:`open_collection`."""
+
+    def __init__(self, path: Path, manifest: Manifest, store: Store, index: VectorIndex,
+                 embedder: Embedder | None, device: str | None) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.store = store
+        self.index = index
+        self._embedder = embedder
+        self._device = device
+        self._lock: IO[bytes] | None = None
+
+    # -- opening ----------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        create: bool = False,
+    ) -> Collection:
+        """Open the collection at ``path`` (default: :func:`default_collection_path`).
+
+        With ``model``, the collection must have been built with that model (else ModelMismatchError); without it,
+        the model recorded in the manifest is used, loaded on the first query that needs it. ``create`` makes a new
+        collection when none is there.
+        """
+        folder = Path(path).expanduser() if path is not None else default_collection_path()
+        manifest_path = folder / MANIFEST
+        embedder = None
+        if manifest_path.exists():
+            manifest = Manifest.load(manifest_path)
+            if model is not None or weights is not None:
+                embedder = load_embedder(model, weights=weights, device=device)
+                _check_same_model(folder, manifest.model, embedder)
+        elif create:
+            if folder.exists() and not folder.is_dir():
+                raise CollectionError(f"{folder} exists and is not a folder")
+            if folder.exists() and any(folder.iterdir()):
+                raise CollectionError(f"{folder} is not empty and holds no simsearch collection (no {MANIFEST})")
+            embedder = load_embedder(model, weights=weights, device=device)
+            folder.mkdir(parents=True, exist_ok=True)
+            info = _model_info(embedder)
+            factory = choose_factory(0, info.dim)
+            from simsearch import __version__
+
+            manifest = Manifest(model=info, index=IndexInfo(factory=factory,
+                                                            search_params=default_search_params(factory)),
+                                simsearch_version=__version__)
+            manifest.save(manifest_path)
+        else:
+            where = f"at {folder}" if folder.exists() else f"{folder} does not exist"
+            raise CollectionError(f"no simsearch collection {where}: build one with `simsearch index DIR`")
+
+        store = Store(folder / STORE)
+        index = _load_index(folder / VECTORS, manifest)
+        col = cls(folder, manifest, store, index, embedder, device)
+        col._reconcile()
+        return col
+
+    # -- the model --------------------------------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        """The collection's model, loaded on first use so that opening for search_vectors or info stays cheap."""
+        if self._embedder is None:
+            from simsearch.models import load_embedder_from_spec
+
+            embedder = load_embedder_from_spec(self.manifest.model.spec, device=self._device)
+            _check_same_model(self.path, self.manifest.model, embedder)
+            self._embedder = embedder
+        return self._embedder
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.model.dim
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    # -- searching --------------------------------------------------------------------------------------------------
+
+    def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Embed query images (paths, bytes or PIL images) with the collection's model: ``(N, D) float32``."""
+        from simsearch.embedding import embed_images
+
+        return embed_images(self.embedder, images)
+
+    def search(self, image: ImageInput, k: int = 10) -> list[SearchResult]:
+        """The ``k`` images most similar to ``image`` (a path, encoded bytes or a PIL image), best first."""
+        return self.search_vectors(self.embed([image])[0], k)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> Any:
+        """Search with vectors already embedded by this collection's model.
+
+        Args:
+            vectors: ``(D,)`` for one query, or ``(Q, D)`` for several; L2-normalised float32.
+            k: results per query.
+
+        Returns:
+            ``list[SearchResult]`` for a ``(D,)`` query, ``list[list[SearchResult]]`` for ``(Q, D)``.
+        """
+        queries = np.asarray(vectors, dtype=np.float32)
+        single = queries.ndim == 1
+        queries = queries.reshape(1, -1) if single else queries
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise CollectionError(f"query vectors must have shape (Q, {self.dim}) for this collection's model, "
+                                  f"got {tuple(np.shape(vectors))}")
+        if k < 1:
+            raise CollectionError(f"k must be at least 1, got {k}")
+        try:
+            scores, ids = self.index.search(queries, k)
+        except IndexLayerError as exc:
+            raise CollectionError(str(exc)) from exc
+        found = ids[ids >= 0]
+        records = dict(zip(found.tolist(), self.store.get_many(found.tolist()), strict=True))
+        results = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            row: list[SearchResult] = []
+            for score, image_id in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
+                record = records.get(image_id)
+                if image_id < 0 or record is None:
+                    continue
+                row.append(SearchResult(rank=len(row) + 1, id=image_id, score=float(score), path=record.path,
+                                        width=record.width, height=record.height))
+            results.append(row)
+        return results[0] if single else results
+
+    def thumbnail(self, image_id: int) -> bytes | None:
+        """The JPEG preview (longest side <= 256 px) kept in the store."""
+        return self.store.thumbnail(image_id)
+
+    def get(self, image_id: int) -> ImageRecord | None:
+        return self.store.get(image_id)
+
+    # -- writing ----------------------------------------------------------------------------------------------------
+
+    def index_folder(self, folder: str | os.PathLike[str], *, batch_size: int = 32, workers: int | None = None,
+                     max_pixels: int = DEFAULT_MAX_PIXELS, progress: Progress | None = None) -> IndexReport:
+        """Bring the collection in line with ``folder``: embed new and changed images, follow moved ones, drop
+        entries of files that are gone from it. Entries outside ``folder`` are left alone."""
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            raise CollectionError(f"not a folder: {root}")
+        root = root.resolve()
+        return self._ingest(scan_folder(root), root=str(root), batch_size=batch_size, workers=workers,
+                            max_pixels=max_pixels, progress=progress or _Silent())
+
+    def add(self, paths: Iterable[str | os.PathLike[str]], *, batch_size: int = 32, workers: int | None = None,
+            max_pixels: int = DEFAULT_MAX_PIXELS, progress: Progress | None = None) -> IndexReport:
+        """Add (or refresh) image files; a folder among ``paths`` adds what it holds. Removes nothing."""
+        files: list[Path] = []
+        for p in paths:
+            path = Path(p).expanduser()
+            if path.is_dir():
+                files.extend(scan_folder(path))
+            elif path.exists():
+                files.append(path.resolve())
+            else:
+                raise CollectionError(f"no such file: {path}")
+        return self._ingest(files, root=None, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
+                            progress=progress or _Silent())
+
+    def remove(self, items: Iterable[int | str | os.PathLike[str]]) -> list[ImageRecord]:
+        """Remove images by id, by path, or every image under a folder path. Returns what was removed."""
+        self._acquire_lock()
+        doomed: dict[int, ImageRecord] = {}
+        for item in items:
+            if isinstance(item, (int, np.integer)):
+                record = self.store.get(int(item))
+                if record is not None:
+                    doomed[record.id] = record
+                continue
+            path = Path(item).expanduser().absolute()
+            candidates = [str(path), str(path.resolve())]
+            found = False
+            for p in candidates:
+                image_id = self.store.id_for_path(p)
+                if image_id is not None:
+                    record = self.store.get(image_id)
+                    if record is not None:
+                        doomed[image_id] = record
+                        found = True
+                for record in self.store.records_under(p).values():
+                    doomed[record.id] = record
+                    found = True
+            if not found:
+                log.info("not in the collection: %s", path)
+        if doomed:
+            with self.store.write() as batch:
+                for image_id in doomed:
+                    batch.delete(image_id)
+            self._index_remove(np.fromiter(doomed, dtype=np.int64))
+            self._save()
+        return list(doomed.values())
+
+    def set_index_factory(self, factory: str | None, search_params: str | None = None) -> None:
+        """Pin the FAISS index type (a factory string kept verbatim), or ``None`` to follow the collection's size
+        again. A change rebuilds the index from the stored vectors: nothing is embedded again."""
+        self._acquire_lock()
+        self.manifest.index.auto = factory is None
+        wanted = factory or choose_factory(len(self.store), self.dim)
+        if wanted != self.index.factory:
+            try:
+                fresh = VectorIndex.create(self.dim, wanted)
+            except IndexLayerError as exc:
+                raise CollectionError(f"bad index factory {wanted!r}: {exc}") from exc
+            self.index = fresh
+            self._index_add_from_store(self.store.ids())
+        self.index.set_search_params(search_params if search_params is not None else default_search_params(wanted))
+        self._save()
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
+        self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- information ------------------------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        files = [self.path / MANIFEST, self.path / VECTORS]
+        disk = sum(f.stat().st_size for f in files if f.exists()) + self.store.disk_bytes()
+        return {
+            "path": str(self.path),
+            "model": self.manifest.model.id,
+            "weights_sha256": self.manifest.model.weights_sha256,
+            "dim": self.dim,
+            "metric": self.manifest.metric,
+            "images": len(self.store),
+            "index_factory": self.manifest.index.factory,
+            "index_auto": self.manifest.index.auto,
+            "search_params": self.manifest.index.search_params,
+            "index_on_gpu": self.index.on_gpu,
+            "disk_bytes": disk,
+            "created": self.manifest.created,
+            "updated": self.manifest.updated,
+        }
+
+    # -- internals --------------------------------------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        """One writer per collection: LMDB would serialise transactions, but the index file would be overwritten."""
+        if self._lock is not None:
+            return
+        handle = open(self.path / ".lock", "wb")  # noqa: SIM115 - held for the collection's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.close()
+            raise CollectionError(f"another simsearch process is writing to {self.path}; try again when it ends") \
+                from exc
+        self._lock = handle
+
+    def _try_lock(self) -> bool:
+        try:
+            self._acquire_lock()
+            return True
+        except (CollectionError, OSError):
+            return False
+
+    def _reconcile(self) -> None:
+        """Make the index hold exactly the store's ids; persist when no other writer is busy."""
+        generation = self.store.generation
+        if self.manifest.index.generation == generation and (self.path / VECTORS).exists():
+            return
+        store_ids, index_ids = self.store.ids(), self.index.ids()
+        extra = np.setdiff1d(index_ids, store_ids)
+        missing = np.setdiff1d(store_ids, index_ids)
+        if len(extra) or len(missing):
+            log.info("reconciling the index with the store: %d to drop, %d to add", len(extra), len(missing))
+        if len(extra):
+            self._index_remove(extra)
+        self._index_add_from_store(missing)
+        if self._try_lock():
+            self._save()
+
+    def _index_add_from_store(self, ids: np.ndarray, chunk: int = 8192) -> None:
+        for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
+            self._index_add(part, self.store.vectors(part.tolist(), self.dim))
+
+    def _index_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        try:
+            self.index.add(ids, vectors)
+        except IndexLayerError as exc:
+            raise CollectionError(f"cannot add to the index: {exc}") from exc
+
+    def _index_remove(self, ids: np.ndarray) -> None:
+        try:
+            self.index.remove(ids)
+        except IndexLayerError as exc:
+            raise CollectionError(f"cannot remove from the index: {exc}") from exc
+
+    def _save(self) -> None:
+        """Write the index file, then the manifest that says which store generation it agrees with."""
+        self._maybe_change_factory()
+        self.index.save(self.path / VECTORS)
+        self.manifest.index.generation = self.store.generation
+        self.manifest.index.factory = self.index.factory
+        self.manifest.index.search_params = self.index.search_params
+        self.manifest.count = len(self.store)
+        self.manifest.updated = now_iso()
+        self.manifest.save(self.path / MANIFEST)
+
+    def _maybe_change_factory(self) -> None:
+        """When the factory follows the size and the size has moved into another regime, rebuild from the store."""
+        if not self.manifest.index.auto:
+            return
+        wanted = choose_factory(len(self.store), self.dim)
+        if wanted == self.index.factory:
+            return
+        log.info("collection size %d: rebuilding the index as %s", len(self.store), wanted)
+        self.index = VectorIndex.create(self.dim, wanted)
+        self.index.set_search_params(default_search_params(wanted))
+        self._index_add_from_store(self.store.ids())
+
+    def _ingest(self, files: Iterable[Path], *, root: str | None, batch_size: int, workers: int | None,
+                max_pixels: int, progress: Progress) -> IndexReport:
+        self._acquire_lock()
+        started = time.perf_counter()
+        report = IndexReport()
+        known = self.store.records_under(root) if root is not None else {}
+        seen: set[str] = set()
+        candidates: list[_Candidate] = []
+        for path in files:
+            p = str(path)
+            seen.add(p)
+            try:
+                st = os.stat(p)
+            except OSError as exc:
+                self._skip(report, progress, p, f"cannot stat: {exc.strerror or exc}")
+                continue
+            old = known.get(p) if root is not None else self._record_for_path(p)
+            if old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
+                report.unchanged += 1
+                continue
+            candidates.append(_Candidate(p, st.st_size, st.st_mtime_ns))
+
+        self._probe_and_hash(candidates, report, progress, max_pixels)
+        gone = {p: r for p, r in known.items() if p not in seen}
+        to_embed = self._plan(candidates, gone, report)
+        self._embed_and_store(to_embed, report, progress, batch_size, workers, max_pixels)
+        self._save()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _record_for_path(self, path: str) -> ImageRecord | None:
+        image_id = self.store.id_for_path(path)
+        return None if image_id is None else self.store.get(image_id)
+
+    def _skip(self, report: IndexReport, progress: Progress, path: str, reason: str) -> None:
+        report.skipped += 1
+        report.skipped_files.append((path, reason))
+        progress.skip(path, reason)
+
+    def _probe_and_hash(self, candidates: list[_Candidate], report: IndexReport, progress: Progress,
+                        max_pixels: int) -> None:
+        """Read headers and content hashes of new or changed files (threads: hashing releases the GIL)."""
+
+        def look(c: _Candidate) -> str | None:
+            try:
+                c.format, c.width, c.height = probe_image(c.path, max_pixels=max_pixels)
+                c.sha256 = file_sha256(c.path)
+                return None
+            except ImageError as exc:
+                return str(exc)
+            except OSError as exc:
+                return f"unreadable: {exc.strerror or exc}"
+
+        progress.stage("hashing", len(candidates))
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for c, error in zip(candidates, pool.map(look, candidates), strict=True):
+                progress.advance(1)
+                if error is not None:
+                    self._skip(report, progress, c.path, error)
+        candidates[:] = [c for c in candidates if c.sha256]
+
+    def _plan(self, candidates: list[_Candidate], gone: dict[str, ImageRecord],
+              report: IndexReport) -> dict[str, list[_Candidate]]:
+        """Settle what needs no forward pass (touched, moved, duplicate content) in one transaction; return the rest
+        grouped by content hash, so equal files are embedded once."""
+        gone_by_sha: dict[str, list[ImageRecord]] = {}
+        for record in gone.values():
+            gone_by_sha.setdefault(record.sha256, []).append(record)
+        to_embed: dict[str, list[_Candidate]] = {}
+        removed_ids: list[int] = []
+        reuse: list[tuple[_Candidate, int]] = []  # (new file, id whose vector it copies)
+        with self.store.write() as batch:
+            for c in candidates:
+                old = self._record_for_path(c.path)
+                if old is not None and old.sha256 == c.sha256:
+                    batch.update(_record(old.id, c))  # touched, not changed
+                    report.unchanged += 1
+                    continue
+                if old is not None:
+                    batch.delete(old.id)  # content changed: a new id follows
+                    removed_ids.append(old.id)
+                    report.updated += 1
+                    c.kind = "updated"
+                elif gone_by_sha.get(c.sha256):
+                    moved = gone_by_sha[c.sha256].pop()
+                    del gone[moved.path]
+                    batch.update(_record(moved.id, c))
+                    report.moved += 1
+                    continue
+                else:
+                    report.added += 1
+                same = [i for i in self.store.ids_for_sha256(c.sha256) if i not in removed_ids]
+                if same:
+                    reuse.append((c, same[0]))
+                else:
+                    to_embed.setdefault(c.sha256, []).append(c)
+            for record in gone.values():
+                batch.delete(record.id)
+                removed_ids.append(record.id)
+                report.removed += 1
+        if removed_ids:
+            self._index_remove(np.asarray(removed_ids, dtype=np.int64))
+        if reuse:
+            self._copy_vectors(reuse, report)
+        return to_embed
+
+    def _copy_vectors(self, reuse: list[tuple[_Candidate, int]], report: IndexReport) -> None:
+        vectors = self.store.vectors([src for _, src in reuse], self.dim)
+        with self.store.write() as batch:
+            ids = batch.new_ids(len(reuse))
+            for (c, src), new_id, vector in zip(reuse, ids, vectors, strict=True):
+                batch.add(_record(new_id, c), vector, self.store.thumbnail(src))
+        self._index_add(np.asarray(ids, dtype=np.int64), vectors)
+        report.reused += len(reuse)
+
+    def _embed_and_store(self, groups: dict[str, list[_Candidate]], report: IndexReport, progress: Progress,
+                         batch_size: int, workers: int | None, max_pixels: int) -> None:
+        if not groups:
+            return
+        from simsearch.embedding import embed_files
+
+        firsts = [files[0] for files in groups.values()]
+        progress.stage("embedding", len(firsts))
+        last_save = time.monotonic()
+        for out in embed_files(self.embedder, [c.path for c in firsts], batch_size=batch_size, workers=workers,
+                               max_pixels=max_pixels):
+            for position, reason in out.failures:
+                for c in groups[firsts[position].sha256]:
+                    self._skip(report, progress, c.path, reason)
+                    setattr(report, c.kind, getattr(report, c.kind) - 1)  # the plan counted it; it did not happen
+            rows: list[tuple[_Candidate, np.ndarray, bytes | None]] = []
+            for position, vector, thumb in zip(out.positions, out.vectors, out.thumbnails, strict=True):
+                rows.extend((c, vector, thumb) for c in groups[firsts[position].sha256])
+            if rows:
+                with self.store.write() as batch:
+                    ids = batch.new_ids(len(rows))
+                    for (c, vector, thumb), new_id in zip(rows, ids, strict=True):
+                        batch.add(_record(new_id, c), vector, thumb)
+                self._index_add(np.asarray(ids, dtype=np.int64), np.stack([v for _, v, _ in rows]))
+            report.embedded += len(out.positions)
+            report.reused += len(rows) - len(out.positions)
+            progress.advance(len(out.positions) + len(out.failures))
+            if time.monotonic() - last_save > _SAVE_EVERY_S:
+                self._save()
+                last_save = time.monotonic()
+
+
+def _record(image_id: int, c: _Candidate) -> ImageRecord:
+    return ImageRecord(id=image_id, path=c.path, size=c.size, mtime_ns=c.mtime_ns, sha256=c.sha256, width=c.width,
+                       height=c.height, format=c.format)
+
+
+def _check_same_model(folder: Path, built: ModelInfo, embedder: Embedder) -> None:
+    if built.id != embedder.model_id or built.weights_sha256 != embedder.weights_sha256:
+        raise ModelMismatchError(
+            f"collection {folder} was built with model {built.id} (weights {built.weights_sha256[:12]}), not "
+            f"{embedder.model_id} (weights {embedder.weights_sha256[:12]}): vectors of two models never mix; "
+            "use another collection (-c) or the model it was built with"
+        )
+
+
+def _load_index(path: Path, manifest: Manifest) -> VectorIndex:
+    if path.exists():
+        try:
+            index = VectorIndex.load(path)
+            if index.dim == manifest.model.dim:
+                return index
+            log.warning("index file %s has dimension %d, expected %d: rebuilding it", path, index.dim,
+                        manifest.model.dim)
+        except IndexLayerError as exc:
+            log.warning("index file %s is unreadable (%s): rebuilding it from the store", path, exc)
+    index = VectorIndex.create(manifest.model.dim, manifest.index.factory)
+    if manifest.index.search_params:
+        index.set_search_params(manifest.index.search_params)
+    manifest.index.generation = -1  # force a reconcile: the store is the truth
+    return index
+
+
+def open_collection(path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Collection:
+    """Open an existing collection (see :meth:`Collection.open` for the keyword arguments)."""
+    return Collection.open(path, **kwargs)

@@ -1,0 +1,151 @@
+"""The one torch -> numpy boundary: image files in, C-contiguous L2-normalised ``(N, D) float32`` vectors out.
+
+Decoding runs in DataLoader worker processes so that it overlaps the forward pass in the main process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from simsearch.errors import ImageError
+from simsearch.images import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE, load_image, make_thumbnail
+from simsearch.models import Embedder, create_transform
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[PIL.Image.Image], torch.Tensor]
+
+
+def default_workers() -> int:
+    """Decoding workers: half the cores, since the forward pass in the main process wants the other half."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def decode_min_side(data_config: dict) -> int:
+    """The shortest side a decoded image needs, so JPEG draft mode never decodes smaller than the transform reads."""
+    _, height, width = data_config["input_size"]
+    crop_pct = float(data_config.get("crop_pct") or 1.0)
+    return max(math.ceil(min(height, width) / crop_pct), THUMBNAIL_SIZE)
+
+
+@dataclass
+class _Decoded:
+    position: int
+    tensor: torch.Tensor | None
+    thumbnail: bytes | None
+    error: str | None
+
+
+class _ImageFiles(Dataset):
+    """Decodes, transforms and thumbnails one file per item; an unreadable file becomes an error, never an exception,
+    so that one bad file cannot stop a DataLoader."""
+
+    def __init__(self, paths: Sequence[str | Path], transform: Transform, min_side: int, max_pixels: int,
+                 thumbnails: bool) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+        self.min_side = min_side
+        self.max_pixels = max_pixels
+        self.thumbnails = thumbnails
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, position: int) -> _Decoded:
+        try:
+            image = load_image(self.paths[position], max_pixels=self.max_pixels, min_side=self.min_side)
+            thumb = make_thumbnail(image) if self.thumbnails else None
+            return _Decoded(position, self.transform(image), thumb, None)
+        except ImageError as exc:
+            return _Decoded(position, None, None, str(exc))
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a property of the file, reported not raised
+            return _Decoded(position, None, None, f"{type(exc).__name__}: {exc}")
+
+
+def _collate(items: list[_Decoded]) -> list[_Decoded]:
+    return items
+
+
+def _worker_init(_: int) -> None:
+    # Each worker decodes one image at a time; torch threads inside workers would only fight the forward pass.
+    torch.set_num_threads(1)
+
+
+@dataclass
+class EmbeddedBatch:
+    """One batch of results; ``positions`` index into the input sequence of paths."""
+
+    positions: list[int]
+    vectors: np.ndarray  # (len(positions), D) float32, L2-normalised
+    thumbnails: list[bytes | None]
+    failures: list[tuple[int, str]]  # (position, reason) of files that could not be decoded
+
+
+def forward(embedder: Embedder, batch: torch.Tensor) -> np.ndarray:
+    """Run the model on a ready batch ``(N, 3, H, W)`` and cross to numpy: ``(N, D) float32`` C-contiguous."""
+    device = next(embedder.parameters()).device
+    batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out = embedder(batch)
+    return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)
+
+
+def embed_files(
+    embedder: Embedder,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    thumbnails: bool = True,
+) -> Iterator[EmbeddedBatch]:
+    """Embed image files in batches, decoding in ``workers`` processes (0 decodes in this process)."""
+    if not paths:
+        return
+    workers = default_workers() if workers is None else workers
+    dataset = _ImageFiles(paths, create_transform(embedder), decode_min_side(embedder.data_config), max_pixels,
+                          thumbnails)
+    on_cuda = next(embedder.parameters()).device.type == "cuda"
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=min(workers, math.ceil(len(dataset) / batch_size)),
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if workers else None,
+        pin_memory=on_cuda,
+        prefetch_factor=4 if workers else None,
+    )
+    for items in loader:
+        good = [item for item in items if item.tensor is not None]
+        vectors = (
+            forward(embedder, torch.stack([item.tensor for item in good]))  # type: ignore[misc]
+            if good
+            else np.empty((0, embedder.embed_dim), dtype=np.float32)
+        )
+        yield EmbeddedBatch(
+            positions=[item.position for item in good],
+            vectors=vectors,
+            thumbnails=[item.thumbnail for item in good],
+            failures=[(item.position, item.error or "unreadable") for item in items if item.tensor is None],
+        )
+
+
+def embed_images(embedder: Embedder, images: Sequence[str | Path | bytes | PIL.Image.Image], *,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Embed a few images in this process (query time: no worker start-up). Raises ImageError on a bad image."""
+    transform = create_transform(embedder)
+    min_side = decode_min_side(embedder.data_config)
+    tensors = [transform(load_image(image, max_pixels=max_pixels, min_side=min_side)) for image in images]
+    if not tensors:
+        return np.empty((0, embedder.embed_dim), dtype=np.float32)
+    return forward(embedder, torch.stack(tensors))

@@ -1,0 +1,91 @@
+"""The collection manifest: a versioned JSON file naming the model, the index and the counts of a collection."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from simsearch.errors import CollectionError
+
+FORMAT = "simsearch-collection"
+VERSION = 1
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file even after a crash."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class ModelInfo:
+    """Identity of the model that made a collection's vectors; two collections mix only if these agree."""
+
+    id: str
+    weights_sha256: str
+    spec: dict[str, Any]
+    data_config: dict[str, Any]
+    dim: int
+
+
+@dataclass
+class IndexInfo:
+    factory: str
+    search_params: str = ""
+    auto: bool = True  # True: the factory follows the collection's size; False: the user chose it
+    generation: int = -1  # the store generation the saved index file agrees with
+
+
+@dataclass
+class Manifest:
+    model: ModelInfo
+    index: IndexInfo
+    metric: str = "cosine"
+    count: int = 0
+    created: str = field(default_factory=now_iso)
+    updated: str = field(default_factory=now_iso)
+    simsearch_version: str = ""
+    format: str = FORMAT
+    version: int = VERSION
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(path, (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise CollectionError(f"{path.parent} is not a simsearch collection (no manifest.json)") from exc
+        except (OSError, ValueError) as exc:
+            raise CollectionError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise CollectionError(f"{path} is not a simsearch collection manifest")
+        version = raw.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            raise CollectionError(
+                f"collection format version {version} is newer than this simsearch understands ({VERSION}): upgrade"
+            )
+        try:
+            raw["model"] = ModelInfo(**raw["model"])
+            raw["index"] = IndexInfo(**raw["index"])
+            return cls(**raw)
+        except (KeyError, TypeError) as exc:
+            raise CollectionError(f"{path} is damaged: {exc}") from exc

@@ -1,0 +1,12 @@
+"""Models: the Embedder (timm backbone + projection + L2 norm), resolving model specs, weights and checkpoints."""
+
+from simsearch.models.embedder import Embedder, create_transform
+from simsearch.models.registry import (
+    DEFAULT_MODEL,
+    load_embedder,
+    load_embedder_from_spec,
+    resolve_device,
+    save_checkpoint,
+)
+
+__all__ = ["DEFAULT_MODEL", "Embedder", "create_transform", "load_embedder", "load_embedder_from_spec", "resolve_device", "save_checkpoint"]

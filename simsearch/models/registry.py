@@ -1,0 +1,398 @@
+"""Resolving a model spec ("default", a timm name, a weights file, a checkpoint folder) into a ready Embedder.
+
+Also owns the simsearch checkpoint format (a folder with model.safetensors + config.json) and device choice.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import socket
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from simsearch.errors import ModelError
+from simsearch.models.embedder import Embedder
+from simsearch.models.weights import (
+    BUNDLED_ARCH,
+    SAFETENSORS_SUFFIXES,
+    TORCH_SUFFIXES,
+    bundled_weights_path,
+    classifier_prefixes,
+    drop_keys,
+    file_sha256,
+    is_lukemelas_efficientnet,
+    load_state_dict_strict,
+    load_weights_file,
+    lukemelas_to_timm,
+    state_dict_sha256,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+CHECKPOINT_FORMAT = "simsearch-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_WEIGHTS = "model.safetensors"
+CHECKPOINT_CONFIG = "config.json"
+_RESERVED_CONFIG_KEYS = ("format", "version", "backbone", "embed_dim", "data_config", "backbone_kwargs")
+# huggingface_hub retries an unreachable host for ~45 s before giving up; a plain connect fails in milliseconds
+# when DNS is down and within this timeout when a firewall drops packets.
+_PROBE_TIMEOUT_S = 3.0
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None/"auto" -> cuda when available, else cpu; an explicit accelerator that is absent is a ModelError."""
+    if isinstance(device, torch.device):
+        name = str(device)
+    else:
+        name = (device or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ModelError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {name!r} requested but no CUDA GPU is available here: use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA GPU(s) exist")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"device {name!r} requested but Apple MPS is not available here: use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"unsupported device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return dev
+
+
+def load_embedder(
+    spec: str | os.PathLike[str] | None = None,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = "cpu",
+) -> Embedder:
+    """Build an Embedder in eval mode on `device`.
+
+    Args:
+        spec: None or "default" (bundled ImageNet EfficientNet-Lite0, works offline), a timm model name (pretrained
+            weights from timm's hub, or from `weights`), or a simsearch checkpoint folder.
+        weights: A local weights file (.safetensors preferred, or .pth/.pt/.bin) for the timm name in `spec`.
+        device: "cpu", "cuda", "cuda:N" or "auto"/None.
+    """
+    dev = resolve_device(device)
+    if spec is None or str(spec) == DEFAULT_MODEL:
+        if weights is not None:
+            raise ModelError(
+                f"--weights needs the architecture it belongs to, e.g. `--model resnet18 --weights {weights}`"
+            )
+        embedder = _load_default()
+    else:
+        text = os.fspath(spec)
+        path = Path(text).expanduser()
+        if _is_path_spec(text, path):
+            if not path.exists():
+                raise ModelError(f"no such model file or folder: {text}")
+            if path.is_file():
+                raise ModelError(
+                    f"{path} is a weights file: name its architecture too, e.g. `--model resnet18 --weights {path}`"
+                )
+            if weights is not None:
+                raise ModelError(f"{path} is a checkpoint folder with its own weights: drop --weights")
+            embedder = _load_checkpoint(path)
+        elif weights is not None:
+            embedder = _load_timm_with_file(text, Path(weights).expanduser())
+        else:
+            embedder = _load_timm_pretrained(text)
+    embedder.eval().to(dev)
+    if dev.type == "cpu":
+        embedder.use_channels_last()
+    logger.info(
+        "loaded %s (%d-d, weights sha256 %s) on %s",
+        embedder.model_id,
+        embedder.embed_dim,
+        embedder.weights_sha256[:12],
+        dev,
+    )
+    return embedder
+
+
+def load_embedder_from_spec(spec: dict[str, Any], *, device: str | torch.device | None = "cpu") -> Embedder:
+    """Rebuild the model that an `Embedder.spec` describes (a collection's manifest keeps one)."""
+    kind = spec.get("kind")
+    if kind == "default":
+        return load_embedder(None, device=device)
+    if kind == "timm":
+        return load_embedder(spec["name"], device=device)
+    if kind == "file":
+        return load_embedder(spec["name"], weights=spec["path"], device=device)
+    if kind == "checkpoint":
+        return load_embedder(spec["path"], device=device)
+    raise ModelError(f"cannot rebuild a model of kind {kind!r} (spec {spec})")
+
+
+def save_checkpoint(
+    embedder: Embedder, folder: str | os.PathLike[str], extra_config: dict[str, Any] | None = None
+) -> Path:
+    """Write `embedder` as a simsearch checkpoint folder (model.safetensors + config.json) that load_embedder reads.
+
+    Args:
+        extra_config: More JSON-able entries for config.json (training recipe, metrics); may not override format keys.
+
+    Returns:
+        The folder.
+    """
+    import safetensors.torch
+
+    extra = dict(extra_config or {})
+    clash = sorted(set(extra) & set(_RESERVED_CONFIG_KEYS))
+    if clash:
+        raise ModelError(f"extra_config may not set reserved checkpoint keys: {', '.join(clash)}")
+    config: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "backbone": embedder.arch,
+        "embed_dim": embedder.projection_dim,
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in embedder.data_config.items()},
+    }
+    if embedder.backbone_kwargs:
+        config["backbone_kwargs"] = embedder.backbone_kwargs
+    config.update(extra)
+    try:
+        config_text = json.dumps(config, indent=2, sort_keys=False) + "\n"
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"checkpoint config is not JSON-serialisable: {e}") from None
+
+    out = Path(folder).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    # Cloning breaks tied/shared storage (safetensors refuses it) and drops channels_last strides.
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in embedder.state_dict().items()}
+    # Write-then-rename so that a crash never leaves a half-written checkpoint that looks complete.
+    tmp_weights = out / (CHECKPOINT_WEIGHTS + ".tmp")
+    tmp_config = out / (CHECKPOINT_CONFIG + ".tmp")
+    safetensors.torch.save_file(state, str(tmp_weights), metadata={"format": "pt"})
+    tmp_config.write_text(config_text, encoding="utf-8")
+    os.replace(tmp_weights, out / CHECKPOINT_WEIGHTS)
+    os.replace(tmp_config, out / CHECKPOINT_CONFIG)
+    logger.info("saved checkpoint %s (%s, %d-d)", out, embedder.arch, embedder.embed_dim)
+    return out
+
+
+def _is_path_spec(text: str, path: Path) -> bool:
+    """A spec names a file/folder when it looks like a path; otherwise it is a timm model name."""
+    if text.startswith(("hf-hub:", "hf_hub:", "timm/")):
+        return False
+    if path.is_file() or (path / CHECKPOINT_CONFIG).is_file():
+        return True
+    looks_like_path = "/" in text or os.sep in text or text.startswith((".", "~"))
+    return looks_like_path or path.suffix.lower() in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
+
+
+def _check_model_name(name: str) -> None:
+    """ModelError with close matches for a name timm does not know."""
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        return
+    arch = name.split(".", 1)[0]
+    if timm.is_model(arch):
+        if "." in name and not timm.is_model_pretrained(name):
+            tags = timm.list_pretrained(f"{arch}.*")[:8]
+            hint = f": known ones are {', '.join(tags)}" if tags else ""
+            raise ModelError(f"timm model {arch!r} has no pretrained tag {name.split('.', 1)[1]!r}{hint}")
+        return
+    candidates = timm.list_models(f"*{arch}*")[:6]
+    for close in difflib.get_close_matches(arch, timm.list_models(), n=6, cutoff=0.6):
+        if close not in candidates:
+            candidates.append(close)
+    hint = f"; did you mean {', '.join(candidates[:8])}?" if candidates else "; see timm.list_models()"
+    raise ModelError(f"unknown model {name!r} (not a timm model name nor an existing path){hint}")
+
+
+def _create_backbone(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """timm backbone with its classifier removed (num_classes=0): forward gives pooled (N, F) features."""
+    _check_model_name(name)
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - timm raises many types for bad kwargs
+        raise ModelError(f"could not build timm model {name!r}: {type(e).__name__}: {e}".splitlines()[0]) from None
+
+
+def _random_embedder(name: str, embed_dim: int | None = None, **backbone_kwargs: Any) -> Embedder:
+    """A randomly initialised Embedder (no download): for tests and for training from scratch."""
+    backbone = _create_backbone(name, **backbone_kwargs)
+    embedder = Embedder(
+        backbone,
+        arch=_arch_name(backbone, name),
+        embed_dim=embed_dim,
+        spec={"kind": "random", "name": name, "path": None},
+        backbone_kwargs=backbone_kwargs,
+    )
+    embedder.weights_sha256 = state_dict_sha256(embedder.state_dict())
+    return embedder.eval()
+
+
+def _arch_name(backbone: nn.Module, fallback: str) -> str:
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    return str(cfg.get("architecture") or fallback.split(".", 1)[0])
+
+
+def _load_default() -> Embedder:
+    path = bundled_weights_path()
+    backbone = _create_backbone(BUNDLED_ARCH)
+    state = lukemelas_to_timm(load_weights_file(path), backbone)
+    load_state_dict_strict(backbone, drop_keys(state, classifier_prefixes(backbone)), str(path))
+    return Embedder(
+        backbone,
+        arch=BUNDLED_ARCH,
+        model_id=f"{DEFAULT_MODEL}:{BUNDLED_ARCH}",
+        weights_sha256=file_sha256(path),
+        spec={"kind": "default", "name": BUNDLED_ARCH, "path": None},
+    )
+
+
+def _load_timm_with_file(name: str, weights: Path) -> Embedder:
+    backbone = _create_backbone(name)
+    state = load_weights_file(weights)
+    if is_lukemelas_efficientnet(state):
+        state = lukemelas_to_timm(state, backbone)
+    load_state_dict_strict(backbone, drop_keys(state, classifier_prefixes(backbone)), str(weights))
+    arch = _arch_name(backbone, name)
+    return Embedder(
+        backbone,
+        arch=arch,
+        model_id=f"file:{arch}",
+        weights_sha256=file_sha256(weights),
+        spec={"kind": "file", "name": name, "path": str(weights.resolve())},
+    )
+
+
+def _hub_files(cfg: dict[str, Any]) -> tuple[str, list[Path]]:
+    """Where timm would fetch pretrained weights from (a host) and the local cache files that would satisfy it."""
+    hf_hub_id = cfg.get("hf_hub_id")
+    if hf_hub_id:
+        import huggingface_hub
+        from huggingface_hub import constants
+
+        repo, _, revision = str(hf_hub_id).partition("@")
+        names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
+        cached = []
+        for filename in names:
+            hit = huggingface_hub.try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(hit, str):
+                cached.append(Path(hit))
+        return urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co", cached
+    url = str(cfg.get("url") or "")
+    if url:
+        local = Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlparse(url).path).name
+        return urllib.parse.urlparse(url).hostname or "", [local] if local.is_file() else []
+    return "", []
+
+
+def _host_reachable(host: str) -> bool:
+    """One quick TCP connect (to the HTTPS proxy when one is configured) instead of the hub's ~45 s of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    target, port = host, 443
+    proxy = urllib.request.getproxies().get("https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        parsed = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        target, port = parsed.hostname or host, parsed.port or 80
+    try:
+        with socket.create_connection((target, port), timeout=_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _load_timm_pretrained(name: str) -> Embedder:
+    _check_model_name(name)
+    offline_msg = (
+        f"could not download pretrained weights for {name!r} (offline?): pass a local file with --weights FILE"
+    )
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        source: dict[str, Any] = {"hf_hub_id": name.split(":", 1)[1]}
+    else:
+        cfg = timm.models.get_pretrained_cfg(name) if timm.is_model_pretrained(name) else None
+        if cfg is None:
+            raise ModelError(f"timm has no pretrained weights for {name!r}: pass a local file with --weights FILE")
+        source = cfg.to_dict()
+    host, cached = _hub_files(source)
+    if not cached and host and not _host_reachable(host):
+        raise ModelError(offline_msg)
+    try:
+        backbone = timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as e:  # noqa: BLE001 - network, hub and parsing errors all mean "no weights"
+        logger.debug("pretrained download of %s failed", name, exc_info=True)
+        if isinstance(e, OSError | ConnectionError | TimeoutError) or "connect" in str(e).lower():
+            raise ModelError(offline_msg) from None
+        raise ModelError(
+            f"could not load pretrained weights for {name!r}: {type(e).__name__}: {e}".splitlines()[0]
+        ) from None
+    pcfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
+    arch = str(pcfg.get("architecture") or name.split(".", 1)[0])
+    full_name = f"{arch}.{pcfg['tag']}" if pcfg.get("tag") else arch
+    _, cached = _hub_files(pcfg)
+    sha = file_sha256(cached[0]) if cached else state_dict_sha256(backbone.state_dict())
+    return Embedder(
+        backbone,
+        arch=arch,
+        model_id=f"timm:{full_name}",
+        weights_sha256=sha,
+        spec={"kind": "timm", "name": full_name, "path": None},
+    )
+
+
+def _read_checkpoint_config(folder: Path) -> dict[str, Any]:
+    config_path = folder / CHECKPOINT_CONFIG
+    if not config_path.is_file() or not (folder / CHECKPOINT_WEIGHTS).is_file():
+        raise ModelError(f"{folder} is not a simsearch checkpoint (needs {CHECKPOINT_WEIGHTS} and {CHECKPOINT_CONFIG})")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"unreadable checkpoint config {config_path}: {e}") from None
+    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{config_path} is not a simsearch checkpoint config (format != {CHECKPOINT_FORMAT!r})")
+    version = config.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelError(f"{config_path} has an invalid version {version!r}")
+    if version > CHECKPOINT_VERSION:
+        raise ModelError(
+            f"checkpoint {folder} has format version {version}, newer than this simsearch reads "
+            f"({CHECKPOINT_VERSION}): upgrade simsearch"
+        )
+    if not isinstance(config.get("backbone"), str) or not config["backbone"]:
+        raise ModelError(f"{config_path} names no backbone")
+    embed_dim = config.get("embed_dim")
+    if embed_dim is not None and (not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim <= 0):
+        raise ModelError(f"{config_path} has an invalid embed_dim {embed_dim!r}")
+    for key in ("data_config", "backbone_kwargs"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise ModelError(f"{config_path}: {key} must be an object")
+    return config
+
+
+def _load_checkpoint(folder: Path) -> Embedder:
+    config = _read_checkpoint_config(folder)
+    weights = folder / CHECKPOINT_WEIGHTS
+    backbone_kwargs = dict(config.get("backbone_kwargs") or {})
+    backbone = _create_backbone(config["backbone"], **backbone_kwargs)
+    embedder = Embedder(
+        backbone,
+        arch=config["backbone"],
+        embed_dim=config.get("embed_dim"),
+        model_id=f"checkpoint:{folder.resolve().name}",
+        weights_sha256=file_sha256(weights),
+        spec={"kind": "checkpoint", "name": config["backbone"], "path": str(folder.resolve())},
+        data_config=config.get("data_config") or None,
+        backbone_kwargs=backbone_kwargs,
+    )
+    load_state_dict_strict(embedder, load_weights_file(weights), str(weights))
+    return embedder

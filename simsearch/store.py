@@ -1,0 +1,255 @@
+"""The LMDB image store: per-image metadata, a preview thumbnail and the image's vector, under one int64 id.
+
+The store is the collection's source of truth. It keeps each vector beside its metadata so that the FAISS index is
+a derived artefact: after a crash the index is reconciled from the store, never the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from simsearch.errors import CollectionError
+
+_ID = struct.Struct(">q")  # big-endian so that LMDB's byte order is numeric order for ids >= 0
+_INITIAL_MAP_SIZE = 1 << 30  # grows by doubling on demand; a sparse file on Linux either way
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the store knows of one image file."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    format: str
+
+
+def _key(image_id: int) -> bytes:
+    return _ID.pack(image_id)
+
+
+def _unkey(key: bytes) -> int:
+    return int(_ID.unpack(key)[0])
+
+
+class Store:
+    """An LMDB environment with five named databases; every write batch is one atomic transaction.
+
+    Databases: ``records`` id -> JSON metadata, ``paths`` path -> id, ``hashes`` sha256 -> ids (duplicates allowed),
+    ``vectors`` id -> float32 bytes, ``thumbs`` id -> JPEG bytes, ``meta`` counters (next id, generation).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise CollectionError(f"no image store at {self.path}")
+        try:
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=_INITIAL_MAP_SIZE,
+                max_dbs=8,
+                readonly=readonly,
+                lock=True,
+                readahead=False,  # random reads of small records: readahead only pollutes the page cache
+            )
+        except lmdb.Error as exc:
+            raise CollectionError(f"cannot open image store {self.path}: {exc}") from exc
+        self.readonly = readonly
+        names = ["meta", "records", "paths", "vectors", "thumbs"]
+        with self._env.begin(write=not readonly) as txn:
+            self._dbs = {name: self._env.open_db(name.encode(), txn=txn, create=not readonly) for name in names}
+            self._dbs["hashes"] = self._env.open_db(b"hashes", txn=txn, dupsort=True, create=not readonly)
+
+    # -- reading ----------------------------------------------------------------------------------------------------
+
+    def _meta_int(self, txn: lmdb.Transaction, name: bytes, default: int = 0) -> int:
+        raw = txn.get(name, db=self._dbs["meta"])
+        return default if raw is None else _unkey(raw)
+
+    @property
+    def generation(self) -> int:
+        """Counts committed write batches; the index records the generation it was last saved at."""
+        with self._env.begin() as txn:
+            return self._meta_int(txn, b"generation")
+
+    def __len__(self) -> int:
+        with self._env.begin() as txn:
+            return int(txn.stat(self._dbs["records"])["entries"])
+
+    def get(self, image_id: int) -> ImageRecord | None:
+        with self._env.begin() as txn:
+            return self._get(txn, image_id)
+
+    def _get(self, txn: lmdb.Transaction, image_id: int) -> ImageRecord | None:
+        raw = txn.get(_key(image_id), db=self._dbs["records"])
+        return None if raw is None else ImageRecord(id=image_id, **json.loads(raw))
+
+    def get_many(self, ids: Iterable[int]) -> list[ImageRecord | None]:
+        with self._env.begin() as txn:
+            return [self._get(txn, int(i)) for i in ids]
+
+    def id_for_path(self, path: str) -> int | None:
+        with self._env.begin() as txn:
+            raw = txn.get(path.encode(), db=self._dbs["paths"])
+        return None if raw is None else _unkey(raw)
+
+    def ids_for_sha256(self, sha256: str) -> list[int]:
+        with self._env.begin() as txn, txn.cursor(db=self._dbs["hashes"]) as cur:
+            if not cur.set_key(sha256.encode()):
+                return []
+            return [_unkey(v) for v in cur.iternext_dup()]
+
+    def ids(self) -> np.ndarray:
+        """Every id in the store, ascending: (N,) int64."""
+        with self._env.begin() as txn, txn.cursor(db=self._dbs["records"]) as cur:
+            keys = b"".join(cur.iternext(keys=True, values=False))
+        return np.frombuffer(keys, dtype=">i8").astype(np.int64)
+
+    def records(self) -> Iterator[ImageRecord]:
+        with self._env.begin() as txn, txn.cursor(db=self._dbs["records"]) as cur:
+            for key, raw in cur:
+                yield ImageRecord(id=_unkey(key), **json.loads(raw))
+
+    def records_under(self, folder: str) -> dict[str, ImageRecord]:
+        """Records whose path lies inside ``folder`` (an absolute path), keyed by path; a range scan on ``paths``."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        out: dict[str, ImageRecord] = {}
+        with self._env.begin() as txn, txn.cursor(db=self._dbs["paths"]) as cur:
+            if not cur.set_range(prefix.encode()):
+                return out
+            for key, raw in cur:
+                path = key.decode()
+                if not path.startswith(prefix):
+                    break
+                record = self._get(txn, _unkey(raw))
+                if record is not None:
+                    out[path] = record
+        return out
+
+    def vectors(self, ids: Iterable[int], dim: int) -> np.ndarray:
+        """The stored vectors of ``ids``: (N, dim) float32; a missing id is an error since store and index agree."""
+        ids = list(ids)
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        with self._env.begin() as txn:
+            for row, image_id in enumerate(ids):
+                raw = txn.get(_key(int(image_id)), db=self._dbs["vectors"])
+                if raw is None or len(raw) != dim * 4:
+                    raise CollectionError(f"image store is missing the vector of id {image_id}")
+                out[row] = np.frombuffer(raw, dtype=np.float32)
+        return out
+
+    def thumbnail(self, image_id: int) -> bytes | None:
+        with self._env.begin() as txn:
+            raw = txn.get(_key(image_id), db=self._dbs["thumbs"])
+        return None if raw is None else bytes(raw)
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    # -- writing ----------------------------------------------------------------------------------------------------
+
+    def write(self) -> WriteBatch:
+        """Start an atomic batch: ``with store.write() as batch: batch.add(...)``."""
+        if self.readonly:
+            raise CollectionError(f"image store {self.path} is open read-only")
+        return WriteBatch(self)
+
+    def _grow(self) -> None:
+        self._env.set_mapsize(self._env.info()["map_size"] * 2)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+class WriteBatch:
+    """Collects changes and commits them in one LMDB transaction, so a crash keeps all of them or none."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._ops: list[tuple[str, tuple]] = []
+
+    def new_ids(self, count: int) -> list[int]:
+        """Reserve ``count`` fresh ids; ids are never reused, so a stale index entry can never alias a new image."""
+        env, meta = self._store._env, self._store._dbs["meta"]
+        with env.begin(write=True) as txn:
+            first = self._store._meta_int(txn, b"next_id", 1)
+            txn.put(b"next_id", _key(first + count), db=meta)
+        return list(range(first, first + count))
+
+    def add(self, record: ImageRecord, vector: np.ndarray, thumbnail: bytes | None) -> None:
+        self._ops.append(("add", (record, np.ascontiguousarray(vector, dtype=np.float32).tobytes(), thumbnail)))
+
+    def update(self, record: ImageRecord) -> None:
+        """Replace the metadata of an existing id (a moved, renamed or touched file keeps its id and vector)."""
+        self._ops.append(("update", (record,)))
+
+    def delete(self, image_id: int) -> None:
+        self._ops.append(("delete", (image_id,)))
+
+    def __enter__(self) -> WriteBatch:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None and self._ops:
+            self.commit()
+
+    def commit(self) -> None:
+        while True:
+            try:
+                with self._store._env.begin(write=True) as txn:
+                    for op, args in self._ops:
+                        getattr(self, f"_{op}")(txn, *args)
+                    gen = self._store._meta_int(txn, b"generation")
+                    txn.put(b"generation", _key(gen + 1), db=self._store._dbs["meta"])
+                break
+            except lmdb.MapFullError:
+                self._store._grow()
+        self._ops.clear()
+
+    def _add(self, txn: lmdb.Transaction, record: ImageRecord, vector: bytes, thumbnail: bytes | None) -> None:
+        dbs, key = self._store._dbs, _key(record.id)
+        self._put_record(txn, record)
+        txn.put(key, vector, db=dbs["vectors"])
+        if thumbnail is not None:
+            txn.put(key, thumbnail, db=dbs["thumbs"])
+
+    def _put_record(self, txn: lmdb.Transaction, record: ImageRecord) -> None:
+        dbs, key = self._store._dbs, _key(record.id)
+        old = self._store._get(txn, record.id)
+        if old is not None:
+            self._unlink(txn, old)
+        meta = asdict(record)
+        del meta["id"]
+        txn.put(key, json.dumps(meta, separators=(",", ":")).encode(), db=dbs["records"])
+        txn.put(record.path.encode(), key, db=dbs["paths"])
+        txn.put(record.sha256.encode(), key, db=dbs["hashes"])
+
+    def _unlink(self, txn: lmdb.Transaction, record: ImageRecord) -> None:
+        dbs, key = self._store._dbs, _key(record.id)
+        if txn.get(record.path.encode(), db=dbs["paths"]) == key:
+            txn.delete(record.path.encode(), db=dbs["paths"])
+        txn.delete(record.sha256.encode(), key, db=dbs["hashes"])
+
+    def _update(self, txn: lmdb.Transaction, record: ImageRecord) -> None:
+        self._put_record(txn, record)
+
+    def _delete(self, txn: lmdb.Transaction, image_id: int) -> None:
+        dbs, key = self._store._dbs, _key(image_id)
+        old = self._store._get(txn, image_id)
+        if old is None:
+            return
+        self._unlink(txn, old)
+        for name in ("records", "vectors", "thumbs"):
+            txn.delete(key, db=dbs[name])

@@ -1,0 +1,61 @@
+"""Shared fixtures: the real data folder, a few Caltech-101 photos unpacked once, and the default model."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("SIMSEARCH_DATA", REPO.parent / "shared" / "data"))
+CALTECH_TAR = DATA / "caltech101" / "101_ObjectCategories.tar"
+SAMPLES = REPO / "samples"
+
+
+def require_caltech() -> Path:
+    if not CALTECH_TAR.exists():
+        pytest.skip(f"Caltech-101 not found at {CALTECH_TAR} (set SIMSEARCH_DATA to the shared data folder)")
+    return CALTECH_TAR
+
+
+def unpack_caltech(dest: Path, classes: dict[str, int]) -> dict[str, list[Path]]:
+    """Unpack the first ``n`` photos of each named class into ``dest/<class>/``; returns the paths per class."""
+    tar_path = require_caltech()
+    wanted: dict[str, list[str]] = {}
+    with tarfile.open(tar_path) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")]
+        for cls, n in classes.items():
+            names = sorted(m.name for m in members if m.name.split("/")[-2] == cls)[:n]
+            if len(names) < n:
+                raise RuntimeError(f"class {cls} has only {len(names)} photos")
+            wanted[cls] = names
+        by_name = {m.name: m for m in members}
+        out: dict[str, list[Path]] = {}
+        for cls, names in wanted.items():
+            (dest / cls).mkdir(parents=True, exist_ok=True)
+            out[cls] = []
+            for name in names:
+                target = dest / cls / Path(name).name
+                f = tar.extractfile(by_name[name])
+                assert f is not None
+                target.write_bytes(f.read())
+                out[cls].append(target)
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_embedder():
+    """The offline default model, loaded once per test session (about a second)."""
+    from simsearch.models import load_embedder
+
+    return load_embedder(None, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def caltech_photos(tmp_path_factory) -> dict[str, list[Path]]:
+    """12 real photos each of five visually distinct Caltech-101 classes, unpacked once per session."""
+    dest = tmp_path_factory.mktemp("caltech")
+    classes = {"airplanes": 12, "Faces_easy": 12, "Motorbikes": 12, "sunflower": 12, "starfish": 12}
+    return unpack_caltech(dest, classes)

@@ -1,0 +1,329 @@
+"""Tests of simsearch.models: the EfficientNet-Lite0 key mapping, the default embedder, specs, files and checkpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+from PIL import Image
+from timm.data import ImageNetInfo
+
+from simsearch.errors import ModelError
+from simsearch.models import (
+    DEFAULT_MODEL,
+    Embedder,
+    create_transform,
+    load_embedder,
+    registry,
+    resolve_device,
+    save_checkpoint,
+    weights,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SIMSEARCH_DATA", REPO.parent / "shared" / "data"))
+CALTECH_TAR = DATA / "caltech101" / "101_ObjectCategories.tar"
+
+# Caltech-101 class -> (ImageNet indices that count as right, a word each index's description must contain).
+CALTECH_TO_IMAGENET = {
+    "laptop": {620: "laptop", 681: "notebook"},
+    "soccer_ball": {805: "soccer ball"},
+    "pizza": {963: "pizza"},
+    "umbrella": {879: "umbrella"},
+    "strawberry": {949: "strawberry"},
+    "grand_piano": {579: "grand piano"},
+    "revolver": {763: "revolver"},
+    "dalmatian": {251: "dalmatian"},
+    "llama": {355: "llama"},
+    "trilobite": {69: "trilobite"},
+}
+
+
+@pytest.fixture(scope="module")
+def lite0_source() -> dict[str, torch.Tensor]:
+    return weights.load_weights_file(weights.bundled_weights_path())
+
+
+@pytest.fixture(scope="module")
+def lite0_classifier(lite0_source: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """timm tf_efficientnet_lite0 with its 1000-class head, carrying the bundled ImageNet weights."""
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    model.load_state_dict(weights.lukemelas_to_timm(lite0_source, model), strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def default_embedder() -> Embedder:
+    return load_embedder()
+
+
+def _random_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_lukemelas_lite0_weights_map_one_to_one_onto_every_timm_key(lite0_source: dict[str, torch.Tensor]) -> None:
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+    mapped = weights.lukemelas_to_timm(lite0_source, model)
+    assert len(mapped) == len(lite0_source)
+    assert set(mapped) == set(model.state_dict())
+    result = model.load_state_dict(mapped, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    # Every tensor is the source tensor itself, only renamed.
+    source_ids = {id(t) for t in lite0_source.values()}
+    assert {id(t) for t in mapped.values()} == source_ids
+    assert torch.equal(model.conv_stem.weight, lite0_source["_conv_stem.weight"])
+    assert torch.equal(model.blocks[6][0].conv_pwl.weight, lite0_source["_blocks.15._project_conv.weight"])
+
+
+def test_lukemelas_mapping_refuses_another_architecture_or_a_wrong_shape(
+    lite0_source: dict[str, torch.Tensor],
+) -> None:
+    lite1 = timm.create_model("tf_efficientnet_lite1", pretrained=False, num_classes=0)
+    with pytest.raises(ModelError, match="blocks"):
+        weights.lukemelas_to_timm(lite0_source, lite1)
+    lite0 = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    bad = dict(lite0_source)
+    bad["_blocks.3._bn1.weight"] = torch.zeros(7)
+    with pytest.raises(ModelError, match="shape mismatch"):
+        weights.lukemelas_to_timm(bad, lite0)
+
+
+def test_bundled_lite0_classifies_real_caltech101_photos(lite0_classifier: torch.nn.Module) -> None:
+    if not CALTECH_TAR.is_file():
+        pytest.skip(f"Caltech-101 not found at {CALTECH_TAR} (set SIMSEARCH_DATA)")
+    info = ImageNetInfo()
+    for expected in CALTECH_TO_IMAGENET.values():
+        for index, word in expected.items():
+            assert word in info.index_to_description(index).lower()
+    config = timm.data.resolve_data_config(model=lite0_classifier)
+    assert config["mean"] == (0.5, 0.5, 0.5)
+    transform = timm.data.create_transform(**config, is_training=False)
+    batch = []
+    with tarfile.open(CALTECH_TAR) as tar:
+        for name in CALTECH_TO_IMAGENET:
+            member = tar.extractfile(f"101_ObjectCategories/{name}/image_0001.jpg")
+            assert member is not None
+            batch.append(transform(Image.open(io.BytesIO(member.read())).convert("RGB")))
+    with torch.no_grad():
+        logits = lite0_classifier(torch.stack(batch))
+    top5 = logits.topk(5, dim=1).indices.tolist()
+    hits5 = sum(bool(set(exp) & set(t)) for exp, t in zip(CALTECH_TO_IMAGENET.values(), top5, strict=True))
+    hits1 = sum(t[0] in exp for exp, t in zip(CALTECH_TO_IMAGENET.values(), top5, strict=True))
+    assert hits5 >= 9, f"top-5 right for only {hits5}/10 photos"
+    assert hits1 >= 8, f"top-1 right for only {hits1}/10 photos"
+
+
+def test_default_embedder_gives_deterministic_unit_norm_1280d_lite0_features(
+    default_embedder: Embedder, lite0_classifier: torch.nn.Module
+) -> None:
+    assert DEFAULT_MODEL == "default"
+    e = default_embedder
+    assert not e.training
+    assert e.model_id == "default:tf_efficientnet_lite0"
+    assert e.weights_sha256 == weights.file_sha256(weights.bundled_weights_path())
+    assert e.spec == {"kind": "default", "name": "tf_efficientnet_lite0", "path": None}
+    assert e.embed_dim == 1280
+    x = _random_images(3, 224)
+    with torch.no_grad():
+        y1, y2 = e(x), e(x)
+        pre_logits = lite0_classifier.forward_head(lite0_classifier.forward_features(x), pre_logits=True)
+    assert y1.shape == (3, 1280) and y1.dtype == torch.float32
+    torch.testing.assert_close(y1.norm(dim=1), torch.ones(3))
+    assert torch.equal(y1, y2)
+    torch.testing.assert_close(y1, torch.nn.functional.normalize(pre_logits, dim=1), atol=1e-5, rtol=1e-4)
+
+
+def test_default_transform_comes_from_the_data_config_with_mean_and_std_one_half(default_embedder: Embedder) -> None:
+    config = default_embedder.data_config
+    assert config["input_size"] == (3, 224, 224)
+    assert config["mean"] == (0.5, 0.5, 0.5) and config["std"] == (0.5, 0.5, 0.5)
+    transform = create_transform(default_embedder)
+    white = transform(Image.new("RGB", (300, 200), (255, 255, 255)))
+    assert white.shape == (3, 224, 224)
+    torch.testing.assert_close(white, torch.ones_like(white))  # (1 - 0.5) / 0.5
+    grey = transform(Image.new("L", (64, 64), 0))  # grey input becomes 3 channels
+    assert grey.shape == (3, 224, 224)
+    torch.testing.assert_close(grey, -torch.ones_like(grey))
+
+
+def test_checkpoint_round_trip_reproduces_outputs_and_config(tmp_path: Path) -> None:
+    original = registry._random_embedder("test_efficientnet", embed_dim=32)
+    folder = save_checkpoint(original, tmp_path / "ckpt", extra_config={"recipe": {"loss": "triplet"}})
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format"] == "simsearch-checkpoint" and config["version"] == 1
+    assert config["backbone"] == "test_efficientnet" and config["embed_dim"] == 32
+    assert config["recipe"] == {"loss": "triplet"}
+    saved = safetensors.torch.load_file(str(folder / "model.safetensors"))
+    assert all(k.startswith(("backbone.", "head.")) for k in saved) and "head.weight" in saved
+
+    loaded = load_embedder(folder)
+    assert loaded.model_id == "checkpoint:ckpt"
+    assert loaded.weights_sha256 == weights.file_sha256(folder / "model.safetensors")
+    assert loaded.spec == {"kind": "checkpoint", "name": "test_efficientnet", "path": str(folder.resolve())}
+    assert loaded.embed_dim == 32 and loaded.data_config == original.data_config
+    x = _random_images(4, original.data_config["input_size"][-1])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), original(x), atol=1e-6, rtol=1e-5)
+
+
+def test_checkpoint_without_head_has_only_backbone_keys_and_round_trips(tmp_path: Path) -> None:
+    original = registry._random_embedder("test_resnet")
+    folder = save_checkpoint(original, tmp_path / "plain")
+    assert json.loads((folder / "config.json").read_text())["embed_dim"] is None
+    assert all(k.startswith("backbone.") for k in safetensors.torch.load_file(str(folder / "model.safetensors")))
+    loaded = load_embedder(str(folder))
+    assert loaded.embed_dim == original.embed_dim == original.backbone.num_features
+    x = _random_images(2, original.data_config["input_size"][-1])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), original(x), atol=1e-6, rtol=1e-5)
+
+
+def test_checkpoint_of_a_newer_format_version_or_a_plain_folder_is_refused(tmp_path: Path) -> None:
+    folder = save_checkpoint(registry._random_embedder("test_resnet"), tmp_path / "future")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "version": 99}))
+    with pytest.raises(ModelError, match="newer"):
+        load_embedder(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a simsearch checkpoint"):
+        load_embedder(tmp_path / "empty")
+
+
+def _classifier_state(name: str, seed: int) -> dict[str, torch.Tensor]:
+    """A random-init full model's state dict, classifier included, as a downloaded file would hold it."""
+    torch.manual_seed(seed)
+    return timm.create_model(name, pretrained=False, num_classes=1000).state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_weights_file_for_a_timm_name_loads_strictly_without_its_classifier(tmp_path: Path, suffix: str) -> None:
+    state = _classifier_state("test_resnet", seed=1)
+    assert any(k.startswith("fc.") for k in state)
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".safetensors":
+        safetensors.torch.save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state, "epoch": 3}, path)  # nested, as training scripts save it
+    e = load_embedder("test_resnet", weights=path)
+    assert e.model_id == "file:test_resnet"
+    assert e.weights_sha256 == weights.file_sha256(path)
+    assert e.spec == {"kind": "file", "name": "test_resnet", "path": str(path.resolve())}
+    loaded = e.backbone.state_dict()
+    assert set(loaded) == {k for k in state if not k.startswith("fc.")}
+    assert all(torch.equal(loaded[k], state[k]) for k in loaded)
+
+
+def test_local_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "resnet.safetensors"
+    safetensors.torch.save_file(_classifier_state("test_resnet", seed=2), str(path))
+    with pytest.raises(ModelError, match="do not fit"):
+        load_embedder("test_efficientnet", weights=path)
+
+
+def test_bundled_lukemelas_file_given_as_weights_is_detected_and_mapped(default_embedder: Embedder) -> None:
+    path = weights.bundled_weights_path()
+    e = load_embedder("tf_efficientnet_lite0", weights=path)
+    assert e.model_id == "file:tf_efficientnet_lite0"
+    assert e.weights_sha256 == default_embedder.weights_sha256
+    x = _random_images(2, 224, seed=3)
+    with torch.no_grad():
+        assert torch.equal(e(x), default_embedder(x))
+
+
+class _NotATensor:
+    pass
+
+
+def test_a_pickle_holding_objects_is_refused_not_unpickled(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(2), "payload": _NotATensor()}, path)
+    with pytest.raises(ModelError, match="refusing"):
+        load_embedder("test_resnet", weights=path)
+
+
+def test_a_weights_file_without_a_name_and_a_missing_path_raise_model_errors(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    safetensors.torch.save_file(_classifier_state("test_resnet", seed=4), str(path))
+    with pytest.raises(ModelError, match="--model"):
+        load_embedder(path)
+    with pytest.raises(ModelError, match="--model"):
+        load_embedder(None, weights=path)
+    with pytest.raises(ModelError, match="no such model file or folder"):
+        load_embedder(str(tmp_path / "missing.pth"))
+    with pytest.raises(ModelError, match="no such model file or folder"):
+        load_embedder(str(tmp_path / "missing_folder") + "/")
+
+
+def test_unknown_timm_name_raises_with_close_matches() -> None:
+    with pytest.raises(ModelError, match="resnet18") as info:
+        load_embedder("resnt18")
+    assert "unknown model" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ModelError, match="no pretrained tag"):
+        load_embedder("resnet18.no_such_tag")
+
+
+def test_offline_hub_download_fails_at_once_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No network in tests: pretend nothing is cached and the hub is unreachable.
+    monkeypatch.setattr(registry, "_hub_files", lambda cfg: ("huggingface.co", []))
+    monkeypatch.setattr(registry, "_host_reachable", lambda host: False)
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("must not try a download")
+
+    monkeypatch.setattr(timm, "create_model", no_download)
+    expected = "could not download pretrained weights for 'resnet18' (offline?): pass a local file with --weights FILE"
+    with pytest.raises(ModelError) as info:
+        load_embedder("resnet18")
+    assert str(info.value) == expected
+
+
+def test_a_failing_hub_download_becomes_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_hub_files", lambda cfg: ("huggingface.co", []))
+    monkeypatch.setattr(registry, "_host_reachable", lambda host: True)
+
+    def broken_download(*args: object, **kwargs: object) -> None:
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(timm, "create_model", broken_download)
+    with pytest.raises(ModelError, match="offline"):
+        load_embedder("resnet18")
+
+
+def test_hf_hub_offline_environment_counts_as_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert registry._host_reachable("huggingface.co") is False
+
+
+def test_resolve_device_picks_cpu_here_and_refuses_a_missing_gpu() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(None).type == expected and resolve_device("auto").type == expected
+    with pytest.raises(ModelError, match="unknown device"):
+        resolve_device("tpu-please")
+    if torch.cuda.is_available():
+        with pytest.raises(ModelError, match="only"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(ModelError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+def test_default_model_on_cuda_matches_cpu(default_embedder: Embedder) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    gpu = load_embedder(device="cuda")
+    assert next(gpu.parameters()).is_cuda
+    x = _random_images(4, 224, seed=5)
+    with torch.no_grad():
+        y = gpu(x.cuda())
+        expected = default_embedder(x)
+    assert y.is_cuda and y.dtype == torch.float32
+    torch.testing.assert_close(y.cpu(), expected, atol=2e-3, rtol=1e-2)
