@@ -32,7 +32,10 @@ def domain_errors(func: F) -> F:
 
 
 collection_option = click.option(
-    "-c", "--collection", type=click.Path(file_okay=False, path_type=Path), envvar=COLLECTION_ENV,
+    "-c",
+    "--collection",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=COLLECTION_ENV,
     help=f"Collection folder [default: ${COLLECTION_ENV} or {default_collection_path()}].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
@@ -62,19 +65,39 @@ def main() -> None:
 @collection_option
 @click.option("--model", help="'default' (EfficientNet-Lite0, offline), a timm model name, or a checkpoint folder.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --model.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the model runs.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the model runs.",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [default: half the cores].")
 @click.option("--index-factory", help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ32 [default: by size].")
-@click.option("--max-pixels", type=click.IntRange(1), default=100_000_000, show_default=True,
-              help="Refuse larger images (decompression bombs).")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=100_000_000,
+    show_default=True,
+    help="Refuse larger images (decompression bombs).",
+)
 @json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @domain_errors
-def index(folder: Path, collection: Path | None, model: str | None, weights: str | None, device: str,
-          batch_size: int, workers: int | None, index_factory: str | None, max_pixels: int, as_json: bool,
-          quiet: bool) -> None:
+def index(
+    folder: Path,
+    collection: Path | None,
+    model: str | None,
+    weights: str | None,
+    device: str,
+    batch_size: int,
+    workers: int | None,
+    index_factory: str | None,
+    max_pixels: int,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Embed every image under FOLDER into the collection; a second run only does new or changed files.
 
     Files that are not images, or are corrupt, are skipped and reported. Example:
@@ -87,8 +110,9 @@ def index(folder: Path, collection: Path | None, model: str | None, weights: str
         if index_factory:
             col.set_index_factory(index_factory)
         try:
-            report = col.index_folder(folder, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
-                                      progress=progress)
+            report = col.index_folder(
+                folder, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress
+            )
         finally:
             progress.close()
         total = len(col)
@@ -108,8 +132,12 @@ def index(folder: Path, collection: Path | None, model: str | None, weights: str
 @collection_option
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="How many results.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a self-contained HTML page with thumbnails.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a self-contained HTML page with thumbnails.",
+)
 @json_option
 @domain_errors
 def query(image: Path, collection: Path | None, k: int, device: str, html_path: Path | None, as_json: bool) -> None:
@@ -128,8 +156,11 @@ def query(image: Path, collection: Path | None, k: int, device: str, html_path: 
             page = render_html(col, str(image), make_thumbnail(load_image(image)), results)
             html_path.write_text(page, encoding="utf-8")
     if as_json:
-        click.echo(json.dumps({"query": str(image), "collection": str(col.path),
-                               "results": [r.__dict__ for r in results]}, indent=2))
+        click.echo(
+            json.dumps(
+                {"query": str(image), "collection": str(col.path), "results": [r.__dict__ for r in results]}, indent=2
+            )
+        )
         return
     if not results:
         click.echo("the collection is empty", err=True)

@@ -17,8 +17,15 @@ class BarProgress:
     def stage(self, name: str, total: int) -> None:
         self.close()
         if total:
-            self._bar = tqdm(total=total, desc=name, unit="img", file=sys.stderr, disable=not self.enabled,
-                             dynamic_ncols=True, smoothing=0.1)
+            self._bar = tqdm(
+                total=total,
+                desc=name,
+                unit="img",
+                file=sys.stderr,
+                disable=not self.enabled,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
 
     def advance(self, count: int) -> None:
         if self._bar is not None:

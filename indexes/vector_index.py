@@ -179,6 +179,11 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ mutation
 
+    @property
+    def min_training_vectors(self) -> int:
+        """How many vectors an untrained index needs before it can train (0 for indexes that need no training)."""
+        return 0 if self.is_trained else self._min_training_vectors()
+
     def train(self, vectors: np.ndarray) -> None:
         """Train IVF/PQ parts on `vectors` (N, D) float32; a no-op when the index is already trained.
 

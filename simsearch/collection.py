@@ -81,9 +81,16 @@ class IndexReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "added": self.added, "updated": self.updated, "unchanged": self.unchanged, "moved": self.moved,
-            "removed": self.removed, "skipped": self.skipped, "embedded": self.embedded, "reused": self.reused,
-            "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "moved": self.moved,
+            "removed": self.removed,
+            "skipped": self.skipped,
+            "embedded": self.embedded,
+            "reused": self.reused,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
         }
 
@@ -128,15 +135,27 @@ def load_embedder(*args: Any, **kwargs: Any) -> Embedder:
 
 
 def _model_info(embedder: Embedder) -> ModelInfo:
-    return ModelInfo(id=embedder.model_id, weights_sha256=embedder.weights_sha256, spec=dict(embedder.spec),
-                     data_config=dict(embedder.data_config), dim=int(embedder.embed_dim))
+    return ModelInfo(
+        id=embedder.model_id,
+        weights_sha256=embedder.weights_sha256,
+        spec=dict(embedder.spec),
+        data_config=dict(embedder.data_config),
+        dim=int(embedder.embed_dim),
+    )
 
 
 class Collection:
     """A searchable image collection on disk. Open one with :func:`open_collection`."""
 
-    def __init__(self, path: Path, manifest: Manifest, store: Store, index: VectorIndex,
-                 embedder: Embedder | None, device: str | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        store: Store,
+        index: VectorIndex,
+        embedder: Embedder | None,
+        device: str | None,
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self.store = store
@@ -182,9 +201,11 @@ class Collection:
             factory = choose_factory(0, info.dim)
             from simsearch import __version__
 
-            manifest = Manifest(model=info, index=IndexInfo(factory=factory,
-                                                            search_params=default_search_params(factory)),
-                                simsearch_version=__version__)
+            manifest = Manifest(
+                model=info,
+                index=IndexInfo(factory=factory, search_params=default_search_params(factory)),
+                simsearch_version=__version__,
+            )
             manifest.save(manifest_path)
         else:
             where = f"at {folder}" if folder.exists() else f"{folder} does not exist"
@@ -242,10 +263,17 @@ class Collection:
         single = queries.ndim == 1
         queries = queries.reshape(1, -1) if single else queries
         if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise CollectionError(f"query vectors must have shape (Q, {self.dim}) for this collection's model, "
-                                  f"got {tuple(np.shape(vectors))}")
+            raise CollectionError(
+                f"query vectors must have shape (Q, {self.dim}) for this collection's model, "
+                f"got {tuple(np.shape(vectors))}"
+            )
         if k < 1:
             raise CollectionError(f"k must be at least 1, got {k}")
+        if not self.index.is_trained:
+            raise CollectionError(
+                f"the {self.index.factory} index trains once the collection holds "
+                f"{self.index.min_training_vectors} images; it holds {len(self.store)}"
+            )
         try:
             scores, ids = self.index.search(queries, k)
         except IndexLayerError as exc:
@@ -259,8 +287,16 @@ class Collection:
                 record = records.get(image_id)
                 if image_id < 0 or record is None:
                     continue
-                row.append(SearchResult(rank=len(row) + 1, id=image_id, score=float(score), path=record.path,
-                                        width=record.width, height=record.height))
+                row.append(
+                    SearchResult(
+                        rank=len(row) + 1,
+                        id=image_id,
+                        score=float(score),
+                        path=record.path,
+                        width=record.width,
+                        height=record.height,
+                    )
+                )
             results.append(row)
         return results[0] if single else results
 
@@ -273,19 +309,39 @@ class Collection:
 
     # -- writing ----------------------------------------------------------------------------------------------------
 
-    def index_folder(self, folder: str | os.PathLike[str], *, batch_size: int = 32, workers: int | None = None,
-                     max_pixels: int = DEFAULT_MAX_PIXELS, progress: Progress | None = None) -> IndexReport:
+    def index_folder(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        progress: Progress | None = None,
+    ) -> IndexReport:
         """Bring the collection in line with ``folder``: embed new and changed images, follow moved ones, drop
         entries of files that are gone from it. Entries outside ``folder`` are left alone."""
         root = Path(folder).expanduser()
         if not root.is_dir():
             raise CollectionError(f"not a folder: {root}")
         root = root.resolve()
-        return self._ingest(scan_folder(root), root=str(root), batch_size=batch_size, workers=workers,
-                            max_pixels=max_pixels, progress=progress or _Silent())
+        return self._ingest(
+            scan_folder(root),
+            root=str(root),
+            batch_size=batch_size,
+            workers=workers,
+            max_pixels=max_pixels,
+            progress=progress or _Silent(),
+        )
 
-    def add(self, paths: Iterable[str | os.PathLike[str]], *, batch_size: int = 32, workers: int | None = None,
-            max_pixels: int = DEFAULT_MAX_PIXELS, progress: Progress | None = None) -> IndexReport:
+    def add(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        progress: Progress | None = None,
+    ) -> IndexReport:
         """Add (or refresh) image files; a folder among ``paths`` adds what it holds. Removes nothing."""
         files: list[Path] = []
         for p in paths:
@@ -296,8 +352,14 @@ class Collection:
                 files.append(path.resolve())
             else:
                 raise CollectionError(f"no such file: {path}")
-        return self._ingest(files, root=None, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
-                            progress=progress or _Silent())
+        return self._ingest(
+            files,
+            root=None,
+            batch_size=batch_size,
+            workers=workers,
+            max_pixels=max_pixels,
+            progress=progress or _Silent(),
+        )
 
     def remove(self, items: Iterable[int | str | os.PathLike[str]]) -> list[ImageRecord]:
         """Remove images by id, by path, or every image under a folder path. Returns what was removed."""
@@ -392,8 +454,9 @@ class Collection:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             handle.close()
-            raise CollectionError(f"another simsearch process is writing to {self.path}; try again when it ends") \
-                from exc
+            raise CollectionError(
+                f"another simsearch process is writing to {self.path}; try again when it ends"
+            ) from exc
         self._lock = handle
 
     def _try_lock(self) -> bool:
@@ -421,10 +484,12 @@ class Collection:
 
     def _index_add_from_store(self, ids: np.ndarray, chunk: int = 8192) -> None:
         for start in range(0, len(ids), chunk):
-            part = ids[start:start + chunk]
+            part = ids[start : start + chunk]
             self._index_add(part, self.store.vectors(part.tolist(), self.dim))
 
     def _index_add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not self.index.is_trained:
+            return  # an IVF/PQ index trains once on enough vectors; until then the store keeps them (see _save)
         try:
             self.index.add(ids, vectors)
         except IndexLayerError as exc:
@@ -439,6 +504,7 @@ class Collection:
     def _save(self) -> None:
         """Write the index file, then the manifest that says which store generation it agrees with."""
         self._maybe_change_factory()
+        self._train_when_possible()
         self.index.save(self.path / VECTORS)
         self.manifest.index.generation = self.store.generation
         self.manifest.index.factory = self.index.factory
@@ -446,6 +512,29 @@ class Collection:
         self.manifest.count = len(self.store)
         self.manifest.updated = now_iso()
         self.manifest.save(self.path / MANIFEST)
+
+    def _train_when_possible(self, max_training: int = 100_000) -> None:
+        """Train an untrained index on a sample of the stored vectors once there are enough, then fill it."""
+        need = self.index.min_training_vectors
+        if not need:
+            return
+        ids = self.store.ids()
+        if len(ids) < need:
+            if len(ids):
+                log.warning(
+                    "index %s needs %d images to train; the collection has %d: searches wait until then",
+                    self.index.factory,
+                    need,
+                    len(ids),
+                )
+            return
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(ids, size=min(len(ids), max(need, max_training)), replace=False))
+        try:
+            self.index.train(self.store.vectors(sample.tolist(), self.dim))
+        except IndexLayerError as exc:
+            raise CollectionError(f"cannot train the index: {exc}") from exc
+        self._index_add_from_store(ids)
 
     def _maybe_change_factory(self) -> None:
         """When the factory follows the size and the size has moved into another regime, rebuild from the store."""
@@ -459,8 +548,16 @@ class Collection:
         self.index.set_search_params(default_search_params(wanted))
         self._index_add_from_store(self.store.ids())
 
-    def _ingest(self, files: Iterable[Path], *, root: str | None, batch_size: int, workers: int | None,
-                max_pixels: int, progress: Progress) -> IndexReport:
+    def _ingest(
+        self,
+        files: Iterable[Path],
+        *,
+        root: str | None,
+        batch_size: int,
+        workers: int | None,
+        max_pixels: int,
+        progress: Progress,
+    ) -> IndexReport:
         self._acquire_lock()
         started = time.perf_counter()
         report = IndexReport()
@@ -498,8 +595,9 @@ class Collection:
         report.skipped_files.append((path, reason))
         progress.skip(path, reason)
 
-    def _probe_and_hash(self, candidates: list[_Candidate], report: IndexReport, progress: Progress,
-                        max_pixels: int) -> None:
+    def _probe_and_hash(
+        self, candidates: list[_Candidate], report: IndexReport, progress: Progress, max_pixels: int
+    ) -> None:
         """Read headers and content hashes of new or changed files (threads: hashing releases the GIL)."""
 
         def look(c: _Candidate) -> str | None:
@@ -520,8 +618,9 @@ class Collection:
                     self._skip(report, progress, c.path, error)
         candidates[:] = [c for c in candidates if c.sha256]
 
-    def _plan(self, candidates: list[_Candidate], gone: dict[str, ImageRecord],
-              report: IndexReport) -> dict[str, list[_Candidate]]:
+    def _plan(
+        self, candidates: list[_Candidate], gone: dict[str, ImageRecord], report: IndexReport
+    ) -> dict[str, list[_Candidate]]:
         """Settle what needs no forward pass (touched, moved, duplicate content) in one transaction; return the rest
         grouped by content hash, so equal files are embedded once."""
         gone_by_sha: dict[str, list[ImageRecord]] = {}
@@ -574,8 +673,15 @@ class Collection:
         self._index_add(np.asarray(ids, dtype=np.int64), vectors)
         report.reused += len(reuse)
 
-    def _embed_and_store(self, groups: dict[str, list[_Candidate]], report: IndexReport, progress: Progress,
-                         batch_size: int, workers: int | None, max_pixels: int) -> None:
+    def _embed_and_store(
+        self,
+        groups: dict[str, list[_Candidate]],
+        report: IndexReport,
+        progress: Progress,
+        batch_size: int,
+        workers: int | None,
+        max_pixels: int,
+    ) -> None:
         if not groups:
             return
         from simsearch.embedding import embed_files
@@ -583,8 +689,9 @@ class Collection:
         firsts = [files[0] for files in groups.values()]
         progress.stage("embedding", len(firsts))
         last_save = time.monotonic()
-        for out in embed_files(self.embedder, [c.path for c in firsts], batch_size=batch_size, workers=workers,
-                               max_pixels=max_pixels):
+        for out in embed_files(
+            self.embedder, [c.path for c in firsts], batch_size=batch_size, workers=workers, max_pixels=max_pixels
+        ):
             for position, reason in out.failures:
                 for c in groups[firsts[position].sha256]:
                     self._skip(report, progress, c.path, reason)
@@ -607,8 +714,16 @@ class Collection:
 
 
 def _record(image_id: int, c: _Candidate) -> ImageRecord:
-    return ImageRecord(id=image_id, path=c.path, size=c.size, mtime_ns=c.mtime_ns, sha256=c.sha256, width=c.width,
-                       height=c.height, format=c.format)
+    return ImageRecord(
+        id=image_id,
+        path=c.path,
+        size=c.size,
+        mtime_ns=c.mtime_ns,
+        sha256=c.sha256,
+        width=c.width,
+        height=c.height,
+        format=c.format,
+    )
 
 
 def _check_same_model(folder: Path, built: ModelInfo, embedder: Embedder) -> None:
@@ -626,8 +741,9 @@ def _load_index(path: Path, manifest: Manifest) -> VectorIndex:
             index = VectorIndex.load(path)
             if index.dim == manifest.model.dim:
                 return index
-            log.warning("index file %s has dimension %d, expected %d: rebuilding it", path, index.dim,
-                        manifest.model.dim)
+            log.warning(
+                "index file %s has dimension %d, expected %d: rebuilding it", path, index.dim, manifest.model.dim
+            )
         except IndexLayerError as exc:
             log.warning("index file %s is unreadable (%s): rebuilding it from the store", path, exc)
     index = VectorIndex.create(manifest.model.dim, manifest.index.factory)

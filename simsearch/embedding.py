@@ -50,8 +50,9 @@ class _ImageFiles(Dataset):
     """Decodes, transforms and thumbnails one file per item; an unreadable file becomes an error, never an exception,
     so that one bad file cannot stop a DataLoader."""
 
-    def __init__(self, paths: Sequence[str | Path], transform: Transform, min_side: int, max_pixels: int,
-                 thumbnails: bool) -> None:
+    def __init__(
+        self, paths: Sequence[str | Path], transform: Transform, min_side: int, max_pixels: int, thumbnails: bool
+    ) -> None:
         self.paths = list(paths)
         self.transform = transform
         self.min_side = min_side
@@ -113,8 +114,9 @@ def embed_files(
     if not paths:
         return
     workers = default_workers() if workers is None else workers
-    dataset = _ImageFiles(paths, create_transform(embedder), decode_min_side(embedder.data_config), max_pixels,
-                          thumbnails)
+    dataset = _ImageFiles(
+        paths, create_transform(embedder), decode_min_side(embedder.data_config), max_pixels, thumbnails
+    )
     on_cuda = next(embedder.parameters()).device.type == "cuda"
     loader = DataLoader(
         dataset,
@@ -140,8 +142,9 @@ def embed_files(
         )
 
 
-def embed_images(embedder: Embedder, images: Sequence[str | Path | bytes | PIL.Image.Image], *,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def embed_images(
+    embedder: Embedder, images: Sequence[str | Path | bytes | PIL.Image.Image], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """Embed a few images in this process (query time: no worker start-up). Raises ImageError on a bad image."""
     transform = create_transform(embedder)
     min_side = decode_min_side(embedder.data_config)

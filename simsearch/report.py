@@ -16,11 +16,12 @@ def _img(jpeg: bytes | None, alt: str) -> str:
     return f'<img src="data:image/jpeg;base64,{data}" alt="{html.escape(alt)}">'
 
 
-def render_html(collection: Collection, query_label: str, query_thumbnail: bytes | None,
-                results: Sequence[SearchResult]) -> str:
+def render_html(
+    collection: Collection, query_label: str, query_thumbnail: bytes | None, results: Sequence[SearchResult]
+) -> str:
     """One page, no external files: the query on the left, then each result with its rank, score and path."""
     cards = "\n".join(
-        f'<figure>{_img(collection.thumbnail(r.id), r.path)}'
+        f"<figure>{_img(collection.thumbnail(r.id), r.path)}"
         f"<figcaption><b>#{r.rank}</b> {r.score:.3f}<br><span>{html.escape(r.path)}</span></figcaption></figure>"
         for r in results
     )

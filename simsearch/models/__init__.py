@@ -9,4 +9,12 @@ from simsearch.models.registry import (
     save_checkpoint,
 )
 
-__all__ = ["DEFAULT_MODEL", "Embedder", "create_transform", "load_embedder", "load_embedder_from_spec", "resolve_device", "save_checkpoint"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "Embedder",
+    "create_transform",
+    "load_embedder",
+    "load_embedder_from_spec",
+    "resolve_device",
+    "save_checkpoint",
+]
