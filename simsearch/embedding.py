@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,14 @@ from simsearch.models import Embedder, create_transform
 log = logging.getLogger(__name__)
 
 Transform = Callable[[PIL.Image.Image], torch.Tensor]
+_transforms: weakref.WeakKeyDictionary[Embedder, Transform] = weakref.WeakKeyDictionary()
+
+
+def transform_for(embedder: Embedder) -> Transform:
+    """The model's eval transform, built once per model: queries should not pay for timm's transform factory."""
+    if embedder not in _transforms:
+        _transforms[embedder] = create_transform(embedder)
+    return _transforms[embedder]
 
 
 def default_workers() -> int:
@@ -115,7 +124,7 @@ def embed_files(
         return
     workers = default_workers() if workers is None else workers
     dataset = _ImageFiles(
-        paths, create_transform(embedder), decode_min_side(embedder.data_config), max_pixels, thumbnails
+        paths, transform_for(embedder), decode_min_side(embedder.data_config), max_pixels, thumbnails
     )
     on_cuda = next(embedder.parameters()).device.type == "cuda"
     loader = DataLoader(
@@ -146,7 +155,7 @@ def embed_images(
     embedder: Embedder, images: Sequence[str | Path | bytes | PIL.Image.Image], *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """Embed a few images in this process (query time: no worker start-up). Raises ImageError on a bad image."""
-    transform = create_transform(embedder)
+    transform = transform_for(embedder)
     min_side = decode_min_side(embedder.data_config)
     tensors = [transform(load_image(image, max_pixels=max_pixels, min_side=min_side)) for image in images]
     if not tensors:

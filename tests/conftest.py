@@ -59,3 +59,32 @@ def caltech_photos(tmp_path_factory) -> dict[str, list[Path]]:
     dest = tmp_path_factory.mktemp("caltech")
     classes = {"airplanes": 12, "Faces_easy": 12, "Motorbikes": 12, "sunflower": 12, "starfish": 12}
     return unpack_caltech(dest, classes)
+
+
+SAMPLE_PHOTOS = SAMPLES / "caltech101"
+
+
+def copy_collection(src: Path, dest: Path) -> Path:
+    """A private copy of a collection folder, for a test that writes to it (the store keeps absolute image paths,
+    so the copy still points at the same photos)."""
+    import shutil
+
+    shutil.copytree(src, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sample_collection(tmp_path_factory) -> Path:
+    """A collection of the 48 bundled sample photos (default model, exact index), built once per session.
+
+    Tests only read it, and close what they open (LMDB refuses a second open in one process); a test that writes
+    works on `copy_collection(sample_collection, tmp_path / "col")`.
+    """
+    from simsearch import Collection
+
+    path = tmp_path_factory.mktemp("sample-collection") / "col"
+    with Collection.open(path, create=True, device="cpu") as col:
+        report = col.index_folder(SAMPLE_PHOTOS, workers=0)
+    if report.added != 48 or report.skipped:
+        raise RuntimeError(f"the sample collection did not build cleanly: {report}")
+    return path
