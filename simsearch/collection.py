@@ -208,8 +208,8 @@ class Collection:
             )
             manifest.save(manifest_path)
         else:
-            where = f"at {folder}" if folder.exists() else f"{folder} does not exist"
-            raise CollectionError(f"no simsearch collection {where}: build one with `simsearch index DIR`")
+            why = "" if folder.exists() else " (no such folder)"
+            raise CollectionError(f"no simsearch collection at {folder}{why}: build one with `simsearch index DIR`")
 
         store = Store(folder / STORE)
         index = _load_index(folder / VECTORS, manifest)
@@ -247,7 +247,12 @@ class Collection:
 
     def search(self, image: ImageInput, k: int = 10) -> list[SearchResult]:
         """The ``k`` images most similar to ``image`` (a path, encoded bytes or a PIL image), best first."""
-        return self.search_vectors(self.embed([image])[0], k)
+        try:
+            vector = self.embed([image])[0]
+        except ImageError as exc:
+            label = "the query image" if isinstance(image, (bytes, PIL.Image.Image)) else str(image)
+            raise ImageError(f"cannot search with {label}: {exc}") from exc
+        return self.search_vectors(vector, k)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> Any:
         """Search with vectors already embedded by this collection's model.
@@ -562,8 +567,10 @@ class Collection:
         started = time.perf_counter()
         report = IndexReport()
         known = self.store.records_under(root) if root is not None else {}
+        known_skips = self.store.skipped_under(root) if root is not None else {}
         seen: set[str] = set()
         candidates: list[_Candidate] = []
+        self._new_skips: list[tuple[_Candidate, str]] = []
         for path in files:
             p = str(path)
             seen.add(p)
@@ -576,12 +583,21 @@ class Collection:
             if old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
                 report.unchanged += 1
                 continue
+            bad = known_skips.get(p) if root is not None else self.store.skipped(p)
+            if bad is not None and bad.size == st.st_size and bad.mtime_ns == st.st_mtime_ns:
+                self._skip(report, progress, p, bad.reason)  # unchanged since a run found it unreadable
+                continue
             candidates.append(_Candidate(p, st.st_size, st.st_mtime_ns))
 
         self._probe_and_hash(candidates, report, progress, max_pixels)
         gone = {p: r for p, r in known.items() if p not in seen}
         to_embed = self._plan(candidates, gone, report)
         self._embed_and_store(to_embed, report, progress, batch_size, workers, max_pixels)
+        with self.store.write() as batch:
+            for c, reason in self._new_skips:
+                batch.skip(c.path, c.size, c.mtime_ns, reason)
+            for p in known_skips.keys() - seen:
+                batch.forget_skip(p)  # the bad file is gone
         self._save()
         report.seconds = time.perf_counter() - started
         return report
@@ -590,7 +606,11 @@ class Collection:
         image_id = self.store.id_for_path(path)
         return None if image_id is None else self.store.get(image_id)
 
-    def _skip(self, report: IndexReport, progress: Progress, path: str, reason: str) -> None:
+    def _skip(
+        self, report: IndexReport, progress: Progress, path: str, reason: str, candidate: _Candidate | None = None
+    ) -> None:
+        if candidate is not None:
+            self._new_skips.append((candidate, reason))
         report.skipped += 1
         report.skipped_files.append((path, reason))
         progress.skip(path, reason)
@@ -615,8 +635,18 @@ class Collection:
             for c, error in zip(candidates, pool.map(look, candidates), strict=True):
                 progress.advance(1)
                 if error is not None:
-                    self._skip(report, progress, c.path, error)
+                    c.sha256 = ""  # unusable even if the hash was read
+                    self._skip(report, progress, c.path, error, c)
+        unreadable = [c.path for c in candidates if not c.sha256]
         candidates[:] = [c for c in candidates if c.sha256]
+        # A file that was an image and no longer reads as one loses its entry: its old vector describes nothing.
+        stale = [r for r in (self._record_for_path(p) for p in unreadable) if r is not None]
+        if stale:
+            with self.store.write() as batch:
+                for record in stale:
+                    batch.delete(record.id)
+            self._index_remove(np.asarray([r.id for r in stale], dtype=np.int64))
+            report.removed += len(stale)
 
     def _plan(
         self, candidates: list[_Candidate], gone: dict[str, ImageRecord], report: IndexReport
@@ -694,7 +724,7 @@ class Collection:
         ):
             for position, reason in out.failures:
                 for c in groups[firsts[position].sha256]:
-                    self._skip(report, progress, c.path, reason)
+                    self._skip(report, progress, c.path, reason, c)
                     setattr(report, c.kind, getattr(report, c.kind) - 1)  # the plan counted it; it did not happen
             rows: list[tuple[_Candidate, np.ndarray, bytes | None]] = []
             for position, vector, thumb in zip(out.positions, out.vectors, out.thumbnails, strict=True):

@@ -36,6 +36,15 @@ class ImageRecord:
     format: str
 
 
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that could not be read as an image; remembered so an unchanged bad file is not decoded every run."""
+
+    size: int
+    mtime_ns: int
+    reason: str
+
+
 def _key(image_id: int) -> bytes:
     return _ID.pack(image_id)
 
@@ -67,7 +76,7 @@ class Store:
         except lmdb.Error as exc:
             raise CollectionError(f"cannot open image store {self.path}: {exc}") from exc
         self.readonly = readonly
-        names = ["meta", "records", "paths", "vectors", "thumbs"]
+        names = ["meta", "records", "paths", "vectors", "thumbs", "skipped"]
         with self._env.begin(write=not readonly) as txn:
             self._dbs = {name: self._env.open_db(name.encode(), txn=txn, create=not readonly) for name in names}
             self._dbs["hashes"] = self._env.open_db(b"hashes", txn=txn, dupsort=True, create=not readonly)
@@ -138,6 +147,23 @@ class Store:
                     out[path] = record
         return out
 
+    def skipped_under(self, folder: str) -> dict[str, SkippedFile]:
+        """Files under ``folder`` that an earlier run could not read, keyed by path (see ``WriteBatch.skip``)."""
+        prefix = (folder.rstrip(os.sep) + os.sep).encode()
+        out: dict[str, SkippedFile] = {}
+        with self._env.begin() as txn, txn.cursor(db=self._dbs["skipped"]) as cur:
+            if cur.set_range(prefix):
+                for key, raw in cur:
+                    if not key.startswith(prefix):
+                        break
+                    out[key.decode()] = SkippedFile(**json.loads(raw))
+        return out
+
+    def skipped(self, path: str) -> SkippedFile | None:
+        with self._env.begin() as txn:
+            raw = txn.get(path.encode(), db=self._dbs["skipped"])
+        return None if raw is None else SkippedFile(**json.loads(raw))
+
     def vectors(self, ids: Iterable[int], dim: int) -> np.ndarray:
         """The stored vectors of ``ids``: (N, dim) float32; a missing id is an error since store and index agree."""
         ids = list(ids)
@@ -198,6 +224,13 @@ class WriteBatch:
     def delete(self, image_id: int) -> None:
         self._ops.append(("delete", (image_id,)))
 
+    def skip(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
+        """Remember that ``path`` (at this size and mtime) is not a readable image."""
+        self._ops.append(("skip", (path, SkippedFile(size, mtime_ns, reason))))
+
+    def forget_skip(self, path: str) -> None:
+        self._ops.append(("forget_skip", (path,)))
+
     def __enter__(self) -> WriteBatch:
         return self
 
@@ -235,12 +268,19 @@ class WriteBatch:
         txn.put(key, json.dumps(meta, separators=(",", ":")).encode(), db=dbs["records"])
         txn.put(record.path.encode(), key, db=dbs["paths"])
         txn.put(record.sha256.encode(), key, db=dbs["hashes"])
+        txn.delete(record.path.encode(), db=dbs["skipped"])  # readable now
 
     def _unlink(self, txn: lmdb.Transaction, record: ImageRecord) -> None:
         dbs, key = self._store._dbs, _key(record.id)
         if txn.get(record.path.encode(), db=dbs["paths"]) == key:
             txn.delete(record.path.encode(), db=dbs["paths"])
         txn.delete(record.sha256.encode(), key, db=dbs["hashes"])
+
+    def _skip(self, txn: lmdb.Transaction, path: str, skipped: SkippedFile) -> None:
+        txn.put(path.encode(), json.dumps(asdict(skipped)).encode(), db=self._store._dbs["skipped"])
+
+    def _forget_skip(self, txn: lmdb.Transaction, path: str) -> None:
+        txn.delete(path.encode(), db=self._store._dbs["skipped"])
 
     def _update(self, txn: lmdb.Transaction, record: ImageRecord) -> None:
         self._put_record(txn, record)
