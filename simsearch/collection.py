@@ -193,7 +193,8 @@ class Collection:
         elif create:
             if folder.exists() and not folder.is_dir():
                 raise CollectionError(f"{folder} exists and is not a folder")
-            if folder.exists() and any(folder.iterdir()):
+            # Hidden leftovers (a lock file, a temporary manifest) are what a crash during creation leaves behind.
+            if folder.exists() and any(not f.name.startswith(".") for f in folder.iterdir()):
                 raise CollectionError(f"{folder} is not empty and holds no simsearch collection (no {MANIFEST})")
             embedder = load_embedder(model, weights=weights, device=device)
             folder.mkdir(parents=True, exist_ok=True)

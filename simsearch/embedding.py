@@ -123,9 +123,7 @@ def embed_files(
     if not paths:
         return
     workers = default_workers() if workers is None else workers
-    dataset = _ImageFiles(
-        paths, transform_for(embedder), decode_min_side(embedder.data_config), max_pixels, thumbnails
-    )
+    dataset = _ImageFiles(paths, transform_for(embedder), decode_min_side(embedder.data_config), max_pixels, thumbnails)
     on_cuda = next(embedder.parameters()).device.type == "cuda"
     loader = DataLoader(
         dataset,
