@@ -1,0 +1,50 @@
+"""Labelled image data for metric learning: datasets (folders, arrays, LMDB), the real shared sets, samplers."""
+
+from __future__ import annotations
+
+from simsearch.data.folders import (
+    IMAGE_EXTENSIONS,
+    ArrayDataset,
+    DataNotFoundError,
+    DatasetError,
+    ImageFolderDataset,
+    LMDBImageDataset,
+    write_lmdb_dataset,
+)
+from simsearch.data.real import (
+    DATA_ENV,
+    FASHION_MNIST_CLASSES,
+    OneShotRun,
+    caltech101_classes,
+    caltech101_split,
+    data_root,
+    default_cache_dir,
+    load_fashion_mnist,
+    load_omniglot,
+    omniglot_one_shot_runs,
+)
+from simsearch.data.samplers import PKSampler, SiamesePairs, pairs_from_batch, triplets_from_batch
+
+__all__ = [
+    "DATA_ENV",
+    "FASHION_MNIST_CLASSES",
+    "IMAGE_EXTENSIONS",
+    "ArrayDataset",
+    "DataNotFoundError",
+    "DatasetError",
+    "ImageFolderDataset",
+    "LMDBImageDataset",
+    "OneShotRun",
+    "PKSampler",
+    "SiamesePairs",
+    "caltech101_classes",
+    "caltech101_split",
+    "data_root",
+    "default_cache_dir",
+    "load_fashion_mnist",
+    "load_omniglot",
+    "omniglot_one_shot_runs",
+    "pairs_from_batch",
+    "triplets_from_batch",
+    "write_lmdb_dataset",
+]

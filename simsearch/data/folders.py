@@ -1,0 +1,499 @@
+"""Labelled image datasets for metric learning: class-per-folder trees, in-memory arrays, and an LMDB image file.
+
+All three expose `labels` ((N,) int64, 0..C-1) and `classes` (C names), which is all the samplers need.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import struct
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from simsearch.errors import ImageError, SimSearchError
+from simsearch.images import DEFAULT_MAX_PIXELS, load_image, probe_image, scan_folder
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LMDB_FORMAT",
+    "LMDB_FORMAT_VERSION",
+    "ArrayDataset",
+    "DataNotFoundError",
+    "DatasetError",
+    "ImageFolderDataset",
+    "LMDBImageDataset",
+    "write_lmdb_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+Transform = Callable[[Image.Image], Any]
+
+# Extensions decide what counts as an image in a class folder: probing every file would make opening a large
+# tree slow, and a training set with an odd extension is rare enough to rename (or pass extensions=None).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+
+
+class DatasetError(SimSearchError):
+    """A dataset is malformed: wrong counts, bad header, empty class list, unknown file format version."""
+
+
+class DataNotFoundError(DatasetError, FileNotFoundError):
+    """A dataset file or folder is missing (a FileNotFoundError too, so plain `except OSError` still catches it)."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Class-per-folder tree
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class ImageFolderDataset(Dataset):
+    """`root/<class>/<images...>`: one sub-folder per class, images found recursively inside it.
+
+    Classes are the visible sub-folders of `root`, sorted by name (Python `sorted`), labelled 0..C-1; hidden entries
+    (".name") and files lying directly in `root` are ignored. Inside a class folder every file with an image
+    extension counts, at any depth, in `scan_folder` order.
+
+    Unreadable files: by default nothing is decoded at construction (that would read the whole set), so a corrupt
+    file raises `ImageError` naming its path when it is loaded, i.e. mid-epoch. Pass `skip_unreadable=True` to
+    read every file's header up front (about a millisecond per file) and drop the bad ones with a warning; files
+    whose header is fine but whose pixels are damaged still raise at load time.
+
+    Attributes:
+        samples: `(path, label)` per image.
+        labels: `(N,) int64`.
+        classes: class names; `classes[label]` is the folder name.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        transform: Transform | None = None,
+        *,
+        classes: Sequence[str] | None = None,
+        extensions: Iterable[str] | None = IMAGE_EXTENSIONS,
+        min_side: int | None = None,
+        skip_unreadable: bool = False,
+    ) -> None:
+        """Scan the tree.
+
+        Args:
+            root: folder holding one sub-folder per class.
+            transform: applied to the RGB PIL image; without one `__getitem__` returns the PIL image.
+            classes: use exactly these class folders, labelled in the given order (e.g. a split's classes, or
+                the training label order to evaluate with the same ids). Default: every sub-folder, sorted.
+            extensions: lower-case suffixes that count as images; None takes every file.
+            min_side: lets big JPEGs decode at a reduced scale that keeps both sides >= this (see `load_image`);
+                set it to the training resolution to make large photos several times faster to load.
+            skip_unreadable: probe every header now and drop unreadable files (see above).
+
+        Raises:
+            DataNotFoundError: `root` or a requested class folder is missing.
+            DatasetError: no classes, or a class without any image.
+        """
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DataNotFoundError(f"image folder not found: {self.root}")
+        self.transform = transform
+        self.min_side = min_side
+        suffixes = None if extensions is None else frozenset(e.lower() for e in extensions)
+
+        if classes is None:
+            names = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
+        else:
+            names = list(classes)
+            missing = [c for c in names if not (self.root / c).is_dir()]
+            if missing:
+                raise DataNotFoundError(f"class folder(s) not found under {self.root}: {', '.join(missing[:5])}")
+            if len(set(names)) != len(names):
+                raise DatasetError("duplicate class names in `classes`")
+        if not names:
+            raise DatasetError(f"no class folders under {self.root} (expected root/<class>/<images>)")
+
+        samples: list[tuple[str, int]] = []
+        empty: list[str] = []
+        dropped = 0
+        for label, name in enumerate(names):
+            count = 0
+            for path in scan_folder(self.root / name):
+                if suffixes is not None and path.suffix.lower() not in suffixes:
+                    continue
+                if skip_unreadable:
+                    try:
+                        probe_image(path)
+                    except ImageError as exc:
+                        logger.warning("skipping unreadable image %s: %s", path, exc)
+                        dropped += 1
+                        continue
+                samples.append((str(path), label))
+                count += 1
+            if count == 0:
+                empty.append(name)
+        if empty:
+            # An empty class would shift nothing but silently hold a label with no images; refuse instead of guessing.
+            raise DatasetError(f"class folder(s) without images under {self.root}: {', '.join(empty[:5])}")
+        self.classes: list[str] = names
+        self.samples: list[tuple[str, int]] = samples
+        self.labels: np.ndarray = np.fromiter((s[1] for s in samples), dtype=np.int64, count=len(samples))
+        logger.info(
+            "%s: %d images in %d classes%s",
+            self.root,
+            len(samples),
+            len(names),
+            f" ({dropped} unreadable skipped)" if dropped else "",
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        try:
+            image = load_image(path, min_side=self.min_side)
+        except ImageError as exc:
+            raise ImageError(f"{path}: {exc}") from exc
+        return (self.transform(image) if self.transform is not None else image), label
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# In-memory array
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class ArrayDataset(Dataset):
+    """Images held as one uint8 array (Omniglot, Fashion-MNIST): `(N, H, W)` grey or `(N, H, W, C)` with C in 1, 3.
+
+    `__getitem__` gives a PIL image of mode "L" (grey) or "RGB" (or "RGB" always with `to_rgb=True`, which
+    ImageNet backbones and timm's transforms expect) passed through `transform`.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | Sequence[int],
+        transform: Transform | None = None,
+        *,
+        classes: Sequence[str] | None = None,
+        to_rgb: bool = False,
+    ) -> None:
+        """Wrap arrays (no copy when already uint8 and contiguous).
+
+        Args:
+            images: `(N, H, W)` or `(N, H, W, C)` uint8.
+            labels: `(N,)` integers in 0..C-1.
+            transform: applied to the PIL image.
+            classes: C class names; default "0".."C-1".
+            to_rgb: convert grey images to 3-channel RGB.
+        """
+        images = np.ascontiguousarray(images)
+        labels = np.asarray(labels)
+        if images.dtype != np.uint8:
+            raise DatasetError(f"images must be uint8, got {images.dtype}")
+        if images.ndim == 4 and images.shape[-1] == 1:
+            images = images[..., 0]
+        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+            raise DatasetError(f"images must be (N, H, W) or (N, H, W, 3), got shape {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DatasetError(f"labels must be ({len(images)},), got shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DatasetError(f"labels must be integers, got {labels.dtype}")
+        if len(labels) and labels.min() < 0:
+            raise DatasetError("labels must be >= 0")
+        n_classes = int(labels.max()) + 1 if len(labels) else 0
+        if classes is None:
+            classes = [str(c) for c in range(n_classes)]
+        elif len(classes) < n_classes:
+            raise DatasetError(f"{len(classes)} class names for labels up to {n_classes - 1}")
+        self.images = images
+        self.labels: np.ndarray = labels.astype(np.int64, copy=False)
+        self.classes: list[str] = list(classes)
+        self.transform = transform
+        self.to_rgb = to_rgb
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = Image.fromarray(self.images[index])
+        if self.to_rgb and image.mode != "RGB":
+            image = image.convert("RGB")
+        return (self.transform(image) if self.transform is not None else image), int(self.labels[index])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# LMDB image file
+# --------------------------------------------------------------------------------------------------------------------
+
+# On-disk format of an LMDB image dataset (a folder holding LMDB's data.mdb and lock.mdb):
+#   b"__meta__"   -> UTF-8 JSON {"format": LMDB_FORMAT, "version": 1, "length": N, "classes": [...]}
+#   b"__labels__" -> the (N,) labels as little-endian int64 bytes, so a sampler gets them without a scan
+#   8-byte big-endian index i (0..N-1) -> 8-byte little-endian int64 label, then the encoded image (PNG/JPEG/... bytes)
+# The big-endian keys keep LMDB's B-tree in index order, so a sequential read is a sequential scan of the file.
+LMDB_FORMAT = "simsearch-image-dataset"
+LMDB_FORMAT_VERSION = 1
+_META_KEY = b"__meta__"
+_LABELS_KEY = b"__labels__"
+_LABEL = struct.Struct("<q")
+_INDEX = struct.Struct(">Q")
+_COMMIT_EVERY = 1000
+_INITIAL_MAP_SIZE = 1 << 30
+
+
+def write_lmdb_dataset(
+    source: Dataset | Iterable[tuple[Any, int]],
+    path: str | os.PathLike[str],
+    *,
+    classes: Sequence[str] | None = None,
+    max_side: int | None = None,
+    image_format: str = "PNG",
+    overwrite: bool = False,
+) -> int:
+    """Pack a labelled image set into one LMDB folder that `LMDBImageDataset` reads back fast.
+
+    Image bytes are stored encoded, not decoded, so the file stays about as small as the originals. Files on disk
+    (an `ImageFolderDataset`, or `(path, label)` pairs) are copied byte for byte unless `max_side` asks for a
+    shrink; arrays and PIL images are encoded with `image_format` (PNG: lossless). The folder is written under a
+    temporary name and renamed at the end, so an interrupted write never leaves a half file under `path`.
+
+    Args:
+        source: an `ImageFolderDataset` (its `samples` are read, its transform is not applied), any dataset or
+            iterable of `(image, label)` where image is encoded bytes, a path, a PIL image or a uint8 array.
+        path: the LMDB folder to create.
+        classes: class names (default: `source.classes` when it has them, else "0".."C-1").
+        max_side: shrink images whose longer side exceeds this (re-encoded as JPEG quality 95 for paths/bytes,
+            `image_format` otherwise); for sets of big photos that will be resized down anyway.
+        image_format: Pillow format name for images that must be encoded.
+        overwrite: replace an existing `path`.
+
+    Returns:
+        The number of images written.
+    """
+    target = Path(path).expanduser()
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    items: Iterable[tuple[Any, int]]
+    if isinstance(source, ImageFolderDataset):
+        items = source.samples
+    elif isinstance(source, ArrayDataset):
+        items = zip(source.images, source.labels.tolist(), strict=True)
+    elif isinstance(source, LMDBImageDataset):
+        items = (source.read_bytes(i) for i in range(len(source)))
+    elif isinstance(source, Dataset) and hasattr(source, "__len__"):
+        items = (source[i] for i in range(len(source)))  # type: ignore[arg-type]
+    else:
+        items = source  # type: ignore[assignment]
+    if classes is None:
+        classes = getattr(source, "classes", None)
+
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    labels: list[int] = []
+    env = lmdb.open(str(tmp), map_size=_INITIAL_MAP_SIZE, subdir=True, meminit=False, map_async=True)
+    try:
+        pending: list[tuple[bytes, bytes]] = []
+        for index, (image, label) in enumerate(items):
+            pending.append((_INDEX.pack(index), _LABEL.pack(int(label)) + _encode(image, max_side, image_format)))
+            labels.append(int(label))
+            if len(pending) >= _COMMIT_EVERY:
+                _put_all(env, pending)
+                pending = []
+        n_classes = max(labels) + 1 if labels else 0
+        names = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
+        if len(names) < n_classes:
+            raise DatasetError(f"{len(names)} class names for labels up to {n_classes - 1}")
+        meta = {"format": LMDB_FORMAT, "version": LMDB_FORMAT_VERSION, "length": len(labels), "classes": names}
+        pending.append((_META_KEY, json.dumps(meta).encode()))
+        pending.append((_LABELS_KEY, np.asarray(labels, dtype="<i8").tobytes()))
+        _put_all(env, pending)
+        env.sync(True)
+    except BaseException:
+        env.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    env.close()
+    if target.exists():
+        _close_reader(target)
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    logger.info("wrote %d images to %s", len(labels), target)
+    return len(labels)
+
+
+def _put_all(env: lmdb.Environment, pairs: list[tuple[bytes, bytes]]) -> None:
+    """Write the pairs in one transaction, doubling the map until they fit: no size guess needed up front."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                for key, value in pairs:
+                    txn.put(key, value)
+            return
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)
+
+
+def _encode(image: Any, max_side: int | None, image_format: str) -> bytes:
+    """Encoded bytes for one image; files and bytes pass through untouched unless they must shrink."""
+    if isinstance(image, (str, os.PathLike)):
+        if max_side is None:
+            return Path(image).read_bytes()
+        image = load_image(image, max_pixels=DEFAULT_MAX_PIXELS, min_side=max_side)
+        image_format = "JPEG"
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        if max_side is None:
+            return bytes(image)
+        image = load_image(bytes(image), min_side=max_side)
+        image_format = "JPEG"
+    elif isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise DatasetError(f"array images must be uint8, got {image.dtype}")
+        image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image)
+    elif not isinstance(image, Image.Image):
+        raise DatasetError(f"cannot store an image of type {type(image).__name__} (a transform already applied?)")
+    if max_side is not None and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    out = io.BytesIO()
+    if image_format.upper() in ("JPEG", "JPG"):
+        if image.mode not in ("L", "RGB"):
+            image = load_image(image)
+        image.save(out, format="JPEG", quality=95)
+    else:
+        image.save(out, format=image_format)
+    return out.getvalue()
+
+
+# Read-only environments of this process, one per dataset folder, shared by every LMDBImageDataset reading it:
+# py-lmdb refuses to open the same files twice in one process (two datasets on one file, e.g. train and
+# validation transforms, would clash), and an environment must never cross a fork. Before any fork (DataLoader
+# workers) they are all closed, so a child starts with none and opens its own; the parent reopens on next use.
+_READERS: dict[str, tuple[tuple[int, int, int], lmdb.Environment]] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def _reader_env(folder: Path) -> lmdb.Environment:
+    """This process's shared read-only environment of `folder`, reopened when the folder was replaced."""
+    data_file = folder / "data.mdb"
+    try:
+        st = data_file.stat()
+    except FileNotFoundError as exc:
+        raise DataNotFoundError(f"LMDB image dataset not found: {folder} (no data.mdb inside)") from exc
+    identity = (os.getpid(), st.st_dev, st.st_ino)
+    key = str(folder.resolve())
+    with _READERS_LOCK:
+        entry = _READERS.pop(key, None)
+        if entry is not None:
+            if entry[0] == identity:
+                _READERS[key] = entry
+                return entry[1]
+            if entry[0][0] == identity[0]:
+                entry[1].close()  # the folder was rewritten (overwrite=True): the old mapping is stale
+            # else: inherited through a fork that bypassed the hook below; never touch a parent's environment
+        env = lmdb.open(key, subdir=True, readonly=True, lock=False, readahead=False, meminit=False, max_readers=512)
+        _READERS[key] = (identity, env)
+        return env
+
+
+def _close_reader(folder: Path) -> None:
+    with _READERS_LOCK:
+        entry = _READERS.pop(str(folder.resolve()), None)
+    if entry is not None and entry[0][0] == os.getpid():
+        entry[1].close()
+
+
+def _close_all_readers() -> None:
+    # Runs in the parent just before a fork: no environment (nor py-lmdb's record of it) passes to the child.
+    with _READERS_LOCK:
+        entries = list(_READERS.values())
+        _READERS.clear()
+    for (pid, _, _), env in entries:
+        if pid == os.getpid():
+            env.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_close_all_readers)
+
+
+class LMDBImageDataset(Dataset):
+    """Reads an image set written by `write_lmdb_dataset`: one memory-mapped file instead of many small ones.
+
+    The LMDB environment is opened lazily, read-only and without locking, once per process and folder (shared by
+    every dataset object on that folder), and closed before any fork, so each DataLoader worker opens its own.
+    A consequence: forking while another thread of the same process is reading this dataset interrupts that read.
+    Images decode to RGB PIL images through `load_image`, so grey images come back as RGB too.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], transform: Transform | None = None, *, min_side: int | None = None
+    ) -> None:
+        """Read the header and the labels; no image is touched.
+
+        Raises:
+            DataNotFoundError: `path` is missing.
+            DatasetError: not a simsearch image dataset, or a newer format version.
+        """
+        self.path = Path(path).expanduser()
+        self.transform = transform
+        self.min_side = min_side
+        with _reader_env(self.path).begin(buffers=False) as txn:
+            raw_meta = txn.get(_META_KEY)
+            raw_labels = txn.get(_LABELS_KEY)
+        if raw_meta is None or raw_labels is None:
+            raise DatasetError(f"{self.path} is an LMDB folder but not a simsearch image dataset (no header)")
+        meta = json.loads(raw_meta)
+        if meta.get("format") != LMDB_FORMAT:
+            raise DatasetError(f"{self.path}: unknown dataset format {meta.get('format')!r}")
+        if meta.get("version", 0) > LMDB_FORMAT_VERSION:
+            raise DatasetError(
+                f"{self.path}: dataset format version {meta['version']} is newer than this simsearch reads "
+                f"({LMDB_FORMAT_VERSION}); upgrade simsearch"
+            )
+        self.labels: np.ndarray = np.frombuffer(raw_labels, dtype="<i8").astype(np.int64)
+        if len(self.labels) != meta["length"]:
+            raise DatasetError(f"{self.path}: header says {meta['length']} images, labels hold {len(self.labels)}")
+        self.classes: list[str] = list(meta["classes"])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read_bytes(self, index: int) -> tuple[bytes, int]:
+        """The stored `(encoded image, label)` of one item, undecoded."""
+        if not 0 <= index < len(self.labels):
+            raise IndexError(f"index {index} out of range for {len(self.labels)} images")
+        with _reader_env(self.path).begin(buffers=False) as txn:
+            value = txn.get(_INDEX.pack(index))
+        if value is None:
+            raise DatasetError(f"{self.path}: image {index} is missing")
+        (label,) = _LABEL.unpack_from(value)
+        return value[_LABEL.size :], label
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        if index < 0:
+            index += len(self.labels)
+        data, label = self.read_bytes(index)
+        try:
+            image = load_image(data, min_side=self.min_side)
+        except ImageError as exc:
+            raise ImageError(f"{self.path} item {index}: {exc}") from exc
+        return (self.transform(image) if self.transform is not None else image), label
+
+    def close(self) -> None:
+        """Close this process's environment of the folder (optional; the next read reopens it)."""
+        _close_reader(self.path)

@@ -1,0 +1,353 @@
+"""Retrieval quality of embeddings: exact k-NN, recall@k (hit rate), precision@k, MAP@R, R-precision, NMI, and
+the Omniglot 20-way one-shot accuracy. numpy and faiss only, so any embedding source can be scored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol
+
+import faiss
+import numpy as np
+
+__all__ = [
+    "kmeans_assign",
+    "knn",
+    "normalized_mutual_info",
+    "one_shot_accuracy",
+    "retrieval_metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+Metric = Literal["cosine", "l2"]
+
+# Neighbour lists are computed in query chunks of at most this many (query, neighbour) entries: MAP@R needs R
+# neighbours per query, and R can be 6,000 (Fashion-MNIST with the train set as gallery).
+_CHUNK_ENTRIES = 4_000_000
+
+
+def _as_float32(x: np.ndarray, metric: Metric, name: str) -> np.ndarray:
+    """C-contiguous float32 `(N, D)`, L2-normalised for cosine (a zero vector stays zero)."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be (N, D), got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+        arr = np.ascontiguousarray(arr / np.maximum(norms, 1e-12), dtype=np.float32)
+    elif metric != "l2":
+        raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
+    return arr
+
+
+def _flat_index(gallery: np.ndarray, metric: Metric) -> faiss.Index:
+    index = faiss.IndexFlatIP(gallery.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(gallery.shape[1])
+    index.add(gallery)
+    return index
+
+
+def _search(index: faiss.Index, queries: np.ndarray, k: int, self_ids: np.ndarray | None) -> np.ndarray:
+    """`(n, k)` nearest gallery indices. With `self_ids`, query i is gallery item `self_ids[i]` and is removed from
+    its own list: the list is searched one longer, then the query's own entry is dropped (or the last entry, when
+    exact duplicates pushed the query itself out of the list)."""
+    if self_ids is None:
+        return index.search(queries, k)[1]
+    n = len(queries)
+    found = index.search(queries, k + 1)[1]
+    is_self = found == self_ids[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    keep = np.ones_like(found, dtype=bool)
+    keep[np.arange(n), drop] = False
+    return found[keep].reshape(n, k)
+
+
+def knn(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    *,
+    leave_one_out: bool = False,
+    metric: Metric = "cosine",
+) -> np.ndarray:
+    """Exact k nearest neighbours of each query in the gallery, nearest first.
+
+    Args:
+        queries: `(Q, D)` embeddings.
+        gallery: `(G, D)` embeddings.
+        k: neighbours per query.
+        leave_one_out: the queries ARE the gallery (query i = gallery item i): each query's own index never appears
+            in its list, even when exact duplicates of it exist.
+        metric: "cosine" (vectors L2-normalised here, inner product; the engine's own metric) or "l2" (Euclidean
+            on the raw vectors).
+
+    Returns:
+        `(Q, k) int64` gallery indices.
+    """
+    q = _as_float32(queries, metric, "queries")
+    g = _as_float32(gallery, metric, "gallery")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"queries have dimension {q.shape[1]}, the gallery {g.shape[1]}")
+    if leave_one_out and len(q) != len(g):
+        raise ValueError(f"leave_one_out needs the queries to be the gallery, got {len(q)} and {len(g)} vectors")
+    available = len(g) - int(leave_one_out)
+    if not 1 <= k <= available:
+        raise ValueError(
+            f"k must be in 1..{available} (gallery of {len(g)}{', leave-one-out' if leave_one_out else ''})"
+        )
+    self_ids = np.arange(len(q)) if leave_one_out else None
+    return _search(_flat_index(g, metric), q, k, self_ids).astype(np.int64, copy=False)
+
+
+def retrieval_metrics(
+    embeddings: np.ndarray,
+    labels: np.ndarray | Sequence[int],
+    *,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    gallery: np.ndarray | None = None,
+    gallery_labels: np.ndarray | Sequence[int] | None = None,
+    metric: Metric = "cosine",
+    nmi: bool = True,
+    map_at_r: bool = True,
+    seed: int = 0,
+) -> dict[str, float | int | bool]:
+    """Score embeddings by exact k-NN retrieval, the protocol of Musgrave et al. 2020 ("A Metric Learning Reality
+    Check").
+
+    Without a gallery the embeddings are query set and gallery at once, leave-one-out (a query never retrieves
+    itself). For query i, R_i is the number of gallery items of its class (other than itself):
+      - recall@k: hit rate, 1 if any of the k nearest has the query's class (the deep-metric-learning convention,
+        not the fraction of the class found);
+      - precision@k: the fraction of the k nearest that have the query's class;
+      - R-precision: the fraction of the R_i nearest that have the query's class;
+      - MAP@R: (1/R_i) * sum over the first R_i positions j that hold the class of precision@j;
+      - NMI: k-means (faiss, seeded) on the query embeddings with as many clusters as query classes, against the
+        labels, arithmetic-mean normalisation.
+    Each is averaged over queries. Queries whose class has no other gallery item (R_i = 0) can never be answered
+    and are left out of every average; their number is reported as `skipped_queries`.
+
+    Args:
+        embeddings: `(Q, D)` query embeddings.
+        labels: `(Q,)` query classes.
+        ks: the k of recall@k and precision@k.
+        gallery: `(G, D)` gallery embeddings; None for leave-one-out on `embeddings`.
+        gallery_labels: `(G,)` gallery classes (required with `gallery`).
+        metric: "cosine" or "l2", as in `knn`.
+        nmi: compute NMI (a k-means run; turn off for speed).
+        map_at_r: compute MAP@R and R-precision. They need the R nearest of every query: with a big gallery of
+            big classes (Fashion-MNIST: R = 6,000 of 60,000) that is most of the cost; off, only max(ks) are found.
+        seed: k-means seed.
+
+    Returns:
+        `{"recall@1": ..., "precision@1": ..., "map@r": ..., "r_precision": ..., "nmi": ..., "queries": ...,
+        "skipped_queries": ..., "gallery": ..., "leave_one_out": ...}`; rates are floats in [0, 1].
+    """
+    q_labels = np.asarray(labels).reshape(-1)
+    q = _as_float32(embeddings, metric, "embeddings")
+    if len(q_labels) != len(q):
+        raise ValueError(f"{len(q)} embeddings but {len(q_labels)} labels")
+    loo = gallery is None
+    if gallery is None:
+        g, g_labels = q, q_labels
+    else:
+        if gallery_labels is None:
+            raise ValueError("gallery_labels are required with a gallery")
+        g = _as_float32(gallery, metric, "gallery")
+        g_labels = np.asarray(gallery_labels).reshape(-1)
+        if len(g_labels) != len(g):
+            raise ValueError(f"{len(g)} gallery embeddings but {len(g_labels)} gallery labels")
+        if g.shape[1] != q.shape[1]:
+            raise ValueError(f"embeddings have dimension {q.shape[1]}, the gallery {g.shape[1]}")
+    ks = sorted({int(k) for k in ks})
+    available = len(g) - int(loo)
+    if not ks or ks[0] < 1 or ks[-1] > available:
+        raise ValueError(f"every k must be in 1..{available} (gallery of {len(g)}), got {ks}")
+
+    # R_i: gallery items of the query's class, the query itself excluded when it is in the gallery.
+    classes, g_counts = np.unique(g_labels, return_counts=True)
+    pos = np.searchsorted(classes, q_labels)
+    pos_clipped = np.minimum(pos, len(classes) - 1)
+    present = classes[pos_clipped] == q_labels
+    r = np.where(present, g_counts[pos_clipped], 0) - int(loo)
+    valid = r > 0
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        raise ValueError("no query has another gallery item of its class: nothing to score")
+
+    index = _flat_index(g, metric)
+    hit_sums = {k: 0.0 for k in ks}
+    prec_sums = {k: 0.0 for k in ks}
+    ap_sum = 0.0
+    rprec_sum = 0.0
+    valid_ids = np.flatnonzero(valid)
+    start = 0
+    while start < len(valid_ids):
+        # Grow the chunk while its widest neighbour list keeps it under the entry budget.
+        width = max(ks[-1], int(r[valid_ids[start]]) if map_at_r else 0)
+        stop = start + 1
+        while stop < len(valid_ids):
+            w = max(width, int(r[valid_ids[stop]]) if map_at_r else 0)
+            if (stop - start + 1) * w > _CHUNK_ENTRIES:
+                break
+            width, stop = w, stop + 1
+        ids = valid_ids[start:stop]
+        found = _search(index, q[ids], width, ids if loo else None)
+        hits = g_labels[found] == q_labels[ids][:, None]  # (n, width) bool
+        for k in ks:
+            hit_sums[k] += float(hits[:, :k].any(axis=1).sum())
+            prec_sums[k] += float(hits[:, :k].mean(axis=1).sum())
+        if map_at_r:
+            hits_r = hits & (np.arange(width)[None, :] < r[ids][:, None])  # only the first R_i positions count
+            precision_at = np.cumsum(hits_r, axis=1) / np.arange(1, width + 1)[None, :]
+            ap_sum += float(((precision_at * hits_r).sum(axis=1) / r[ids]).sum())
+            rprec_sum += float((hits_r.sum(axis=1) / r[ids]).sum())
+        start = stop
+
+    out: dict[str, float | int | bool] = {}
+    for k in ks:
+        out[f"recall@{k}"] = hit_sums[k] / n_valid
+    for k in ks:
+        out[f"precision@{k}"] = prec_sums[k] / n_valid
+    if map_at_r:
+        out["map@r"] = ap_sum / n_valid
+        out["r_precision"] = rprec_sum / n_valid
+    if nmi:
+        n_clusters = len(np.unique(q_labels))
+        out["nmi"] = normalized_mutual_info(q_labels, kmeans_assign(q, n_clusters, seed=seed, metric=metric))
+    out["queries"] = n_valid
+    out["skipped_queries"] = int(len(q) - n_valid)
+    out["gallery"] = int(len(g))
+    out["leave_one_out"] = loo
+    return out
+
+
+def kmeans_assign(
+    x: np.ndarray, n_clusters: int, *, seed: int = 0, metric: Metric = "cosine", niter: int = 50
+) -> np.ndarray:
+    """Cluster ids `(N,) int64`: k-means++ seeding (Arthur & Vassilvitskii 2007), then faiss k-means on all points
+    (spherical for cosine).
+
+    faiss alone starts from random points, which on well-separated classes often puts two centroids in one class
+    and lowers NMI for reasons that have nothing to do with the embedding; k-means++ seeding avoids most of that.
+    """
+    data = _as_float32(x, metric, "x")
+    if not 1 <= n_clusters <= len(data):
+        raise ValueError(f"n_clusters must be in 1..{len(data)}, got {n_clusters}")
+    if n_clusters == 1:
+        return np.zeros(len(data), dtype=np.int64)
+    km = faiss.Kmeans(
+        data.shape[1],
+        n_clusters,
+        niter=niter,
+        seed=seed,
+        spherical=metric == "cosine",
+        verbose=False,
+        # Train on every point (faiss subsamples to 256 per centroid by default) and accept few points per
+        # centroid without faiss's stderr warning: 659 Omniglot classes of 20 images are legitimate.
+        max_points_per_centroid=max(256, -(-len(data) // n_clusters)),
+        min_points_per_centroid=1,
+    )
+    km.train(data, init_centroids=_kmeans_plus_plus(data, n_clusters, np.random.default_rng(seed)))
+    return km.index.search(data, 1)[1].reshape(-1).astype(np.int64)
+
+
+def _kmeans_plus_plus(data: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """`(n_clusters, D) float32` initial centres: each next centre drawn with probability proportional to the squared
+    distance to the nearest centre so far."""
+    n = len(data)
+    centres = np.empty((n_clusters, data.shape[1]), dtype=np.float32)
+    centres[0] = data[rng.integers(n)]
+    sq_norms = np.einsum("ij,ij->i", data, data)
+
+    def sq_dist(centre: np.ndarray) -> np.ndarray:
+        return np.maximum(sq_norms - 2 * (data @ centre) + centre @ centre, 0)
+
+    nearest = sq_dist(centres[0])
+    for c in range(1, n_clusters):
+        cumulative = np.cumsum(nearest, dtype=np.float64)
+        total = float(cumulative[-1])
+        # total == 0: every point coincides with a centre (duplicates), any point will do.
+        pick = int(np.searchsorted(cumulative, rng.random() * total, side="right")) if total > 0 else rng.integers(n)
+        centres[c] = data[min(int(pick), n - 1)]
+        np.minimum(nearest, sq_dist(centres[c]), out=nearest)
+    return centres
+
+
+def normalized_mutual_info(labels_a: np.ndarray | Sequence[int], labels_b: np.ndarray | Sequence[int]) -> float:
+    """NMI of two partitions: I(A; B) / ((H(A) + H(B)) / 2), natural logs cancel (sklearn's default normalisation).
+
+    Symmetric and invariant to renaming the labels. Two single-cluster partitions count as identical (1.0).
+    """
+    a = np.asarray(labels_a).reshape(-1)
+    b = np.asarray(labels_b).reshape(-1)
+    if len(a) != len(b):
+        raise ValueError(f"partitions of {len(a)} and {len(b)} items")
+    if len(a) == 0:
+        return 1.0
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    na, nb = int(ia.max()) + 1, int(ib.max()) + 1
+    if na == nb == 1:
+        return 1.0
+    n = len(a)
+    table = np.bincount(ia * nb + ib, minlength=na * nb).reshape(na, nb).astype(np.float64)
+    pa = table.sum(axis=1) / n
+    pb = table.sum(axis=0) / n
+    nz = table > 0
+    pij = table[nz] / n
+    mi = float((pij * (np.log(pij) - np.log(np.outer(pa, pb)[nz]))).sum())
+    ha = float(-(pa * np.log(pa)).sum())
+    hb = float(-(pb * np.log(pb)).sum())
+    denom = (ha + hb) / 2
+    if denom <= 0:
+        return 1.0
+    return float(np.clip(mi / denom, 0.0, 1.0))
+
+
+class _OneShotRun(Protocol):
+    train_images: list[np.ndarray]
+    test_images: list[np.ndarray]
+    answers: list[int]
+
+
+def one_shot_accuracy(
+    embed_fn: Callable[[list[np.ndarray]], np.ndarray],
+    runs: Sequence[_OneShotRun],
+    *,
+    metric: Metric = "cosine",
+) -> float:
+    """N-way one-shot accuracy (Omniglot's 20 official runs): each test image takes the class of its nearest
+    training image; accuracy over all test images of all runs.
+
+    Args:
+        embed_fn: maps a list of images (as the runs hold them, e.g. `(105, 105)` uint8) to `(N, D)` embeddings;
+            called once with every image of every run.
+        runs: e.g. `simsearch.data.omniglot_one_shot_runs()`.
+        metric: "cosine" (nearest by cosine similarity) or "l2".
+    """
+    if not runs:
+        raise ValueError("no runs to score")
+    images: list[np.ndarray] = []
+    for run in runs:
+        images.extend(run.train_images)
+        images.extend(run.test_images)
+    emb = np.asarray(embed_fn(images))
+    if emb.ndim != 2 or len(emb) != len(images):
+        raise ValueError(f"embed_fn returned shape {emb.shape} for {len(images)} images, expected ({len(images)}, D)")
+    emb = _as_float32(emb, metric, "embeddings")
+    correct = total = 0
+    offset = 0
+    for run in runs:
+        n_train, n_test = len(run.train_images), len(run.test_images)
+        train = emb[offset : offset + n_train]
+        test = emb[offset + n_train : offset + n_train + n_test]
+        offset += n_train + n_test
+        if metric == "cosine":
+            predicted = (test @ train.T).argmax(axis=1)
+        else:
+            predicted = ((test[:, None, :] - train[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+        correct += int((predicted == np.asarray(run.answers)).sum())
+        total += n_test
+    logger.debug("one-shot: %d of %d correct over %d runs", correct, total, len(runs))
+    return correct / total

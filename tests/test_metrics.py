@@ -1,0 +1,309 @@
+"""Tests for simsearch.metrics: hand-worked examples, brute-force loops on random data, NMI properties, one-shot."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import simsearch.metrics as metrics_module
+from simsearch.metrics import knn, normalized_mutual_info, one_shot_accuracy, retrieval_metrics
+
+
+def _on_circle(degrees: list[float]) -> np.ndarray:
+    """Unit vectors at these angles: cosine order = angular order, easy to rank by hand."""
+    rad = np.deg2rad(np.asarray(degrees, dtype=np.float64))
+    return np.stack([np.cos(rad), np.sin(rad)], axis=1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hand-worked examples
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_metrics_with_a_separate_gallery_match_a_hand_worked_example() -> None:
+    """Gallery at 10 A, 20 B, 30 A, 40 A, 50 B, 60 B degrees (R = 3 for both classes).
+
+    query  0 deg, A: ranking A B A A B B. Hits within R=3 at 1, 3: AP = (1/1 + 2/3)/3 = 5/9, R-prec 2/3;
+                     P@1 = 1, P@2 = 1/2, P@4 = 3/4; hit@1,2,4 = 1.
+    query 65 deg, B: 60 B, 50 B, 40 A, 30 A, 20 B, 10 A -> B B A A B A. AP = (1 + 1)/3 = 2/3, R-prec 2/3;
+                     P@1 = 1, P@2 = 1, P@4 = 1/2; hit@1,2,4 = 1.
+    query 33 deg, B: 30 A (3), 40 A (7), 20 B (13), 50 B (17), 10 A, 60 B -> A A B B A B. AP = (1/3)/3 = 1/9,
+                     R-prec 1/3; P@1 = 0, P@2 = 0, P@4 = 1/2; hit@1 = hit@2 = 0, hit@4 = 1.
+    Means: MAP@R = (5/9 + 6/9 + 1/9)/3 = 4/9; R-precision = 5/9; recall@1 = recall@2 = 2/3, recall@4 = 1;
+    P@1 = 2/3, P@2 = 1/2, P@4 = (3/4 + 1/2 + 1/2)/3 = 7/12.
+    """
+    gallery = _on_circle([10, 20, 30, 40, 50, 60])
+    gallery_labels = np.array([0, 1, 0, 0, 1, 1])
+    queries = _on_circle([0, 65, 33])
+    labels = np.array([0, 1, 1])
+
+    m = retrieval_metrics(queries, labels, ks=(1, 2, 4), gallery=gallery, gallery_labels=gallery_labels, nmi=False)
+
+    assert m["map@r"] == pytest.approx(4 / 9)
+    assert m["r_precision"] == pytest.approx(5 / 9)
+    assert m["recall@1"] == pytest.approx(2 / 3)
+    assert m["recall@2"] == pytest.approx(2 / 3)
+    assert m["recall@4"] == pytest.approx(1.0)
+    assert m["precision@1"] == pytest.approx(2 / 3)
+    assert m["precision@2"] == pytest.approx(1 / 2)
+    assert m["precision@4"] == pytest.approx(7 / 12)
+    assert m["queries"] == 3 and m["skipped_queries"] == 0 and m["leave_one_out"] is False
+
+
+def test_leave_one_out_metrics_match_a_hand_worked_example_and_skip_singleton_classes() -> None:
+    """Items 0 deg A, 20 B, 30 A, 70 A, 100 B, 250 C (C has one item: skipped as a query, last in every ranking).
+
+    item 0 (A, R=2):   20 B, 30 A, 70 A, 100 B -> B A A B: AP = (1/2)/2 = 1/4, R-prec 1/2, hit@1 0, hit@2 1.
+    item 20 (B, R=1):  30 A, 0 A, 70 A, 100 B  -> A A A B: AP 0, R-prec 0, hit@1 0, hit@2 0, hit@4 1.
+    item 30 (A, R=2):  20 B, 0 A, 70 A, 100 B  -> B A A B: AP 1/4, R-prec 1/2, hit@2 1.
+    item 70 (A, R=2):  100 B, 30 A, 20 B, 0 A  -> B A B A: AP 1/4, R-prec 1/2, hit@2 1.
+    item 100 (B, R=1): 70 A, 30 A, 20 B, 0 A   -> A A B A: AP 0, R-prec 0, hit@2 0, hit@4 1.
+    Over the 5 scored queries: MAP@R = 3/4 / 5 = 0.15, R-precision = 0.3, recall@1 = 0, recall@2 = 0.6,
+    recall@4 = 1.
+    """
+    x = _on_circle([0, 20, 30, 70, 100, 250])
+    labels = np.array([0, 1, 0, 0, 1, 2])
+
+    m = retrieval_metrics(x, labels, ks=(1, 2, 4), nmi=False)
+
+    assert m["map@r"] == pytest.approx(0.15)
+    assert m["r_precision"] == pytest.approx(0.3)
+    assert m["recall@1"] == pytest.approx(0.0)
+    assert m["recall@2"] == pytest.approx(0.6)
+    assert m["recall@4"] == pytest.approx(1.0)
+    assert m["queries"] == 5 and m["skipped_queries"] == 1 and m["leave_one_out"] is True
+
+
+def test_knn_ranks_a_hand_worked_example_nearest_first() -> None:
+    gallery = _on_circle([10, 20, 30, 40, 50, 60])
+    assert knn(_on_circle([33]), gallery, 3).tolist() == [[2, 3, 1]]
+    assert knn(_on_circle([0, 20, 30, 70]), _on_circle([0, 20, 30, 70]), 2, leave_one_out=True).tolist() == [
+        [1, 2],
+        [2, 0],
+        [1, 0],
+        [2, 1],
+    ]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Brute force on random data
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _brute_force(
+    q: np.ndarray, ql: np.ndarray, g: np.ndarray, gl: np.ndarray, ks: list[int], loo: bool
+) -> dict[str, float]:
+    """The metrics by their definitions, one query at a time, with plain Python loops over the ranking."""
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+    sums = {f"recall@{k}": 0.0 for k in ks} | {f"precision@{k}": 0.0 for k in ks} | {"map@r": 0.0, "r_precision": 0.0}
+    count = 0
+    for i in range(len(q)):
+        sims = [(float(qn[i] @ gn[j]), j) for j in range(len(g)) if not (loo and j == i)]
+        ranking = [j for _, j in sorted(sims, key=lambda t: -t[0])]
+        correct = [gl[j] == ql[i] for j in ranking]
+        r = sum(correct)
+        if r == 0:
+            continue
+        count += 1
+        for k in ks:
+            sums[f"recall@{k}"] += 1.0 if any(correct[:k]) else 0.0
+            sums[f"precision@{k}"] += sum(correct[:k]) / k
+        ap = 0.0
+        found = 0
+        for pos in range(r):
+            if correct[pos]:
+                found += 1
+                ap += found / (pos + 1)
+        sums["map@r"] += ap / r
+        sums["r_precision"] += sum(correct[:r]) / r
+    return {name: value / count for name, value in sums.items()}
+
+
+def test_leave_one_out_metrics_equal_a_brute_force_loop_on_random_data() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 6)).astype(np.float32)
+    labels = rng.integers(0, 6, size=80)
+    x += 0.8 * rng.normal(size=(6, 6)).astype(np.float32)[labels]  # some class structure, so metrics are not ~0
+
+    m = retrieval_metrics(x, labels, ks=(1, 2, 4, 8), nmi=False)
+    expected = _brute_force(x, labels, x, labels, [1, 2, 4, 8], loo=True)
+
+    for name, value in expected.items():
+        assert m[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_gallery_metrics_equal_a_brute_force_loop_on_random_data() -> None:
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(40, 5)).astype(np.float32)
+    g = rng.normal(size=(70, 5)).astype(np.float32)
+    ql = rng.integers(0, 4, size=40)
+    gl = rng.integers(0, 4, size=70)
+
+    m = retrieval_metrics(q, ql, ks=(1, 3, 5), gallery=g, gallery_labels=gl, nmi=False)
+    expected = _brute_force(q, ql, g, gl, [1, 3, 5], loo=False)
+
+    for name, value in expected.items():
+        assert m[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_metrics_do_not_depend_on_the_query_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(90, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, size=90)
+    whole = retrieval_metrics(x, labels, nmi=False)
+
+    monkeypatch.setattr(metrics_module, "_CHUNK_ENTRIES", 50)  # forces chunks of one or two queries
+    chunked = retrieval_metrics(x, labels, nmi=False)
+
+    assert chunked == pytest.approx(whole)
+
+
+def test_knn_equals_a_brute_force_sort_for_cosine_and_l2() -> None:
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(25, 7))
+    g = rng.normal(size=(50, 7)) * rng.uniform(0.5, 2.0, size=(50, 1))  # unequal norms: cosine and L2 differ
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+
+    by_cosine = np.argsort(-(qn @ gn.T), axis=1, kind="stable")[:, :6]
+    by_l2 = np.argsort(((q[:, None] - g[None]) ** 2).sum(-1), axis=1, kind="stable")[:, :6]
+
+    assert np.array_equal(knn(q, g, 6), by_cosine)
+    assert np.array_equal(knn(q, g, 6, metric="l2"), by_l2)
+    assert knn(q, g, 6).dtype == np.int64
+
+
+def test_knn_leave_one_out_never_returns_the_query_even_with_exact_duplicates() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(30, 5)).astype(np.float32)
+    x = np.concatenate([base, base, base])  # every vector three times: the query ties with its own copies
+
+    found = knn(x, x, 5, leave_one_out=True)
+
+    assert found.shape == (90, 5)
+    assert not (found == np.arange(90)[:, None]).any()
+    # The two copies of each vector are its two nearest neighbours.
+    for i in range(90):
+        assert set(found[i, :2].tolist()) == {j for j in (i % 30, i % 30 + 30, i % 30 + 60) if j != i}
+
+
+def test_knn_refuses_k_larger_than_the_gallery_and_mismatched_leave_one_out() -> None:
+    x = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match="k must be in 1..3"):
+        knn(x, x, 4, leave_one_out=True)
+    with pytest.raises(ValueError, match="leave_one_out"):
+        knn(x[:2], x, 1, leave_one_out=True)
+
+
+def test_retrieval_metrics_of_perfectly_separated_classes_are_all_one() -> None:
+    rng = np.random.default_rng(5)
+    centres = np.eye(8, dtype=np.float32) * 10
+    labels = np.repeat(np.arange(8), 12)
+    x = centres[labels] + 0.01 * rng.normal(size=(96, 8)).astype(np.float32)
+
+    m = retrieval_metrics(x, labels)
+
+    for name in ("recall@1", "recall@8", "precision@8", "map@r", "r_precision", "nmi"):
+        assert m[name] == pytest.approx(1.0), name
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# NMI
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_nmi_of_identical_partitions_is_one_and_ignores_label_names() -> None:
+    a = np.array([0, 0, 1, 1, 2, 2, 2])
+    assert normalized_mutual_info(a, a) == pytest.approx(1.0)
+    assert normalized_mutual_info(a, np.array([5, 5, 9, 9, 1, 1, 1])) == pytest.approx(1.0)
+
+
+def test_nmi_matches_a_hand_computed_value() -> None:
+    """a = [0,0,1,1], b = [0,0,0,1]. Joint p: (0,0) 1/2, (1,0) 1/4, (1,1) 1/4; p(a) = (1/2, 1/2), p(b) = (3/4, 1/4).
+
+    I = 1/2 ln(4/3) + 1/4 ln(2/3) + 1/4 ln 2; H(a) = ln 2; H(b) = -(3/4 ln 3/4 + 1/4 ln 1/4);
+    NMI = I / ((H(a) + H(b)) / 2) ~= 0.3437.
+    """
+    mi = 0.5 * math.log(4 / 3) + 0.25 * math.log(2 / 3) + 0.25 * math.log(2)
+    ha = math.log(2)
+    hb = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    expected = mi / ((ha + hb) / 2)
+    assert normalized_mutual_info([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(expected)
+    assert normalized_mutual_info([0, 0, 0, 1], [0, 0, 1, 1]) == pytest.approx(expected)  # symmetric
+    assert expected == pytest.approx(0.3437, abs=1e-4)
+
+
+def test_nmi_of_independent_partitions_is_near_zero() -> None:
+    rng = np.random.default_rng(6)
+    a = rng.integers(0, 5, size=20_000)
+    b = rng.integers(0, 5, size=20_000)
+    assert normalized_mutual_info(a, b) < 0.005
+
+
+def test_nmi_of_a_partition_against_one_cluster_is_zero() -> None:
+    assert normalized_mutual_info([0, 1, 2, 3], [0, 0, 0, 0]) == pytest.approx(0.0)
+    assert normalized_mutual_info([7, 7, 7], [1, 1, 1]) == pytest.approx(1.0)
+
+
+def test_nmi_from_retrieval_metrics_is_invariant_to_relabelling_the_classes() -> None:
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 5, size=200)
+    x = rng.normal(size=(5, 16)).astype(np.float32)[labels] + 0.7 * rng.normal(size=(200, 16)).astype(np.float32)
+    permuted = np.array([3, 0, 4, 1, 2])[labels]
+
+    assert retrieval_metrics(x, labels)["nmi"] == pytest.approx(retrieval_metrics(x, permuted)["nmi"])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# One-shot accuracy
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(self, train: list[np.ndarray], test: list[np.ndarray], answers: list[int]) -> None:
+        self.train_images, self.test_images, self.answers = train, test, answers
+
+
+def _flatten(images: list[np.ndarray]) -> np.ndarray:
+    return np.stack([im.reshape(-1).astype(np.float32) for im in images])
+
+
+def test_one_shot_accuracy_is_one_when_test_images_are_noisy_copies_and_counts_wrong_answers() -> None:
+    rng = np.random.default_rng(8)
+    runs = []
+    for _ in range(3):
+        train = [rng.normal(size=(6, 6)) for _ in range(5)]
+        order = rng.permutation(5)
+        test = [train[j] + 0.01 * rng.normal(size=(6, 6)) for j in order]
+        runs.append(_Run(train, test, order.tolist()))
+    calls: list[int] = []
+
+    def embed(images: list[np.ndarray]) -> np.ndarray:
+        calls.append(len(images))
+        return _flatten(images)
+
+    assert one_shot_accuracy(embed, runs) == pytest.approx(1.0)
+    assert calls == [30]  # one call with every image
+
+    runs[0].answers = [(a + 1) % 5 for a in runs[0].answers]  # five of the fifteen answers now wrong
+    assert one_shot_accuracy(_flatten, runs) == pytest.approx(10 / 15)
+    assert one_shot_accuracy(_flatten, runs, metric="l2") == pytest.approx(10 / 15)
+
+
+def test_one_shot_accuracy_refuses_an_embedding_of_the_wrong_length() -> None:
+    run = _Run([np.zeros((2, 2))] * 2, [np.zeros((2, 2))] * 2, [0, 1])
+    with pytest.raises(ValueError, match="embed_fn returned"):
+        one_shot_accuracy(lambda images: np.zeros((3, 4)), [run])
+
+
+def test_retrieval_metrics_without_map_at_r_give_the_same_recall() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, size=60)
+    full = retrieval_metrics(x, labels, nmi=False)
+    quick = retrieval_metrics(x, labels, nmi=False, map_at_r=False)
+    assert "map@r" not in quick and "r_precision" not in quick
+    assert {k: v for k, v in full.items() if k not in ("map@r", "r_precision")} == pytest.approx(quick)
