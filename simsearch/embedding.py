@@ -150,7 +150,10 @@ def embed_files(
 
 
 def embed_images(
-    embedder: Embedder, images: Sequence[str | Path | bytes | PIL.Image.Image], *, max_pixels: int = DEFAULT_MAX_PIXELS
+    embedder: Embedder,
+    images: Sequence[str | os.PathLike[str] | bytes | PIL.Image.Image],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Embed a few images in this process (query time: no worker start-up). Raises ImageError on a bad image."""
     transform = transform_for(embedder)

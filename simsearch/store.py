@@ -85,7 +85,7 @@ class Store:
 
     def _meta_int(self, txn: lmdb.Transaction, name: bytes, default: int = 0) -> int:
         raw = txn.get(name, db=self._dbs["meta"])
-        return default if raw is None else _unkey(raw)
+        return default if raw is None else _unkey(bytes(raw))
 
     @property
     def generation(self) -> int:
@@ -103,7 +103,7 @@ class Store:
 
     def _get(self, txn: lmdb.Transaction, image_id: int) -> ImageRecord | None:
         raw = txn.get(_key(image_id), db=self._dbs["records"])
-        return None if raw is None else ImageRecord(id=image_id, **json.loads(raw))
+        return None if raw is None else ImageRecord(id=image_id, **json.loads(bytes(raw)))
 
     def get_many(self, ids: Iterable[int]) -> list[ImageRecord | None]:
         with self._env.begin() as txn:
