@@ -652,14 +652,18 @@ class Collection:
     def _plan(
         self, candidates: list[_Candidate], gone: dict[str, ImageRecord], report: IndexReport
     ) -> dict[str, list[_Candidate]]:
-        """Settle what needs no forward pass (touched, moved, duplicate content) in one transaction; return the rest
-        grouped by content hash, so equal files are embedded once."""
+        """Settle what needs no forward pass (touched, moved, known content) in one transaction; return the rest
+        grouped by content hash, so equal files are embedded once.
+
+        The batch's writes land only at commit, so every read here sees the store as it was before the run: a file
+        may take its vector from an entry that this same batch deletes (swapped or renamed-over files).
+        """
         gone_by_sha: dict[str, list[ImageRecord]] = {}
         for record in gone.values():
             gone_by_sha.setdefault(record.sha256, []).append(record)
         to_embed: dict[str, list[_Candidate]] = {}
         removed_ids: list[int] = []
-        reuse: list[tuple[_Candidate, int]] = []  # (new file, id whose vector it copies)
+        reuse: list[tuple[_Candidate, np.ndarray, bytes | None]] = []  # (new file, copied vector, thumbnail)
         with self.store.write() as batch:
             for c in candidates:
                 old = self._record_for_path(c.path)
@@ -668,41 +672,40 @@ class Collection:
                     report.unchanged += 1
                     continue
                 if old is not None:
-                    batch.delete(old.id)  # content changed: a new id follows
+                    batch.delete(old.id)  # content changed: its old entry goes
                     removed_ids.append(old.id)
-                    report.updated += 1
-                    c.kind = "updated"
-                elif gone_by_sha.get(c.sha256):
+                if gone_by_sha.get(c.sha256):  # a file that left its path arrived here: it keeps id and vector
                     moved = gone_by_sha[c.sha256].pop()
                     del gone[moved.path]
                     batch.update(_record(moved.id, c))
                     report.moved += 1
+                    if old is not None:
+                        report.removed += 1  # what this path held before is gone
                     continue
+                if old is not None:
+                    report.updated += 1
+                    c.kind = "updated"
                 else:
                     report.added += 1
-                same = [i for i in self.store.ids_for_sha256(c.sha256) if i not in removed_ids]
+                same = self.store.ids_for_sha256(c.sha256)
                 if same:
-                    reuse.append((c, same[0]))
+                    vector = self.store.vectors(same[:1], self.dim)[0]
+                    reuse.append((c, vector, self.store.thumbnail(same[0])))
                 else:
                     to_embed.setdefault(c.sha256, []).append(c)
             for record in gone.values():
                 batch.delete(record.id)
                 removed_ids.append(record.id)
                 report.removed += 1
+            new_ids = batch.new_ids(len(reuse)) if reuse else []
+            for (c, vector, thumb), new_id in zip(reuse, new_ids, strict=True):
+                batch.add(_record(new_id, c), vector, thumb)
         if removed_ids:
             self._index_remove(np.asarray(removed_ids, dtype=np.int64))
         if reuse:
-            self._copy_vectors(reuse, report)
+            self._index_add(np.asarray(new_ids, dtype=np.int64), np.stack([v for _, v, _ in reuse]))
+            report.reused += len(reuse)
         return to_embed
-
-    def _copy_vectors(self, reuse: list[tuple[_Candidate, int]], report: IndexReport) -> None:
-        vectors = self.store.vectors([src for _, src in reuse], self.dim)
-        with self.store.write() as batch:
-            ids = batch.new_ids(len(reuse))
-            for (c, src), new_id, vector in zip(reuse, ids, vectors, strict=True):
-                batch.add(_record(new_id, c), vector, self.store.thumbnail(src))
-        self._index_add(np.asarray(ids, dtype=np.int64), vectors)
-        report.reused += len(reuse)
 
     def _embed_and_store(
         self,

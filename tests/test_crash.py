@@ -1,0 +1,190 @@
+"""Crash safety: SIGKILL a real `simsearch index` run, then the collection opens consistent (store ids == index ids)
+and a second run finishes the job, embedding only what the first one had not stored. Also crash states built by
+hand (an index file older than the store, a half-written first manifest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pytest
+from conftest import SAMPLE_PHOTOS, copy_collection
+
+from simsearch import Collection, CollectionError, open_collection
+
+SCRIPT = Path(sys.executable).parent / "simsearch"
+POLL_S = 0.005
+TIMEOUT_S = 300.0
+
+
+def stored_records(store: Path, env: lmdb.Environment | None) -> tuple[int, lmdb.Environment | None]:
+    """How many records the store has committed, read with plain LMDB from this (other) process.
+
+    Plain lmdb rather than Store(readonly=True), which cannot read (see test_store.py); the environment is kept open
+    between polls and returned, None while the indexer has not created its databases yet.
+    """
+    if env is None:
+        if not (store / "data.mdb").exists():
+            return 0, None
+        try:
+            env = lmdb.open(str(store), readonly=True, max_dbs=8, lock=True)
+        except lmdb.Error:
+            return 0, None
+    try:
+        records = env.open_db(b"records", create=False)
+    except lmdb.Error:  # not created yet: reopen next time so the new database becomes visible
+        env.close()
+        return 0, None
+    with env.begin() as txn:
+        return int(txn.stat(records)["entries"]), env
+
+
+def kill_index_run(photos: Path, col: Path, log: Path, when: Callable[[Path, int], bool]) -> int:
+    """Start `simsearch index PHOTOS -c COL`, SIGKILL it (and its decoding workers) once ``when(col, stored)`` holds.
+
+    Returns the number of records stored at the kill; fails when the run ends or stalls first.
+    """
+    if not SCRIPT.exists():
+        pytest.skip(f"no console script at {SCRIPT} (package not pip-installed in this environment)")
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [SCRIPT, "index", photos, "-c", col, "-q", "--batch-size", "8"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own process group: the kill reaches the DataLoader workers too
+        )
+    env: lmdb.Environment | None = None
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            stored, env = stored_records(col / "store.lmdb", env)
+            if when(col, stored):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return stored_records(col / "store.lmdb", env)[0]
+            if proc.poll() is not None:
+                pytest.fail(f"the index run ended (status {proc.returncode}) before the kill point:\n{log.read_text()}")
+            time.sleep(POLL_S)
+        pytest.fail(f"the index run did not reach the kill point in {TIMEOUT_S} s:\n{log.read_text()}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if env is not None:
+            env.close()  # before this process opens the same environment through the library
+
+
+def assert_consistent(c: Collection) -> None:
+    assert c.store.ids().tolist() == np.sort(c.index.ids()).tolist()
+
+
+def finish_and_check(col: Path, photos: list[Path], stored: int) -> None:
+    """A second run completes: every photo exactly once, store == index, and only the rest was embedded."""
+    with Collection.open(col, create=True, device="cpu") as c:
+        report = c.index_folder(photos[0].parent.parent, workers=0)
+        assert (report.unchanged, report.added, report.embedded) == (stored, len(photos) - stored, len(photos) - stored)
+        assert report.skipped == 0 and report.removed == 0
+        assert sorted(r.path for r in c.store.records()) == sorted(str(p) for p in photos)
+        assert len(c) == len(c.index) == len(photos)
+        assert_consistent(c)
+    with open_collection(col) as c:
+        assert len(c) == len(photos)
+        assert_consistent(c)
+
+
+@pytest.fixture
+def photos(caltech_photos: dict[str, list[Path]]) -> list[Path]:
+    """The 60 session photos (12 of each of 5 classes), resolved as the store records them."""
+    return sorted(p.resolve() for paths in caltech_photos.values() for p in paths)
+
+
+@pytest.mark.parametrize("kill_at", [8, pytest.param(40, marks=pytest.mark.slow)])
+def test_a_killed_index_run_leaves_a_consistent_collection_that_the_next_run_completes(
+    photos: list[Path], tmp_path: Path, kill_at: int
+) -> None:
+    col = tmp_path / "col"
+    stored = kill_index_run(photos[0].parent.parent, col, tmp_path / "index.log", lambda _, n: n >= kill_at)
+    assert kill_at <= stored < len(photos)
+
+    with open_collection(col) as c:
+        assert len(c) == stored
+        assert_consistent(c)
+        assert {r.path for r in c.store.records()} <= {str(p) for p in photos}
+        hit = c.search_vectors(c.store.vectors([int(c.store.ids()[-1])], c.dim)[0], k=1)[0]
+        assert hit.id == int(c.store.ids()[-1]), "the last committed batch is searchable after the crash"
+
+    finish_and_check(col, photos, stored)
+
+
+def test_a_run_killed_before_its_first_batch_leaves_nothing_or_an_empty_collection(
+    photos: list[Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    for p in photos[::4]:  # 15 photos: the rerun has little to do
+        (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / p.parent.name / p.name)
+    subset = sorted(p.resolve() for p in folder.rglob("*.jpg"))
+    col = tmp_path / "col"
+
+    stored = kill_index_run(folder, col, tmp_path / "index.log", lambda c, _: (c / "manifest.json").exists())
+
+    assert stored < len(subset)
+    with open_collection(col) as c:
+        assert len(c) == stored
+        assert_consistent(c)
+    finish_and_check(col, subset, stored)
+
+
+# ---------------------------------------------------------------------------------------------------- built by hand
+
+
+def test_an_index_file_older_than_the_store_is_reconciled_at_open(sample_collection: Path, tmp_path: Path) -> None:
+    """The state a crash leaves between a store commit and the index save: the index lacks and holds wrong ids."""
+    path = copy_collection(sample_collection, tmp_path / "col")
+    saved = {name: (path / name).read_bytes() for name in ("manifest.json", "vectors.faiss", "vectors.faiss.json")}
+    twin = tmp_path / "photos" / "twin.jpg"
+    twin.parent.mkdir()
+    shutil.copy(SAMPLE_PHOTOS / "ketch" / "image_0005.jpg", twin)
+    with open_collection(path) as c:
+        c.remove([1, 2, 3])
+        assert c.add([twin], workers=0).reused == 1  # a copy: new id, no model needed
+        new_id = c.store.id_for_path(str(twin.resolve()))
+    for name, data in saved.items():  # as if the process died before writing the index and the manifest
+        (path / name).write_bytes(data)
+
+    with open_collection(path) as c:
+        assert len(c) == 46 and len(c.index) == 46
+        assert_consistent(c)
+        assert new_id in c.index.ids()
+        hits = c.search_vectors(c.store.vectors([new_id], c.dim)[0], k=2)
+        assert new_id in {r.id for r in hits} and all(r.score >= 0.999 for r in hits)
+    assert json.loads((path / "manifest.json").read_text())["count"] == 46, "the reconciled state was saved"
+
+
+def test_a_collection_folder_left_with_only_a_temporary_manifest_is_created_again(tmp_path: Path) -> None:
+    col = tmp_path / "col"
+    col.mkdir()
+    (col / ".manifest.json.k2j3h4.tmp").write_text('{"format": "simsearch-coll')
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(SAMPLE_PHOTOS / "watch" / "image_0003.jpg", photos / "watch.jpg")
+    with Collection.open(col, create=True, device="cpu") as c:
+        assert c.index_folder(photos, workers=0).added == 1
+
+
+def test_a_collection_folder_left_empty_by_a_kill_is_created_again(tmp_path: Path) -> None:
+    col = tmp_path / "col"
+    col.mkdir()  # the kill landed between mkdir and the first manifest
+    with pytest.raises(CollectionError, match="simsearch index"):
+        open_collection(col)
+    with Collection.open(col, create=True, device="cpu") as c:
+        assert len(c) == 0 and (col / "manifest.json").is_file()
