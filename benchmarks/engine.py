@@ -153,8 +153,12 @@ def quality(paths: list[Path]) -> dict[str, float]:
         hits = same[i, :r]
         precision = np.cumsum(hits) / np.arange(1, r + 1)
         ap_r.append(float((precision * hits).sum() / r))
-    return {"precision_at_10": float(p_at_10), "recall_at_1": float(r_at_1), "map_at_r": float(np.mean(ap_r)),
-            "queries": len(paths)}
+    return {
+        "precision_at_10": float(p_at_10),
+        "recall_at_1": float(r_at_1),
+        "map_at_r": float(np.mean(ap_r)),
+        "queries": len(paths),
+    }
 
 
 def main() -> None:
@@ -167,10 +171,14 @@ def main() -> None:
     if not (DATA / "caltech101").exists():
         sys.exit(f"Caltech-101 not found under {DATA}: set SIMSEARCH_DATA")
     record: dict = {
-        "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "dataset": "Caltech-101", "model": "default (tf_efficientnet_lite0, ImageNet)",
+        "dataset": "Caltech-101",
+        "model": "default (tf_efficientnet_lite0, ImageNet)",
     }
     if "throughput" not in args.skip:
         names = caltech_names("first1000")[: args.images]
@@ -178,10 +186,14 @@ def main() -> None:
         paths = unpack(names, root)
         bare = bare_forward(paths, args.batch_size)
         pipe = pipeline(root, len(paths), args.batch_size, args.workers)
-        record["throughput"] = {"images": len(paths), "batch_size": args.batch_size, "workers": args.workers,
-                                **bare, **pipe,
-                                "ratio_pipeline_over_forward": pipe["pipeline_images_per_s"]
-                                / bare["forward_images_per_s"]}
+        record["throughput"] = {
+            "images": len(paths),
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            **bare,
+            **pipe,
+            "ratio_pipeline_over_forward": pipe["pipeline_images_per_s"] / bare["forward_images_per_s"],
+        }
         print(json.dumps(record["throughput"], indent=2), flush=True)
     if "query" not in args.skip:
         root = CACHE / "first1000"
@@ -195,8 +207,10 @@ def main() -> None:
         print(json.dumps(record["query"], indent=2), flush=True)
     if "quality" not in args.skip:
         paths = unpack(caltech_names("test"), CACHE / "test51")
-        record["quality"] = {"protocol": "Caltech-101 class-disjoint test half (last 51 classes), leave-one-out",
-                             **quality(paths)}
+        record["quality"] = {
+            "protocol": "Caltech-101 class-disjoint test half (last 51 classes), leave-one-out",
+            **quality(paths),
+        }
         print(json.dumps(record["quality"], indent=2), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "engine.json"

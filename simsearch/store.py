@@ -77,9 +77,13 @@ class Store:
             raise CollectionError(f"cannot open image store {self.path}: {exc}") from exc
         self.readonly = readonly
         names = ["meta", "records", "paths", "vectors", "thumbs", "skipped"]
-        with self._env.begin(write=not readonly) as txn:
-            self._dbs = {name: self._env.open_db(name.encode(), txn=txn, create=not readonly) for name in names}
-            self._dbs["hashes"] = self._env.open_db(b"hashes", txn=txn, dupsort=True, create=not readonly)
+        try:
+            # Without an explicit transaction, py-lmdb opens each handle in one of its own that it commits, which
+            # keeps the handles valid in read-only mode too (a handle from an aborted read transaction is not).
+            self._dbs = {name: self._env.open_db(name.encode(), create=not readonly) for name in names}
+            self._dbs["hashes"] = self._env.open_db(b"hashes", dupsort=True, create=not readonly)
+        except lmdb.Error as exc:
+            raise CollectionError(f"image store {self.path} is incomplete or damaged: {exc}") from exc
 
     # -- reading ----------------------------------------------------------------------------------------------------
 

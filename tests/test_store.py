@@ -214,11 +214,6 @@ def test_a_missing_store_cannot_be_opened_read_only(tmp_path: Path) -> None:
         Store(tmp_path / "store.lmdb", readonly=True)
 
 
-@pytest.mark.xfail(
-    reason="BUG: Store(readonly=True) opens its named databases inside a read transaction, so the handles are "
-    "invalid afterwards and every read raises lmdb.InvalidParameterError",
-    strict=True,
-)
 def test_a_read_only_store_reads_what_was_written_and_refuses_writes(tmp_path: Path) -> None:
     path = tmp_path / "store.lmdb"
     store = Store(path)
