@@ -130,33 +130,23 @@ def query_latency(root: Path, queries: list[Path], repeats: int) -> dict[str, fl
 
 
 def quality(paths: list[Path]) -> dict[str, float]:
-    """Leave-one-out exact k-NN on the default model's vectors: P@10, R@1 (hit rate), MAP@R."""
+    """Leave-one-out exact k-NN on the vectors the engine stored: P@10, R@k (hit rate), MAP@R, NMI."""
     import simsearch
+    from simsearch.metrics import retrieval_metrics
 
-    labels = np.array([p.parent.name for p in paths])
+    names = [p.parent.name for p in paths]
+    labels = np.unique(names, return_inverse=True)[1]
     with tempfile.TemporaryDirectory() as tmp:
         with simsearch.Collection.open(Path(tmp) / "col", create=True, device="cpu") as col:
             col.index_folder(paths[0].parent.parent)
             by_path = {r.path: r.id for r in col.store.records()}
-            ids = [by_path[str(p.resolve())] for p in paths]
-            x = col.store.vectors(ids, col.dim)
-    sims = x @ x.T
-    np.fill_diagonal(sims, -np.inf)  # leave-one-out: the query is not its own neighbour
-    order = np.argsort(-sims, axis=1)
-    same = labels[order] == labels[:, None]
-    p_at_10 = same[:, :10].mean()
-    r_at_1 = same[:, 0].mean()
-    class_sizes = {c: int((labels == c).sum()) for c in set(labels)}
-    ap_r = []
-    for i in range(len(paths)):
-        r = class_sizes[labels[i]] - 1
-        hits = same[i, :r]
-        precision = np.cumsum(hits) / np.arange(1, r + 1)
-        ap_r.append(float((precision * hits).sum() / r))
+            x = col.store.vectors([by_path[str(p.resolve())] for p in paths], col.dim)
+    scores = retrieval_metrics(x, labels, ks=(1, 2, 4, 8, 10))
     return {
-        "precision_at_10": float(p_at_10),
-        "recall_at_1": float(r_at_1),
-        "map_at_r": float(np.mean(ap_r)),
+        "precision_at_10": float(scores["precision@10"]),
+        "recall_at_1": float(scores["recall@1"]),
+        "map_at_r": float(scores["map@r"]),
+        "nmi": float(scores["nmi"]),
         "queries": len(paths),
     }
 
@@ -170,7 +160,10 @@ def main() -> None:
     args = parser.parse_args()
     if not (DATA / "caltech101").exists():
         sys.exit(f"Caltech-101 not found under {DATA}: set SIMSEARCH_DATA")
-    record: dict = {
+    out = RESULTS / "engine.json"
+    # A partial run (--skip) updates its own sections and keeps the others of the last record.
+    record: dict = json.loads(out.read_text()) if out.exists() else {}
+    record |= {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -213,7 +206,6 @@ def main() -> None:
         }
         print(json.dumps(record["quality"], indent=2), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "engine.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
 
