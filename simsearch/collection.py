@@ -457,8 +457,10 @@ class Collection:
             return
         handle = open(self.path / ".lock", "wb")  # noqa: SIM115 - held for the collection's lifetime
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
+            # A POSIX record lock belongs to this process alone: forked decode workers do not inherit it, so workers
+            # orphaned by a killed `index` cannot keep the collection locked (an flock would be shared with them).
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError) as exc:
             handle.close()
             raise CollectionError(
                 f"another simsearch process is writing to {self.path}; try again when it ends"

@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, SAMPLE_PHOTOS, SAMPLES, copy_collection, unpack_caltech
 from PIL import Image
 
+import simsearch.collection
 from simsearch import Collection, CollectionError, ModelMismatchError, SearchResult, open_collection
 from simsearch.images import file_sha256
 
@@ -72,7 +73,9 @@ def test_unseen_photos_of_the_collections_classes_find_their_class(col: Collecti
         assert col.store.ids_for_sha256(file_sha256(path)) == [], f"{path} is in the collection already"
 
     hits = col.search_vectors(col.embed([path for _, path in queries]), k=5)
-    precision = [np.mean([Path(r.path).parent.name == name for r in row]) for (name, _), row in zip(queries, hits)]
+    precision = [
+        np.mean([Path(r.path).parent.name == name for r in row]) for (name, _), row in zip(queries, hits, strict=True)
+    ]
 
     assert len(precision) == 2 * len(SAMPLE_CLASSES)
     assert float(np.mean(precision)) >= 0.8, dict(zip([str(p) for _, p in queries], precision, strict=True))
@@ -264,6 +267,54 @@ def test_known_content_arriving_at_an_indexed_path_keeps_its_vector(small: tuple
     if how == "swapped":
         top = c.search(content_b, k=1)[0]
         assert top.path == str(a) and top.score >= 0.999
+    assert_consistent(c)
+
+
+def test_an_unchanged_unreadable_file_is_remembered_and_not_decoded_again(
+    small: tuple[Collection, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c, photos = small
+    bad = photos / "notes.jpg"
+    bad.write_text("not a photo\n")
+    first = c.index_folder(photos, workers=0)
+    assert first.skipped_files == [(str(bad), "not an image")]
+
+    probed: list[str] = []
+    real_probe = simsearch.collection.probe_image
+
+    def counting_probe(path: str, **kwargs: object) -> tuple[str, int, int]:
+        probed.append(str(path))
+        return real_probe(path, **kwargs)
+
+    monkeypatch.setattr(simsearch.collection, "probe_image", counting_probe)
+    again = c.index_folder(photos, workers=0)
+    assert again.skipped_files == [(str(bad), "not an image")], "still reported, with the remembered reason"
+    assert probed == [] and again.unchanged == 6
+
+    shutil.copy(SAMPLE_PHOTOS / "watch" / "image_0005.jpg", bad)  # it becomes a photo
+    fixed = c.index_folder(photos, workers=0)
+    assert (fixed.added, fixed.skipped, fixed.embedded) == (1, 0, 1)
+    assert c.store.skipped(str(bad)) is None and c.store.id_for_path(str(bad)) is not None
+
+    other = photos / "broken.jpg"
+    other.write_bytes(b"")
+    assert c.index_folder(photos, workers=0).skipped == 1
+    other.unlink()
+    assert c.index_folder(photos, workers=0).skipped == 0
+    assert c.store.skipped(str(other)) is None, "a bad file that is gone is forgotten"
+
+
+def test_a_file_that_stops_being_an_image_loses_its_entry(small: tuple[Collection, Path]) -> None:
+    c, photos = small
+    ruined = photos / "pizza" / "image_0002.jpg"
+    old_id = c.store.id_for_path(str(ruined))
+    ruined.write_text("overwritten by a text editor\n")
+
+    report = c.index_folder(photos, workers=0)
+
+    assert (report.removed, report.skipped, report.unchanged) == (1, 1, 5)
+    assert c.get(old_id) is None and c.store.id_for_path(str(ruined)) is None
+    assert len(c) == 5
     assert_consistent(c)
 
 

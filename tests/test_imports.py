@@ -48,3 +48,29 @@ def test_the_index_layer_imports_only_numpy_faiss_and_the_standard_library() -> 
     allowed = {"numpy", "faiss", "indexes", "__future__"} | set(sys.stdlib_module_names)
     offenders = sorted((f, mod) for f, mod in _imported_modules("indexes") if mod not in allowed)
     assert not offenders
+
+
+def test_info_vector_search_and_remove_on_a_real_collection_never_load_torch(
+    sample_collection: Path, tmp_path: Path
+) -> None:
+    from conftest import copy_collection
+
+    path = str(copy_collection(sample_collection, tmp_path / "col"))
+    _run(
+        f"""
+import sys
+import simsearch
+from click.testing import CliRunner
+from cli.main import main
+
+with simsearch.open_collection({path!r}) as col:
+    assert col.info()["images"] == 48
+    hit = col.search_vectors(col.store.vectors([3], col.dim)[0], k=1)[0]
+    assert hit.id == 3, hit
+    assert [r.id for r in col.remove([3])] == [3]
+result = CliRunner().invoke(main, ["info", "-c", {path!r}, "--json"])
+assert result.exit_code == 0, result.output
+bad = {{"torch", "timm"}} & set(sys.modules)
+assert not bad, bad
+"""
+    )
