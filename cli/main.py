@@ -214,11 +214,216 @@ def remove(paths: tuple[Path, ...], collection: Path | None, as_json: bool) -> N
     if as_json:
         click.echo(json.dumps({"removed": [r.path for r in removed], "images": total}, indent=2))
         return
+    if not removed:
+        raise click.ClickException("nothing matched: " + ", ".join(str(p) for p in paths))
     for r in removed:
         click.echo(f"removed {r.path}")
     click.echo(f"{len(removed)} removed, {total} images left", err=True)
-    if not removed:
-        raise click.ClickException("nothing matched: " + ", ".join(str(p) for p in paths))
+
+
+class _TrainBar:
+    """Implements ``simsearch.training.TrainProgress``: one tqdm bar per epoch with the loss and samples/s."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{epochs}",
+            unit="batch",
+            file=sys.stderr,
+            disable=not self.enabled,
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def step(self, loss: float, samples_per_second: float) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_second:.1f}", refresh=False)
+            self._bar.update(1)
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        val = record.get("val")
+        scores = f", val R@1 {val['recall@1']:.4f} MAP@R {val['map@r']:.4f}" if val else ""
+        click.echo(f"epoch {epoch}: loss {record['loss']:.4f}{scores}", err=True)
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, true/false), else kept as a string."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--loss-option")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder: the best checkpoint (usable as --model), history.json, last/ to resume.",
+)
+@click.option(
+    "--loss",
+    default="triplet",
+    show_default=True,
+    help="A loss name: triplet, contrastive, center, "
+    "softmax, multi_similarity, arcface, cosface, proxy_anchor, pair_regression.",
+)
+@click.option(
+    "--loss-option",
+    "loss_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A loss option, e.g. margin=0.1 or mining=semi_hard (repeatable).",
+)
+@click.option("--distance", type=click.Choice(["cosine", "euclidean"]), help="Distance of pair/triplet losses.")
+@click.option(
+    "--backbone",
+    default="default",
+    show_default=True,
+    help="'default', a timm name, a checkpoint folder, or random:NAME (untrained).",
+)
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --backbone.")
+@click.option("--embed-dim", type=click.IntRange(1), default=128, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("-p", "--classes-per-batch", "p", type=click.IntRange(2), default=8, show_default=True)
+@click.option("-k", "--images-per-class", "k", type=click.IntRange(2), default=4, show_default=True)
+@click.option("--batches-per-epoch", type=click.IntRange(1), help="[default: images // (P*K)]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--backbone-lr-mult", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--freeze-backbone-epochs", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--freeze-bn", is_flag=True, help="Keep BatchNorm running statistics fixed.")
+@click.option("--image-size", type=click.IntRange(8), help="Input resolution [default: the backbone's].")
+@click.option("--no-augment", is_flag=True, help="Train on the eval transform (no random crops or flips).")
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of DATA's classes held out for validation (class-disjoint); 0 = none.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Stop after this many epochs without a better validation MAP@R.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Decoding processes.")
+@click.option("--restart", is_flag=True, help="Ignore OUT/last/ instead of resuming from it.")
+@json_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@domain_errors
+def train(
+    data: Path,
+    out_dir: Path,
+    loss_options: tuple[str, ...],
+    val_fraction: float,
+    restart: bool,
+    weights: str | None,
+    no_augment: bool,
+    as_json: bool,
+    quiet: bool,
+    **recipe: Any,
+) -> None:
+    """Fine-tune an embedding model with a metric loss on DATA (one sub-folder per class).
+
+    A run interrupted can be resumed by running the same command again. Example:
+
+    \b
+        simsearch train ./labeled --loss triplet --embed-dim 128 --epochs 20 --out runs/products
+        simsearch index ./catalog --model runs/products
+    """
+    from simsearch.data import ImageFolderDataset
+    from simsearch.training import TrainConfig, split_classes
+    from simsearch.training import train as run_training
+
+    config = TrainConfig(**recipe, weights=weights, augment=not no_augment, loss_kwargs=_parse_options(loss_options))
+    classes = ImageFolderDataset(data).classes
+    train_classes, val_classes = split_classes(classes, val_fraction, seed=config.seed)
+    train_set = ImageFolderDataset(data, classes=train_classes)
+    val_set = ImageFolderDataset(data, classes=val_classes) if val_classes else None
+    result = run_training(
+        config, train_set, val_set, out_dir, _TrainBar(not quiet and sys.stderr.isatty()), resume=not restart
+    )
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    best = ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items())
+    click.echo(
+        f"best epoch {result.best_epoch} ({best or 'no validation'}) saved in {result.checkpoint}; "
+        f"{result.epochs_run} epochs in {result.seconds:.1f} s ({result.samples_per_second:.1f} samples/s)"
+        f"{', stopped early' if result.stopped_early else ''}",
+        err=True,
+    )
+
+
+@main.command(name="eval")
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", required=True, help="A checkpoint folder, 'default', or a timm model name.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --model.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True)
+@click.option(
+    "--out", "record_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON record here."
+)
+@json_option
+@domain_errors
+def evaluate(
+    data: Path,
+    model: str,
+    weights: str | None,
+    device: str,
+    batch_size: int,
+    workers: int,
+    record_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Score a model by exact k-NN retrieval on DATA (one sub-folder per class), leave-one-out.
+
+    Prints recall@1/2/4/8 (hit rate), MAP@R, R-precision and NMI. Example:
+
+    \b
+        simsearch eval ./labeled_test --model runs/products --out runs/products/eval.json
+    """
+    from simsearch.data import ImageFolderDataset
+    from simsearch.models import load_embedder
+    from simsearch.training import evaluate as run_evaluation
+
+    embedder = load_embedder(model, weights=weights, device=device)
+    record = run_evaluation(embedder, ImageFolderDataset(data), batch_size=batch_size, workers=workers)
+    record["data"] = str(data.resolve())
+    text = json.dumps(record, indent=2)
+    if record_path is not None:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(text + "\n", encoding="utf-8")
+    if as_json:
+        click.echo(text)
+        return
+    click.echo(f"{record['model']} on {record['images']} images of {record['classes']} classes ({record['protocol']})")
+    for name, value in record["metrics"].items():
+        click.echo(f"  {name:<16} {value:.4f}" if isinstance(value, float) else f"  {name:<16} {value}")
 
 
 if __name__ == "__main__":

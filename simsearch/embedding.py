@@ -5,9 +5,12 @@ Decoding runs in DataLoader worker processes so that it overlaps the forward pas
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
+import signal
+import sys
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from simsearch.images import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE, load_image, mak
 from simsearch.models import Embedder, create_transform
 
 log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 Transform = Callable[[PIL.Image.Image], torch.Tensor]
 _transforms: weakref.WeakKeyDictionary[Embedder, Transform] = weakref.WeakKeyDictionary()
@@ -89,6 +93,13 @@ def _collate(items: list[_Decoded]) -> list[_Decoded]:
 def _worker_init(_: int) -> None:
     # Each worker decodes one image at a time; torch threads inside workers would only fight the forward pass.
     torch.set_num_threads(1)
+    if sys.platform == "linux":
+        # If the indexing process is killed (kill -9, the OOM killer), the kernel ends its workers too, rather than
+        # leaving orphans that decode for nobody.
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable; orphaned workers rely on torch's watchdog")
 
 
 @dataclass

@@ -1,0 +1,576 @@
+"""Metric-learning training: a recipe (`TrainConfig`), the loop that fine-tunes an Embedder with P x K batches and a
+metric loss, per-epoch class-disjoint validation, early stopping, the best checkpoint and a resumable `last/` state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import timm.data
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from simsearch.data import PKSampler
+from simsearch.errors import SimSearchError
+from simsearch.losses import MetricLoss, create_loss, loss_has_parameters
+from simsearch.metrics import retrieval_metrics
+from simsearch.models import Embedder, create_transform, load_embedder, resolve_device, save_checkpoint
+from simsearch.models.registry import _random_embedder
+
+__all__ = [
+    "LAST_DIR",
+    "RANDOM_PREFIX",
+    "TrainConfig",
+    "TrainProgress",
+    "TrainResult",
+    "TrainingError",
+    "build_embedder",
+    "embed_dataset",
+    "evaluate",
+    "split_classes",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+LAST_DIR = "last"
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"
+# "random:<timm name>" builds an untrained backbone: training from scratch, and tiny models in tests.
+RANDOM_PREFIX = "random:"
+# Fields that may change between an interrupted run and its resumption without changing what is being trained.
+_RESUMABLE_CHANGES = frozenset({"epochs", "device", "workers", "patience"})
+
+
+class TrainingError(SimSearchError):
+    """A training run cannot start or resume: bad recipe, too few classes, a `last/` state of another recipe."""
+
+
+@dataclass
+class TrainConfig:
+    """A training recipe; JSON-able (`dataclasses.asdict`), stored in the checkpoint as "recipe".
+
+    Attributes:
+        backbone: "default", a timm name (pretrained), a checkpoint folder, or "random:<timm name>" (untrained).
+        weights: local weights file for a timm name in `backbone`.
+        embed_dim: projection head size; None keeps the backbone's features (or a checkpoint's own head).
+        loss: a registered loss name (`simsearch.losses.list_losses()`).
+        loss_kwargs: the loss's own options (margin, mining, weight, alpha...).
+        distance: "cosine" or "euclidean" for losses that take a distance; None keeps the loss's default.
+        p, k: classes per batch and images per class.
+        batches_per_epoch: None = number of training images // (p * k).
+        lr: head learning rate (AdamW); the backbone gets lr * backbone_lr_mult, the loss's parameters loss_lr.
+        warmup_epochs: linear warm-up, then cosine decay to zero, stepped per batch.
+        freeze_backbone_epochs: the backbone is frozen (no gradient, BatchNorm in eval) for the first epochs.
+        freeze_bn: keep every BatchNorm's running statistics fixed (small batches give poor statistics).
+        image_size: override the backbone's input resolution (square); stored in the checkpoint's data config.
+        augment: timm's training augmentations (random resized crop, flip); False uses the eval transform.
+        device: "auto", "cpu", "cuda"...; mixed precision (bfloat16) is used on CUDA only.
+        patience: stop after this many epochs without a better validation MAP@R; None never stops early.
+    """
+
+    backbone: str = "default"
+    weights: str | None = None
+    embed_dim: int | None = 128
+    loss: str = "triplet"
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    distance: str | None = None
+    epochs: int = 10
+    p: int = 8
+    k: int = 4
+    batches_per_epoch: int | None = None
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.1
+    loss_lr: float | None = None
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    freeze_backbone_epochs: int = 0
+    freeze_bn: bool = False
+    image_size: int | None = None
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    patience: int | None = 5
+    val_batch_size: int = 64
+
+    def check(self) -> None:
+        """Raise TrainingError for a recipe that cannot run."""
+        if self.epochs < 1:
+            raise TrainingError(f"epochs must be >= 1, got {self.epochs}")
+        if self.p < 2 or self.k < 2:
+            raise TrainingError(f"P x K batches need p >= 2 and k >= 2, got p={self.p}, k={self.k}")
+        if self.embed_dim is not None and self.embed_dim < 1:
+            raise TrainingError(f"embed_dim must be >= 1, got {self.embed_dim}")
+        if not self.lr > 0 or self.backbone_lr_mult < 0 or self.weight_decay < 0:
+            raise TrainingError("lr must be > 0, backbone_lr_mult and weight_decay >= 0")
+        if self.warmup_epochs < 0 or self.freeze_backbone_epochs < 0:
+            raise TrainingError("warmup_epochs and freeze_backbone_epochs must be >= 0")
+        if self.patience is not None and self.patience < 1:
+            raise TrainingError(f"patience must be >= 1 (or None), got {self.patience}")
+        if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
+            raise TrainingError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. `checkpoint` is `out_dir` itself: the best epoch's model, loadable by `load_embedder`."""
+
+    checkpoint: Path
+    best_epoch: int
+    best_metrics: dict[str, Any]
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]]
+    seconds: float
+    samples_per_second: float
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["checkpoint"] = str(self.checkpoint)
+        return out
+
+
+class TrainProgress(Protocol):
+    """Receives progress; the CLI draws a bar with it. Epochs are numbered from 1."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def step(self, loss: float, samples_per_second: float) -> None: ...
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model, data, optimisation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def build_embedder(config: TrainConfig) -> Embedder:
+    """The model to train: the backbone of `config.backbone` with a fresh projection head of `config.embed_dim`."""
+    if config.backbone.startswith(RANDOM_PREFIX):
+        base = _random_embedder(config.backbone[len(RANDOM_PREFIX) :])
+    else:
+        base = load_embedder(config.backbone, weights=config.weights, device="cpu")
+        base.use_channels_last(False)
+    if config.embed_dim is None:
+        embedder = base
+    else:
+        embedder = Embedder(
+            base.backbone,
+            arch=base.arch,
+            embed_dim=config.embed_dim,
+            spec={"kind": "trained", "name": base.arch, "path": None},
+            data_config=dict(base.data_config),
+            backbone_kwargs=base.backbone_kwargs,
+        )
+    if config.image_size is not None:
+        channels = embedder.data_config.get("input_size", (3,))[0]
+        embedder.data_config["input_size"] = (channels, config.image_size, config.image_size)
+    return embedder
+
+
+class _Transformed(Dataset):
+    """Applies the model's transform to a dataset that yields PIL images (its own transform left unset)."""
+
+    def __init__(self, dataset: Any, transform: Callable[[Image.Image], torch.Tensor], mode: str) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.mode = mode
+        self.labels = np.asarray(dataset.labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[index]
+        if isinstance(image, Image.Image):
+            if image.mode != self.mode:
+                image = image.convert(self.mode)
+            image = self.transform(image)
+        return image, int(label)
+
+
+def _train_transform(embedder: Embedder, augment: bool) -> Callable[[Image.Image], torch.Tensor]:
+    if not augment:
+        return create_transform(embedder)
+    return timm.data.create_transform(**embedder.data_config, is_training=True)  # type: ignore[no-any-return]
+
+
+def _mode(embedder: Embedder) -> str:
+    return "L" if embedder.data_config.get("input_size", (3,))[0] == 1 else "RGB"
+
+
+def embed_dataset(
+    embedder: Embedder, dataset: Any, *, batch_size: int = 64, workers: int = 0, device: torch.device | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed a labelled dataset (items `(PIL image or tensor, label)`) with the eval transform.
+
+    Returns:
+        `(N, D) float32` unit vectors and `(N,) int64` labels.
+    """
+    dev = device or next(embedder.parameters()).device
+    data = _Transformed(dataset, create_transform(embedder), _mode(embedder))
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
+    was_training = embedder.training
+    embedder.eval()
+    chunks: list[np.ndarray] = []
+    try:
+        with torch.inference_mode(), _autocast(dev):
+            for images, _ in loader:
+                chunks.append(embedder(images.to(dev)).float().cpu().numpy())
+    finally:
+        embedder.train(was_training)
+    vectors = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+    return vectors, data.labels.copy()
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    # bfloat16 needs no loss scaling; CPU autocast is slower than float32 on most CPUs, so it stays off there.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up from ~0 to 1, then half a cosine down to 0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _set_backbone_frozen(embedder: Embedder, frozen: bool) -> None:
+    for param in embedder.backbone.parameters():
+        param.requires_grad_(not frozen)
+
+
+def _set_train_mode(embedder: Embedder, *, backbone_frozen: bool, freeze_bn: bool) -> None:
+    embedder.train()
+    if backbone_frozen:
+        # A frozen backbone must not move at all, its BatchNorm running statistics included.
+        embedder.backbone.eval()
+    elif freeze_bn:
+        for module in embedder.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def _recipe_dict(config: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(config)))  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    train_dataset: Any,
+    val_dataset: Any | None,
+    out_dir: str | os.PathLike[str],
+    progress: TrainProgress | None = None,
+    *,
+    resume: bool = True,
+) -> TrainResult:
+    """Fine-tune an Embedder with a metric loss on P x K batches; keep the best epoch (by validation MAP@R).
+
+    Datasets yield `(PIL image, label)` (their own transform unset: the model's transforms are applied here) and
+    carry `labels` `(N,) int64`. Validation holds other classes than training (class-disjoint); without it every
+    epoch is kept as the best (the last one wins).
+
+    Writes to `out_dir`: the best model as a simsearch checkpoint (model.safetensors + config.json with "loss",
+    "recipe", "metrics"), `history.json`, and `last/state.pt` (model, loss, optimizer, scheduler, epoch) from which
+    a later call with the same recipe resumes when `resume`.
+
+    Raises:
+        TrainingError: a bad recipe, too few classes, or a `last/` state written by another recipe.
+    """
+    config.check()
+    out = Path(out_dir).expanduser()
+    device = resolve_device(config.device)
+    _seed_everything(config.seed)
+
+    num_classes = len(np.unique(np.asarray(train_dataset.labels)))
+    if num_classes < config.p:
+        raise TrainingError(f"P x K batches need at least p={config.p} training classes, the data have {num_classes}")
+    if val_dataset is not None and len(val_dataset) < 2:
+        raise TrainingError("the validation set needs at least two images")
+
+    embedder = build_embedder(config)
+    loss_kwargs = dict(config.loss_kwargs)
+    if config.distance is not None:
+        loss_kwargs["distance"] = config.distance
+    try:
+        loss_fn: MetricLoss = create_loss(
+            config.loss, num_classes=num_classes, embed_dim=embedder.embed_dim, **loss_kwargs
+        )
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    embedder.to(device)
+    loss_fn.to(device)
+
+    groups: list[dict[str, Any]] = [
+        {"params": list(embedder.backbone.parameters()), "lr": config.lr * config.backbone_lr_mult, "name": "backbone"},
+        {"params": list(embedder.head.parameters()), "lr": config.lr, "name": "head"},
+    ]
+    if loss_has_parameters(config.loss):
+        loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
+        if loss_params:
+            groups.append({"params": loss_params, "lr": config.loss_lr or config.lr, "name": "loss"})
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+    sampler = PKSampler(
+        train_dataset.labels, config.p, config.k, num_batches=config.batches_per_epoch, seed=config.seed
+    )
+    steps_per_epoch = len(sampler)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup_steps))
+    train_data = _Transformed(train_dataset, _train_transform(embedder, config.augment), _mode(embedder))
+
+    recipe = _recipe_dict(config)
+    start_epoch, best_map, best_epoch, bad_epochs = 0, -math.inf, 0, 0
+    best_metrics: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    state_path = out / LAST_DIR / STATE_FILE
+    if resume and state_path.is_file():
+        state = _load_state(state_path, recipe)
+        embedder.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, best_epoch, bad_epochs = int(state["epoch"]), int(state["best_epoch"]), int(state["bad_epochs"])
+        best_map = float(state["best_map"])
+        history = json.loads((out / HISTORY_FILE).read_text()) if (out / HISTORY_FILE).is_file() else []
+        best_metrics = next((h.get("val", {}) for h in history if h["epoch"] == best_epoch), {})
+        logger.info("resuming %s after epoch %d (step %d)", out, start_epoch, start_epoch * steps_per_epoch)
+
+    started = time.perf_counter()
+    samples_seen = 0
+    stopped_early = False
+    loss_fn.train()
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if config.patience is not None and bad_epochs >= config.patience:
+            stopped_early = True
+            break
+        frozen = epoch <= config.freeze_backbone_epochs
+        _set_backbone_frozen(embedder, frozen)
+        _set_train_mode(embedder, backbone_frozen=frozen, freeze_bn=config.freeze_bn)
+        sampler.set_epoch(epoch)
+        loader = DataLoader(
+            train_data,
+            batch_sampler=sampler,
+            num_workers=config.workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
+        )
+        if progress is not None:
+            progress.start_epoch(epoch, config.epochs, steps_per_epoch)
+        epoch_loss, epoch_samples, epoch_start = 0.0, 0, time.perf_counter()
+        for images, labels in loader:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with _autocast(device):
+                embeddings = embedder(images)
+            loss = loss_fn(embeddings.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainingError(f"the loss became {value} in epoch {epoch}: lower the learning rate")
+            epoch_loss += value * len(labels)
+            epoch_samples += len(labels)
+            if progress is not None:
+                progress.step(value, epoch_samples / max(time.perf_counter() - epoch_start, 1e-9))
+        samples_seen += epoch_samples
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": epoch_loss / max(epoch_samples, 1),
+            "lr": scheduler.get_last_lr()[-1],
+            "backbone_frozen": frozen,
+            "samples_per_second": epoch_samples / max(time.perf_counter() - epoch_start, 1e-9),
+        }
+        if val_dataset is not None:
+            vectors, val_labels = embed_dataset(
+                embedder, val_dataset, batch_size=config.val_batch_size, workers=config.workers, device=device
+            )
+            scores = retrieval_metrics(vectors, val_labels, ks=(1,), nmi=False)
+            record["val"] = {"recall@1": float(scores["recall@1"]), "map@r": float(scores["map@r"])}
+            current = record["val"]["map@r"]
+        else:
+            current = float(epoch)
+        history.append(record)
+        improved = current > best_map
+        if improved:
+            best_map, best_epoch, bad_epochs = current, epoch, 0
+            best_metrics = dict(record.get("val", {}))
+            save_checkpoint(
+                embedder,
+                out,
+                extra_config={
+                    "loss": {"name": config.loss, **loss_kwargs},
+                    "recipe": recipe,
+                    "metrics": {"epoch": epoch, **best_metrics},
+                },
+            )
+        else:
+            bad_epochs += 1
+        logger.info(
+            "epoch %d/%d: loss %.4f%s%s",
+            epoch,
+            config.epochs,
+            record["loss"],
+            f", val R@1 {record['val']['recall@1']:.4f} MAP@R {record['val']['map@r']:.4f}" if "val" in record else "",
+            " (best)" if improved else "",
+        )
+        _save_state(
+            state_path,
+            {
+                "model": embedder.state_dict(),
+                "loss": loss_fn.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "best_epoch": best_epoch,
+                "best_map": best_map,
+                "bad_epochs": bad_epochs,
+                "recipe": json.dumps(recipe, sort_keys=True),
+            },
+        )
+        _write_json(out / HISTORY_FILE, history)
+        if progress is not None:
+            progress.end_epoch(epoch, record)
+    seconds = time.perf_counter() - started
+    return TrainResult(
+        checkpoint=out,
+        best_epoch=best_epoch,
+        best_metrics=best_metrics,
+        epochs_run=len(history),
+        stopped_early=stopped_early,
+        history=history,
+        seconds=seconds,
+        samples_per_second=samples_seen / max(seconds, 1e-9),
+    )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _cpu(value: Any) -> Any:
+    """A copy of a (nested) state dict with every tensor on the CPU, so the state loads on any device."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu").clone()
+    if isinstance(value, dict):
+        return {k: _cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_cpu(v) for v in value)
+    return value
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write-then-rename: an interruption mid-write leaves the previous epoch's state intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(_cpu(state), tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
+    # weights_only: tensors, numbers, strings and containers only, never arbitrary pickled objects.
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for a damaged file
+        raise TrainingError(f"cannot resume from {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    saved = json.loads(state.get("recipe", "{}"))
+    changed = sorted(
+        k for k in set(saved) | set(recipe) if saved.get(k) != recipe.get(k) and k not in _RESUMABLE_CHANGES
+    )
+    if changed:
+        raise TrainingError(
+            f"{path.parent} holds a run with another recipe ({', '.join(changed)} differ): "
+            "use another output folder, or delete it to start over"
+        )
+    return state  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Splits and evaluation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def split_classes(classes: list[str], val_fraction: float, *, seed: int = 0) -> tuple[list[str], list[str]]:
+    """A class-disjoint split: a seeded random `val_fraction` of the classes (at least 2 when > 0) for validation.
+
+    Returns:
+        `(train_classes, val_classes)`, each in the original order.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise TrainingError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction == 0:
+        return list(classes), []
+    n_val = max(2, round(len(classes) * val_fraction))
+    if len(classes) - n_val < 2:
+        raise TrainingError(f"{len(classes)} classes are too few for a class-disjoint validation split")
+    picked = set(np.random.default_rng(seed).choice(len(classes), size=n_val, replace=False).tolist())
+    return [c for i, c in enumerate(classes) if i not in picked], [c for i, c in enumerate(classes) if i in picked]
+
+
+def evaluate(
+    embedder: Embedder,
+    dataset: Any,
+    *,
+    ks: tuple[int, ...] = (1, 2, 4, 8),
+    batch_size: int = 64,
+    workers: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Exact k-NN leave-one-out retrieval scores of a labelled dataset: recall@k (hit rate), MAP@R, R-precision, NMI.
+
+    k values larger than the gallery allows are dropped.
+    """
+    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
+    usable = tuple(k for k in ks if k <= len(vectors) - 1)
+    if not usable:
+        raise TrainingError(f"evaluation needs at least two images, got {len(vectors)}")
+    try:
+        scores = retrieval_metrics(vectors, labels, ks=usable, seed=seed)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    return {
+        "model": embedder.model_id,
+        "embed_dim": embedder.embed_dim,
+        "images": len(vectors),
+        "classes": len(np.unique(labels)),
+        "protocol": "exact k-NN, cosine, leave-one-out",
+        "metrics": {k: (float(v) if isinstance(v, float) else v) for k, v in scores.items()},
+    }

@@ -1,0 +1,217 @@
+"""The metric-learning loop and the `train` / `eval` commands, on a tiny random timm model and generated classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from simsearch.data import ImageFolderDataset
+from simsearch.models import load_embedder
+from simsearch.training import LAST_DIR, STATE_FILE, TrainConfig, TrainingError, split_classes, train
+
+TINY = "random:test_efficientnet"
+
+
+def _make_classes(root: Path, n_classes: int, per_class: int, seed: int = 0) -> Path:
+    """Class folders of noisy solid-colour 32x32 PNGs: each class has its own colour, so classes are learnable."""
+    rng = np.random.default_rng(seed)
+    for c in range(n_classes):
+        colour = rng.integers(0, 256, 3)
+        folder = root / f"class{c:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(colour + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _make_classes(tmp_path_factory.mktemp("classes"), n_classes=6, per_class=6)
+
+
+def _datasets(root: Path) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    classes = sorted(p.name for p in root.iterdir())
+    return ImageFolderDataset(root, classes=classes[:4]), ImageFolderDataset(root, classes=classes[4:])
+
+
+def _config(**overrides: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        backbone=TINY,
+        embed_dim=16,
+        epochs=2,
+        p=4,
+        k=3,
+        image_size=32,
+        augment=False,
+        device="cpu",
+        lr=1e-2,
+        warmup_epochs=0,
+        patience=None,
+    )
+    base.update(overrides)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def _state(out: Path) -> dict:
+    return torch.load(out / LAST_DIR / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def test_a_few_epochs_lower_the_training_loss(data_root: Path, tmp_path: Path) -> None:
+    train_set, val_set = _datasets(data_root)
+    result = train(_config(epochs=4, batches_per_epoch=3), train_set, val_set, tmp_path / "run")
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0]
+    assert all("map@r" in h["val"] and "recall@1" in h["val"] for h in result.history)
+
+
+def test_the_best_checkpoint_loads_and_gives_unit_vectors_of_embed_dim(data_root: Path, tmp_path: Path) -> None:
+    train_set, val_set = _datasets(data_root)
+    result = train(_config(loss="center"), train_set, val_set, tmp_path / "run")
+    config = json.loads((result.checkpoint / "config.json").read_text())
+    assert config["loss"]["name"] == "center" and config["recipe"]["embed_dim"] == 16
+    assert config["metrics"]["epoch"] == result.best_epoch and "map@r" in config["metrics"]
+
+    model = load_embedder(result.checkpoint)
+    x = torch.randn(5, *model.data_config["input_size"])
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (5, 16)
+    assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-5)
+
+
+class _InterruptAfter:
+    """A progress callback that stops the run like Ctrl-C once `epoch` is finished."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self, loss: float, samples_per_second: float) -> None:
+        pass
+
+    def end_epoch(self, epoch: int, record: dict) -> None:
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_from_the_saved_epoch_with_the_same_optimizer_steps(data_root: Path, tmp_path: Path) -> None:
+    train_set, val_set = _datasets(data_root)
+    config = _config(epochs=3, batches_per_epoch=2)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_set, val_set, out, _InterruptAfter(1))
+    first = _state(out)
+    assert first["epoch"] == 1 and first["scheduler"]["last_epoch"] == 2
+
+    result = train(config, train_set, val_set, out)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    resumed = _state(out)
+    assert resumed["epoch"] == 3 and resumed["scheduler"]["last_epoch"] == 6
+    assert {int(s["step"]) for s in resumed["optimizer"]["state"].values()} == {6}
+
+    # An uninterrupted run of the same recipe ends in the same place.
+    straight = train(config, train_set, val_set, tmp_path / "straight")
+    assert [h["loss"] for h in straight.history] == pytest.approx([h["loss"] for h in result.history], rel=1e-4)
+    assert torch.allclose(_state(tmp_path / "straight")["model"]["head.weight"], resumed["model"]["head.weight"])
+
+
+def test_resuming_with_another_recipe_is_refused(data_root: Path, tmp_path: Path) -> None:
+    train_set, val_set = _datasets(data_root)
+    train(_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run")
+    with pytest.raises(TrainingError, match="another recipe"):
+        train(_config(epochs=2, batches_per_epoch=1, lr=0.5), train_set, val_set, tmp_path / "run")
+
+
+def test_frozen_backbone_epochs_change_the_head_only(data_root: Path, tmp_path: Path) -> None:
+    train_set, val_set = _datasets(data_root)
+    # Both runs start from the same weights (same seed); one trains its backbone, the other keeps it frozen.
+    train(_config(epochs=1, batches_per_epoch=2), train_set, val_set, tmp_path / "free")
+    before = _state(tmp_path / "free")["model"]
+    train(_config(epochs=1, batches_per_epoch=2, freeze_backbone_epochs=1), train_set, val_set, tmp_path / "frozen")
+    after = _state(tmp_path / "frozen")["model"]
+
+    from simsearch.training import build_embedder
+
+    torch.manual_seed(0)
+    start = build_embedder(_config()).state_dict()
+    for name, value in after.items():
+        if name.startswith("backbone."):
+            assert torch.equal(value, start[name]), f"{name} moved while the backbone was frozen"
+    assert not torch.equal(after["head.weight"], start["head.weight"])
+    # The unfrozen run moved its backbone.
+    assert any(not torch.equal(before[n], start[n]) for n in before if n.startswith("backbone."))
+
+
+def test_early_stopping_ends_the_run_after_patience_epochs_without_progress(data_root: Path, tmp_path: Path) -> None:
+    train_set, val_set = _datasets(data_root)
+    result = train(_config(epochs=6, batches_per_epoch=1, patience=1, lr=1e-9), train_set, val_set, tmp_path / "run")
+    assert result.stopped_early
+    assert result.epochs_run < 6
+    assert result.best_epoch == 1
+
+
+def test_class_split_is_disjoint_and_seeded() -> None:
+    classes = [f"c{i}" for i in range(10)]
+    train_classes, val_classes = split_classes(classes, 0.2, seed=3)
+    assert len(val_classes) == 2 and not set(train_classes) & set(val_classes)
+    assert sorted(train_classes + val_classes) == classes
+    assert split_classes(classes, 0.2, seed=3) == (train_classes, val_classes)
+    with pytest.raises(TrainingError):
+        split_classes(classes[:3], 0.5)
+
+
+def test_too_few_classes_for_p_is_a_clear_error(data_root: Path, tmp_path: Path) -> None:
+    train_set, val_set = _datasets(data_root)
+    with pytest.raises(TrainingError, match="at least p=8"):
+        train(_config(p=8), train_set, val_set, tmp_path / "run")
+
+
+def test_cli_train_then_eval_then_index_with_the_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    from cli.main import main
+    from simsearch import Collection
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = ["train", str(data_root), "--out", str(out), "--backbone", TINY, "--embed-dim", "8", "--epochs", "2"]
+    args += ["-p", "3", "-k", "3", "--image-size", "32", "--device", "cpu", "--val-fraction", "0.34", "--no-augment"]
+    args += ["--loss-option", "margin=0.1", "--json"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["epochs_run"] == 2
+    assert (out / "model.safetensors").is_file()
+
+    record_path = tmp_path / "eval.json"
+    result = runner.invoke(
+        main, ["eval", str(data_root), "--model", str(out), "--device", "cpu", "--out", str(record_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "map@r" in result.output
+    record = json.loads(record_path.read_text())
+    metrics = record["metrics"]
+    for key in ("recall@1", "recall@8", "map@r", "r_precision", "nmi"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert record["images"] == 36 and record["classes"] == 6
+
+    with Collection.open(tmp_path / "col", model=str(out), device="cpu", create=True) as col:
+        col.index_folder(data_root, workers=0)
+        assert len(col) == 36
+
+
+def test_cli_train_reports_a_bad_loss_option_in_one_line(data_root: Path, tmp_path: Path) -> None:
+    from cli.main import main
+
+    args = ["train", str(data_root), "--out", str(tmp_path / "run"), "--backbone", TINY, "--device", "cpu"]
+    args += ["-p", "3", "-k", "2", "--loss-option", "bogus=1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "bogus" in result.output and "Traceback" not in result.output
