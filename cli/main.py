@@ -38,6 +38,13 @@ collection_option = click.option(
     envvar=COLLECTION_ENV,
     help=f"Collection folder [default: ${COLLECTION_ENV} or {default_collection_path()}].",
 )
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where the model runs: the GPU when torch sees one (auto), else the CPU.",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
 
@@ -65,13 +72,7 @@ def main() -> None:
 @collection_option
 @click.option("--model", help="'default' (EfficientNet-Lite0, offline), a timm model name, or a checkpoint folder.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --model.")
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where the model runs.",
-)
+@device_option
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [default: half the cores].")
 @click.option("--index-factory", help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ32 [default: by size].")
@@ -131,7 +132,7 @@ def index(
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @collection_option
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="How many results.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 @click.option(
     "--html",
     "html_path",
@@ -328,7 +329,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     help="Stop after this many epochs without a better validation MAP@R.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Decoding processes.")
 @click.option("--restart", is_flag=True, help="Ignore OUT/last/ instead of resuming from it.")
 @json_option
@@ -382,7 +383,7 @@ def train(
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", required=True, help="A checkpoint folder, 'default', or a timm model name.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --model.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True)
 @click.option(
