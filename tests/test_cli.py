@@ -235,3 +235,44 @@ def test_the_installed_console_script_runs() -> None:
         assert re.search(rf"^\s+{command}\s", help_run.stdout, re.M), help_run.stdout
     version = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and "0.1.0" in version.stdout
+
+
+def test_the_cli_end_to_end_on_caltech_photos_from_the_shared_data(
+    caltech_photos: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """index (with decoding workers) -> query unseen photos -> index again -> corrupt files -> remove, all via the CLI,
+    on real photos unpacked from ../shared/data/caltech101."""
+    from conftest import unpack_caltech
+
+    photos = tmp_path / "photos"
+    shutil.copytree(next(iter(caltech_photos.values()))[0].parent.parent, photos)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (photos / "notes.txt").write_text("shopping list")
+    col = tmp_path / "col"
+
+    first = json.loads(ok(run("index", photos, "-c", col, "--json", "-q", "--batch-size", "8")).stdout)
+    n_photos = sum(len(v) for v in caltech_photos.values())
+    assert first["added"] == first["embedded"] == n_photos
+    assert {Path(s["path"]).name for s in first["skipped_files"]} == {"broken.jpg", "notes.txt"}
+
+    # photos 13 and 14 of each class: not in the collection
+    extra = unpack_caltech(tmp_path / "queries", {name: 14 for name in caltech_photos})
+    precisions = []
+    for name, paths in extra.items():
+        for query in paths[12:]:
+            hits = json.loads(ok(run("query", query, "-c", col, "-k", "5", "--json")).stdout)["results"]
+            assert len(hits) == 5
+            precisions.append(sum(Path(h["path"]).parent.name == name for h in hits) / 5)
+    chance = 1 / len(caltech_photos)
+    assert sum(precisions) / len(precisions) >= 0.8 > chance
+
+    again = json.loads(ok(run("index", photos, "-c", col, "--json", "-q")).stdout)
+    assert (again["embedded"], again["added"], again["removed"], again["unchanged"]) == (0, 0, 0, n_photos)
+    assert again["skipped"] == 2
+
+    gone = caltech_photos["sunflower"][0]
+    ok(run("remove", photos / "sunflower" / gone.name, "-c", col))
+    hits = json.loads(ok(run("query", photos / "sunflower" / gone.name, "-c", col, "-k", "20", "--json")).stdout)
+    paths = [h["path"] for h in hits["results"]]
+    assert str((photos / "sunflower" / gone.name).resolve()) not in paths
+    assert hits["results"][0]["score"] < 0.999  # its own entry, which would score 1.0, is gone
