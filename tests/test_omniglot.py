@@ -1,0 +1,109 @@
+"""The Omniglot 20-way one-shot protocol (`simsearch.training.one_shot_eval`) and the benchmark script's plumbing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from simsearch.data import OneShotRun
+from simsearch.models import Embedder
+from simsearch.models.registry import _random_embedder
+from simsearch.training import one_shot_eval
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def runs() -> list[OneShotRun]:
+    from simsearch.data import DataNotFoundError, omniglot_one_shot_runs
+
+    try:
+        return omniglot_one_shot_runs()
+    except DataNotFoundError as exc:
+        pytest.skip(f"Omniglot one-shot runs absent: {exc}")
+
+
+class _Pixels(nn.Module):
+    """A 'backbone' whose features are the ink pixels themselves: the 1-nearest-neighbour pixel baseline."""
+
+    num_features = 105 * 105
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalised white is +1, ink -1: flip so ink carries the signal and the background is zero.
+        return (1.0 - x).flatten(1) / 2.0
+
+
+def _pixel_embedder() -> Embedder:
+    grey = {"input_size": (1, 105, 105), "interpolation": "bilinear", "mean": (0.5,), "std": (0.5,)}
+    return Embedder(_Pixels(), arch="pixels", data_config={**grey, "crop_pct": 1.0, "crop_mode": "center"})
+
+
+def _tiny_embedder(**backbone_kwargs: object) -> Embedder:
+    embedder = _random_embedder("test_resnet", embed_dim=8, **backbone_kwargs)
+    embedder.data_config["input_size"] = (embedder.data_config["input_size"][0], 32, 32)
+    return embedder
+
+
+def test_one_shot_eval_of_a_tiny_random_model_scores_all_twenty_runs(runs: list[OneShotRun]) -> None:
+    result = one_shot_eval(_tiny_embedder(), runs)
+    assert result["runs"] == 20
+    assert len(result["per_run"]) == 20
+    assert 0.0 <= result["accuracy"] <= 1.0
+    # Every run has 20 test images, so the overall accuracy is the mean of the runs'.
+    assert result["accuracy"] == pytest.approx(float(np.mean(result["per_run"])))
+
+
+def test_one_shot_eval_feeds_a_one_channel_backbone_grey_images(runs: list[OneShotRun]) -> None:
+    result = one_shot_eval(_tiny_embedder(in_chans=1), runs[:2])
+    assert result["runs"] == 2
+    assert 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_raw_ink_pixels_give_the_known_one_nearest_neighbour_baseline(runs: list[OneShotRun]) -> None:
+    # Koch et al. 2015 list 1-nearest-neighbour on pixels at 21.7%; cosine on ink pixels measured 0.2175 here.
+    # Asserted loosely: clearly above chance (0.05) and far below a learned model.
+    result = one_shot_eval(_pixel_embedder(), runs)
+    assert 0.15 <= result["accuracy"] <= 0.30
+
+
+def test_one_shot_eval_is_perfect_when_test_images_are_the_training_images() -> None:
+    # Synthetic runs whose test images are a permutation of the training images: identical inputs embed
+    # identically, so any model must answer every one right, and only a correct answer mapping scores 1.0.
+    rng = np.random.default_rng(0)
+    made = []
+    for r in range(3):
+        train_images = [np.where(rng.random((105, 105)) < 0.1, 0, 255).astype(np.uint8) for _ in range(20)]
+        order = rng.permutation(20).tolist()
+        made.append(OneShotRun(f"run{r:02d}", train_images, [train_images[i] for i in order], order))
+    assert one_shot_eval(_pixel_embedder(), made) == {"accuracy": 1.0, "runs": 3, "per_run": [1.0, 1.0, 1.0]}
+    wrong = [OneShotRun(run.name, run.train_images, run.test_images, run.answers[1:] + run.answers[:1]) for run in made]
+    assert one_shot_eval(_pixel_embedder(), wrong)["accuracy"] == 0.0
+
+
+def test_benchmark_main_writes_a_well_formed_record(runs: list[OneShotRun], tmp_path: Path) -> None:
+    from benchmarks import omniglot
+
+    out = tmp_path / "omniglot_triplet.json"
+    argv = ["--loss", "triplet", "--backbone", "random:test_resnet", "--image-size", "32", "--embed-dim", "8"]
+    argv += ["--epochs", "1", "--batches", "2", "--p", "4", "--k", "2", "--train-chars", "30", "--eval-chars", "5"]
+    argv += ["--runs", "2", "--out", str(out), "--workdir", str(tmp_path / "ckpt")]
+    omniglot.main(argv)
+    record = json.loads(out.read_text())
+    assert record["benchmark"] == "omniglot" and record["loss"] == "triplet"
+    res = record["results"]
+    assert 0.0 <= res["one_shot_accuracy"] <= 1.0 and len(res["one_shot_per_run"]) == 2
+    assert 0.0 <= res["recall@1"] <= 1.0 and 0.0 <= res["map@r"] <= 1.0
+    assert res["retrieval"]["queries"] == 5 * 20
+    assert record["config"]["epochs"] == 1 and record["config"]["batches_per_epoch"] == 2
+    assert record["timing"]["training_seconds"] > 0 and record["timing"]["training_samples_per_second"] > 0
+    assert {"torch", "timm", "device", "torch_threads"} <= set(record["environment"])
+    assert (tmp_path / "ckpt" / "config.json").is_file()
