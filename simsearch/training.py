@@ -34,6 +34,7 @@ __all__ = [
     "LAST_DIR",
     "RANDOM_PREFIX",
     "TrainConfig",
+    "one_shot_eval",
     "TrainProgress",
     "TrainResult",
     "TrainingError",
