@@ -417,9 +417,7 @@ class Collection:
         self._save()
 
     def close(self) -> None:
-        if self._lock is not None:
-            self._lock.close()  # closing the file releases the flock
-            self._lock = None
+        self._release_lock()
         self.store.close()
 
     def __enter__(self) -> Collection:
@@ -452,10 +450,14 @@ class Collection:
     # -- internals --------------------------------------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
-        """One writer per collection: LMDB would serialise transactions, but the index file would be overwritten."""
+        """One writer per collection: LMDB would serialise transactions, but the index file would be overwritten.
+
+        A writer keeps the lock until it closes. On taking it, the in-memory index is brought in line with the store,
+        since another process may have written since this one opened the collection.
+        """
         if self._lock is not None:
             return
-        handle = open(self.path / ".lock", "wb")  # noqa: SIM115 - held for the collection's lifetime
+        handle = open(self.path / ".lock", "wb")  # noqa: SIM115 - held until close() or _release_lock()
         try:
             # A POSIX record lock belongs to this process alone: forked decode workers do not inherit it, so workers
             # orphaned by a killed `index` cannot keep the collection locked (an flock would be shared with them).
@@ -466,6 +468,12 @@ class Collection:
                 f"another simsearch process is writing to {self.path}; try again when it ends"
             ) from exc
         self._lock = handle
+        self._sync_index()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
 
     def _try_lock(self) -> bool:
         try:
@@ -474,11 +482,8 @@ class Collection:
         except (CollectionError, OSError):
             return False
 
-    def _reconcile(self) -> None:
-        """Make the index hold exactly the store's ids; persist when no other writer is busy."""
-        generation = self.store.generation
-        if self.manifest.index.generation == generation and (self.path / VECTORS).exists():
-            return
+    def _sync_index(self) -> None:
+        """Make the in-memory index hold exactly the store's ids (the store is the truth)."""
         store_ids, index_ids = self.store.ids(), self.index.ids()
         extra = np.setdiff1d(index_ids, store_ids)
         missing = np.setdiff1d(store_ids, index_ids)
@@ -487,8 +492,20 @@ class Collection:
         if len(extra):
             self._index_remove(extra)
         self._index_add_from_store(missing)
-        if self._try_lock():
+
+    def _reconcile(self) -> None:
+        """At open: repair an index that disagrees with the store, and persist the repair when no writer is busy.
+
+        A reader that only took the lock to save the repair gives it back at once, so that a long-lived searcher
+        never keeps `simsearch index` out.
+        """
+        if self.manifest.index.generation == self.store.generation and (self.path / VECTORS).exists():
+            return
+        if self._try_lock():  # taking the lock syncs the index
             self._save()
+            self._release_lock()
+        else:
+            self._sync_index()  # another process is writing: repair in memory only
 
     def _index_add_from_store(self, ids: np.ndarray, chunk: int = 8192) -> None:
         for start in range(0, len(ids), chunk):

@@ -598,3 +598,26 @@ def test_a_bad_index_factory_is_a_collection_error(sample_collection: Path, tmp_
         with pytest.raises(CollectionError, match="bad index factory"):
             c.set_index_factory("NoSuchIndex42")
         assert c.index.factory == "Flat" and len(c.index) == 48
+
+
+def test_a_reader_that_repaired_the_index_at_open_does_not_keep_writers_out(tmp_path: Path) -> None:
+    """A long-lived searcher may take the lock to save a repaired index, but must give it back at once."""
+    import subprocess
+    import sys
+
+    col = tmp_path / "col"
+    with Collection.open(col, create=True, device="cpu") as c:
+        c.add([SAMPLE_PHOTOS / "pizza"], workers=0)
+    (col / "vectors.faiss").unlink()  # stale index: the next open repairs and saves it
+    with simsearch.open_collection(col) as reader:
+        assert (col / "vectors.faiss").exists()
+        exe = Path(sys.executable).parent / "simsearch"
+        writer = subprocess.run(
+            [str(exe), "index", str(SAMPLE_PHOTOS / "watch"), "-c", str(col), "-q", "--workers", "0"],
+            capture_output=True,
+            text=True,
+        )
+        assert writer.returncode == 0, writer.stderr
+        assert reader.search_vectors(reader.store.vectors([1], reader.dim)[0], k=1)[0].id == 1
+    with simsearch.open_collection(col) as c:
+        assert len(c) == 16
