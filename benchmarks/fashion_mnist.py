@@ -1,0 +1,149 @@
+"""Fashion-MNIST: a metric-learning model trained from scratch on the 60k training images, scored by P@1 of the 10k
+test images against the training set as the gallery (a closed-set task: the same ten classes on both sides).
+
+Run from the repo root:  python -m benchmarks.fashion_mnist --loss arcface --epochs 12
+Writes benchmarks/results/fashion_mnist_<loss>.json (or --out). Real data only, from $SIMSEARCH_DATA.
+Anchor: 0.899, "AlexNet with triplet loss" in the Fashion-MNIST benchmark table; target >= 0.94.
+
+Five thousand training images, drawn with the seed, are held out for validation (best epoch); the gallery is the full
+training set, as the protocol says, and the test images are used once, for the final score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from simsearch.data import ArrayDataset, load_fashion_mnist
+from simsearch.metrics import knn, retrieval_metrics
+from simsearch.models import load_embedder
+from simsearch.training import TrainConfig, embed_dataset, train
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+ANCHOR = 0.899
+TARGET = 0.94
+
+logger = logging.getLogger("benchmarks.fashion_mnist")
+
+
+def environment() -> dict[str, Any]:
+    import faiss
+    import timm
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "faiss": faiss.__version__,
+        "numpy": np.__version__,
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+    }
+
+
+def subset(dataset: ArrayDataset, rows: np.ndarray) -> ArrayDataset:
+    return ArrayDataset(dataset.images[rows], dataset.labels[rows], classes=dataset.classes, to_rgb=dataset.to_rgb)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--loss", default="arcface")
+    parser.add_argument("--loss-kwargs", default="{}", help="JSON options of the loss")
+    parser.add_argument("--backbone", default="random:resnet18", help="trained from scratch by default")
+    parser.add_argument("--backbone-kwargs", default="{}", help="JSON timm options, e.g. '{\"in_chans\": 1}'")
+    parser.add_argument("--embed-dim", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=32, help="28x28 is padded/resized to this")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batches", type=int, default=None, help="batches per epoch [default: 55k / (P x K)]")
+    parser.add_argument("--p", type=int, default=10)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--loss-lr", type=float, default=None)
+    parser.add_argument("--augment", action="store_true", help="timm's training augmentations (random crops, flips)")
+    parser.add_argument("--val-images", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke runs)")
+    parser.add_argument("--run-dir", default=None, help="checkpoint folder [default: a temporary one]")
+    parser.add_argument("--out", default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    full_train = load_fashion_mnist("train", to_rgb=not json.loads(args.backbone_kwargs).get("in_chans") == 1)
+    test = load_fashion_mnist("test", to_rgb=full_train.to_rgb)
+    if args.limit:
+        full_train = subset(full_train, np.arange(args.limit))
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(full_train))
+    val_rows, train_rows = np.sort(order[: args.val_images]), np.sort(order[args.val_images :])
+    config_kwargs: dict[str, Any] = dict(
+        backbone=args.backbone,
+        embed_dim=args.embed_dim,
+        loss=args.loss,
+        loss_kwargs=json.loads(args.loss_kwargs),
+        epochs=args.epochs,
+        p=args.p,
+        k=args.k,
+        batches_per_epoch=args.batches,
+        lr=args.lr,
+        backbone_lr_mult=1.0,
+        loss_lr=args.loss_lr,
+        image_size=args.image_size,
+        augment=args.augment,
+        seed=args.seed,
+        device="cpu",
+        patience=None,
+    )
+    if json.loads(args.backbone_kwargs):
+        config_kwargs["backbone_kwargs"] = json.loads(args.backbone_kwargs)
+    config = TrainConfig(**config_kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(args.run_dir or tmp)
+        started = time.perf_counter()
+        result = train(config, subset(full_train, train_rows), subset(full_train, val_rows), run_dir)
+        train_seconds = time.perf_counter() - started
+        embedder = load_embedder(run_dir)
+        started = time.perf_counter()
+        gallery, gallery_labels = embed_dataset(embedder, full_train, batch_size=256)
+        queries, query_labels = embed_dataset(embedder, test, batch_size=256)
+        embed_seconds = time.perf_counter() - started
+    nearest = knn(queries, gallery, 1)[:, 0]
+    p_at_1 = float(np.mean(gallery_labels[nearest] == query_labels))
+    test_loo = retrieval_metrics(queries, query_labels, ks=(1,))
+    record = {
+        "benchmark": "fashion-mnist",
+        "protocol": "train on the 60k train images (5k held out for validation); P@1 of the 10k test images with the "
+        "full 60k train set as gallery, exact k-NN, cosine (closed set: the same ten classes)",
+        "p@1": p_at_1,
+        "test_leave_one_out": {k: float(v) for k, v in test_loo.items()},
+        "anchor": ANCHOR,
+        "target": TARGET,
+        "recipe": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir")},
+        "best_epoch": result.best_epoch,
+        "best_val": result.best_metrics,
+        "epochs_run": result.epochs_run,
+        "train_seconds": round(train_seconds, 1),
+        "train_samples_per_second": round(result.samples_per_second, 1),
+        "embed_images_per_second": round((len(gallery) + len(queries)) / embed_seconds, 1),
+        "environment": environment(),
+    }
+    out = Path(args.out or RESULTS / f"fashion_mnist_{args.loss}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({"p@1": p_at_1, "best_val": result.best_metrics, "train_seconds": round(train_seconds)}))
+
+
+if __name__ == "__main__":
+    main()
