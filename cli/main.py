@@ -256,13 +256,13 @@ class _TrainBar:
         click.echo(f"epoch {epoch}: loss {record['loss']:.4f}{scores}", err=True)
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") -> dict[str, Any]:
     """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, true/false), else kept as a string."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--loss-option")
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=param_hint)
         try:
             options[key.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
@@ -300,12 +300,35 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     show_default=True,
     help="'default', a timm name, a checkpoint folder, or random:NAME (untrained).",
 )
+@click.option(
+    "--backbone-option",
+    "backbone_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A timm option for the backbone, e.g. in_chans=1 (grey input) or drop_path_rate=0.1 (repeatable).",
+)
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --backbone.")
 @click.option("--embed-dim", type=click.IntRange(1), default=128, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option(
+    "--sampler",
+    type=click.Choice(["pk", "pairs"]),
+    default="pk",
+    show_default=True,
+    help="pk: P x K class-balanced batches (any loss); pairs: two-tower Siamese pairs (contrastive, pair_regression).",
+)
 @click.option("-p", "--classes-per-batch", "p", type=click.IntRange(2), default=8, show_default=True)
 @click.option("-k", "--images-per-class", "k", type=click.IntRange(2), default=4, show_default=True)
 @click.option("--batches-per-epoch", type=click.IntRange(1), help="[default: images // (P*K)]")
+@click.option("--pairs-per-epoch", type=click.IntRange(1), help="With --sampler pairs [default: training images].")
+@click.option(
+    "--positive-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="With --sampler pairs: share of same-class pairs.",
+)
+@click.option("--pair-batch-size", type=click.IntRange(1), default=32, show_default=True, help="With --sampler pairs.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--backbone-lr-mult", type=click.FloatRange(min=0), default=0.1, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
@@ -339,6 +362,7 @@ def train(
     data: Path,
     out_dir: Path,
     loss_options: tuple[str, ...],
+    backbone_options: tuple[str, ...],
     val_fraction: float,
     restart: bool,
     weights: str | None,
@@ -347,23 +371,31 @@ def train(
     quiet: bool,
     **recipe: Any,
 ) -> None:
-    """Fine-tune an embedding model with a metric loss on DATA (one sub-folder per class).
+    """Fine-tune an embedding model with a metric loss on DATA (one sub-folder per class, or an LMDB folder written
+    by `simsearch pack`).
 
     A run interrupted can be resumed by running the same command again. Example:
 
     \b
         simsearch train ./labeled --loss triplet --embed-dim 128 --epochs 20 --out runs/products
+        simsearch train ./labeled --sampler pairs --loss contrastive --out runs/siamese
         simsearch index ./catalog --model runs/products
     """
-    from simsearch.data import ImageFolderDataset
+    from simsearch.data import ClassSubset, open_image_dataset
     from simsearch.training import TrainConfig, split_classes
     from simsearch.training import train as run_training
 
-    config = TrainConfig(**recipe, weights=weights, augment=not no_augment, loss_kwargs=_parse_options(loss_options))
-    classes = ImageFolderDataset(data).classes
-    train_classes, val_classes = split_classes(classes, val_fraction, seed=config.seed)
-    train_set = ImageFolderDataset(data, classes=train_classes)
-    val_set = ImageFolderDataset(data, classes=val_classes) if val_classes else None
+    config = TrainConfig(
+        **recipe,
+        weights=weights,
+        augment=not no_augment,
+        loss_kwargs=_parse_options(loss_options),
+        backbone_kwargs=_parse_options(backbone_options, "--backbone-option"),
+    )
+    dataset = open_image_dataset(data)
+    train_classes, val_classes = split_classes(dataset.classes, val_fraction, seed=config.seed)
+    train_set = ClassSubset(dataset, train_classes)
+    val_set = ClassSubset(dataset, val_classes) if val_classes else None
     result = run_training(
         config, train_set, val_set, out_dir, _TrainBar(not quiet and sys.stderr.isatty()), resume=not restart
     )
@@ -387,7 +419,30 @@ def train(
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True)
 @click.option(
-    "--out", "record_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON record here."
+    "--out",
+    "record_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON record here, and its plot beside it (same name, .png).",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the PNG here: recall@k curve and a 2-D projection of the embeddings [default: beside --out].",
+)
+@click.option(
+    "--projection",
+    type=click.Choice(["pca", "tsne"]),
+    default="pca",
+    show_default=True,
+    help="2-D projection of the plot (tsne: exact, on 1,000 points, about half a minute).",
+)
+@click.option(
+    "--compare",
+    "compare_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An earlier eval record (JSON) whose recall@k curve joins the plot (repeatable).",
 )
 @json_option
 @domain_errors
@@ -399,22 +454,36 @@ def evaluate(
     batch_size: int,
     workers: int,
     record_path: Path | None,
+    plot_path: Path | None,
+    projection: str,
+    compare_paths: tuple[Path, ...],
     as_json: bool,
 ) -> None:
-    """Score a model by exact k-NN retrieval on DATA (one sub-folder per class), leave-one-out.
+    """Score a model by exact k-NN retrieval on DATA (one sub-folder per class, or an LMDB folder), leave-one-out.
 
-    Prints recall@1/2/4/8 (hit rate), MAP@R, R-precision and NMI. Example:
+    Prints recall@1/2/4/8/16/32 (hit rate), MAP@R, R-precision and NMI; with --out or --plot also draws them. Example:
 
     \b
         simsearch eval ./labeled_test --model runs/products --out runs/products/eval.json
+        simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval.json
     """
-    from simsearch.data import ImageFolderDataset
+    from simsearch.data import open_image_dataset
     from simsearch.models import load_embedder
-    from simsearch.training import evaluate as run_evaluation
+    from simsearch.training import embed_dataset, evaluate_embeddings
 
+    compared = [_read_record(path) for path in compare_paths]
     embedder = load_embedder(model, weights=weights, device=device)
-    record = run_evaluation(embedder, ImageFolderDataset(data), batch_size=batch_size, workers=workers)
+    dataset = open_image_dataset(data)
+    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
+    record = evaluate_embeddings(embedder, vectors, labels)
     record["data"] = str(data.resolve())
+    if plot_path is None and record_path is not None:
+        plot_path = record_path.with_suffix(".png")
+    if plot_path is not None:
+        from simsearch.plots import save_eval_plot
+
+        save_eval_plot(plot_path, [record, *compared], vectors, labels, classes=dataset.classes, projection=projection)
+        record["plot"] = str(plot_path)
     text = json.dumps(record, indent=2)
     if record_path is not None:
         record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -425,6 +494,47 @@ def evaluate(
     click.echo(f"{record['model']} on {record['images']} images of {record['classes']} classes ({record['protocol']})")
     for name, value in record["metrics"].items():
         click.echo(f"  {name:<16} {value:.4f}" if isinstance(value, float) else f"  {name:<16} {value}")
+    if plot_path is not None:
+        click.echo(f"wrote {plot_path}", err=True)
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """An earlier `simsearch eval` record, for --compare."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.ClickException(f"cannot read eval record {path}: {exc}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise click.ClickException(f"{path} is not a `simsearch eval` record (no metrics)")
+    return record
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--max-side", type=click.IntRange(1), help="Shrink larger images to this side (stored as JPEG).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@json_option
+@domain_errors
+def pack(folder: Path, out: Path, max_side: int | None, overwrite: bool, as_json: bool) -> None:
+    """Pack a class-per-folder image tree into one LMDB folder that `train` and `eval` read faster.
+
+    Images are stored as their original bytes (unless --max-side shrinks them); unreadable files are skipped. Example:
+
+    \b
+        simsearch pack ./labeled labeled.lmdb --max-side 512
+        simsearch train labeled.lmdb --out runs/products
+    """
+    from simsearch.data import ImageFolderDataset, write_lmdb_dataset
+
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} already exists (pass --overwrite to replace it)")
+    dataset = ImageFolderDataset(folder, skip_unreadable=True)
+    count = write_lmdb_dataset(dataset, out, max_side=max_side, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps({"out": str(out), "images": count, "classes": len(dataset.classes)}, indent=2))
+        return
+    click.echo(f"packed {count} images of {len(dataset.classes)} classes into {out}", err=True)
 
 
 if __name__ == "__main__":

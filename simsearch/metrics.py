@@ -306,9 +306,16 @@ def normalized_mutual_info(labels_a: np.ndarray | Sequence[int], labels_b: np.nd
 
 
 class _OneShotRun(Protocol):
-    train_images: list[np.ndarray]
-    test_images: list[np.ndarray]
-    answers: list[int]
+    """What `one_shot_accuracy` reads of a run; read-only, so frozen dataclasses (`OneShotRun`) satisfy it."""
+
+    @property
+    def train_images(self) -> Sequence[np.ndarray]: ...
+
+    @property
+    def test_images(self) -> Sequence[np.ndarray]: ...
+
+    @property
+    def answers(self) -> Sequence[int]: ...
 
 
 def one_shot_accuracy(

@@ -1,5 +1,6 @@
-"""Metric-learning training: a recipe (`TrainConfig`), the loop that fine-tunes an Embedder with P x K batches and a
-metric loss, per-epoch class-disjoint validation, early stopping, the best checkpoint and a resumable `last/` state.
+"""Metric-learning training: a recipe (`TrainConfig`), the loop that fine-tunes an Embedder with P x K batches (or
+explicit Siamese pairs) and a metric loss, per-epoch class-disjoint validation, early stopping, the best checkpoint
+and a resumable `last/` state; plus the retrieval evaluation of a model on a labelled set.
 """
 
 from __future__ import annotations
@@ -23,24 +24,28 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from simsearch.data import PKSampler
+from simsearch.data import PKSampler, SiamesePairs
 from simsearch.errors import SimSearchError
-from simsearch.losses import MetricLoss, create_loss, loss_has_parameters
+from simsearch.losses import MetricLoss, PairLoss, create_loss, is_pair_loss, list_losses, loss_has_parameters
 from simsearch.metrics import retrieval_metrics
 from simsearch.models import Embedder, create_transform, load_embedder, resolve_device, save_checkpoint
-from simsearch.models.registry import _random_embedder
+from simsearch.models.registry import _create_backbone, _random_embedder
 
 __all__ = [
+    "EVAL_KS",
     "LAST_DIR",
     "RANDOM_PREFIX",
+    "SAMPLERS",
     "TrainConfig",
-    "one_shot_eval",
     "TrainProgress",
     "TrainResult",
     "TrainingError",
     "build_embedder",
+    "channel_data_config",
     "embed_dataset",
     "evaluate",
+    "evaluate_embeddings",
+    "one_shot_eval",
     "split_classes",
     "train",
 ]
@@ -54,6 +59,10 @@ HISTORY_FILE = "history.json"
 RANDOM_PREFIX = "random:"
 # Fields that may change between an interrupted run and its resumption without changing what is being trained.
 _RESUMABLE_CHANGES = frozenset({"epochs", "device", "workers", "patience"})
+# "pk": P x K class-balanced batches for any loss; "pairs": explicit Siamese pairs for the pair losses.
+SAMPLERS = ("pk", "pairs")
+# The k of recall@k that `evaluate` reports (hit rate), as in the deep-metric-learning literature and the eval plot.
+EVAL_KS = (1, 2, 4, 8, 16, 32)
 
 
 class TrainingError(SimSearchError):
@@ -66,13 +75,20 @@ class TrainConfig:
 
     Attributes:
         backbone: "default", a timm name (pretrained), a checkpoint folder, or "random:<timm name>" (untrained).
+        backbone_kwargs: extra `timm.create_model` options, e.g. {"in_chans": 1} (grey input: the pretrained stem's
+            RGB filters are summed, the data config gets one channel) or {"drop_path_rate": 0.1}.
         weights: local weights file for a timm name in `backbone`.
         embed_dim: projection head size; None keeps the backbone's features (or a checkpoint's own head).
         loss: a registered loss name (`simsearch.losses.list_losses()`).
         loss_kwargs: the loss's own options (margin, mining, weight, alpha...).
         distance: "cosine" or "euclidean" for losses that take a distance; None keeps the loss's default.
-        p, k: classes per batch and images per class.
-        batches_per_epoch: None = number of training images // (p * k).
+        sampler: "pk" (P x K batches, every loss) or "pairs" (two-tower Siamese pairs, pair losses only).
+        p, k: classes per batch and images per class ("pk").
+        batches_per_epoch: None = number of training images // (p * k); with "pairs" it sets pairs_per_epoch to
+            batches_per_epoch * pair_batch_size when that is None.
+        pairs_per_epoch: pairs drawn per epoch ("pairs"); None = the number of training images.
+        positive_fraction: share of same-class pairs ("pairs").
+        pair_batch_size: pairs per batch ("pairs"); each batch runs 2 * pair_batch_size images through the model.
         lr: head learning rate (AdamW); the backbone gets lr * backbone_lr_mult, the loss's parameters loss_lr.
         warmup_epochs: linear warm-up, then cosine decay to zero, stepped per batch.
         freeze_backbone_epochs: the backbone is frozen (no gradient, BatchNorm in eval) for the first epochs.
@@ -84,15 +100,20 @@ class TrainConfig:
     """
 
     backbone: str = "default"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     embed_dim: int | None = 128
     loss: str = "triplet"
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     distance: str | None = None
     epochs: int = 10
+    sampler: str = "pk"
     p: int = 8
     k: int = 4
     batches_per_epoch: int | None = None
+    pairs_per_epoch: int | None = None
+    positive_fraction: float = 0.5
+    pair_batch_size: int = 32
     lr: float = 1e-3
     backbone_lr_mult: float = 0.1
     loss_lr: float | None = None
@@ -124,6 +145,31 @@ class TrainConfig:
             raise TrainingError(f"patience must be >= 1 (or None), got {self.patience}")
         if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
             raise TrainingError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
+        if self.sampler not in SAMPLERS:
+            raise TrainingError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.pairs_per_epoch is not None and self.pairs_per_epoch < 1:
+            raise TrainingError(f"pairs_per_epoch must be >= 1, got {self.pairs_per_epoch}")
+        if not 0.0 <= self.positive_fraction <= 1.0:
+            raise TrainingError(f"positive_fraction must be in [0, 1], got {self.positive_fraction}")
+        if self.pair_batch_size < 1:
+            raise TrainingError(f"pair_batch_size must be >= 1, got {self.pair_batch_size}")
+        if not isinstance(self.backbone_kwargs, dict):
+            raise TrainingError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
+        in_chans = self.backbone_kwargs.get("in_chans", 3)
+        if in_chans not in (1, 3):
+            # Images reach the model through PIL as grey ("L") or RGB: other channel counts have no source.
+            raise TrainingError(f"in_chans must be 1 (grey) or 3 (RGB) to train on images, got {in_chans!r}")
+        if self.sampler == "pairs":
+            try:
+                pairable = is_pair_loss(self.loss)
+            except ValueError as exc:
+                raise TrainingError(str(exc)) from None
+            if not pairable:
+                pair_losses = ", ".join(n for n in list_losses() if is_pair_loss(n))
+                raise TrainingError(
+                    f"loss {self.loss!r} trains on P x K batches, not on Siamese pairs: "
+                    f"use a pair loss ({pair_losses}) or the pk sampler"
+                )
 
 
 @dataclass
@@ -161,12 +207,16 @@ class TrainProgress(Protocol):
 
 
 def build_embedder(config: TrainConfig) -> Embedder:
-    """The model to train: the backbone of `config.backbone` with a fresh projection head of `config.embed_dim`."""
+    """The model to train: the backbone of `config.backbone` (with `config.backbone_kwargs`) and a fresh projection
+    head of `config.embed_dim`; its data config matches the backbone's input channels."""
     if config.backbone.startswith(RANDOM_PREFIX):
-        base = _random_embedder(config.backbone[len(RANDOM_PREFIX) :])
+        base = _random_embedder(config.backbone[len(RANDOM_PREFIX) :], **config.backbone_kwargs)
     else:
         base = load_embedder(config.backbone, weights=config.weights, device="cpu")
         base.use_channels_last(False)
+        if config.backbone_kwargs:
+            _rebuild_backbone(base, config.backbone_kwargs)
+    base.data_config = channel_data_config(base.data_config, base.backbone_kwargs.get("in_chans"))
     if config.embed_dim is None:
         embedder = base
     else:
@@ -182,6 +232,54 @@ def build_embedder(config: TrainConfig) -> Embedder:
         channels = embedder.data_config.get("input_size", (3,))[0]
         embedder.data_config["input_size"] = (channels, config.image_size, config.image_size)
     return embedder
+
+
+def _rebuild_backbone(embedder: Embedder, options: dict[str, Any]) -> None:
+    """Rebuild a loaded backbone with more timm options and carry its weights over (in place).
+
+    A changed `in_chans` adapts the stem as timm does for pretrained weights (`adapt_input_conv`: one channel sums
+    the RGB filters); options that change any other weight's shape cannot keep the weights and are refused.
+    """
+    from timm.models import adapt_input_conv
+
+    kwargs = {**embedder.backbone_kwargs, **options}
+    backbone = _create_backbone(embedder.arch, **kwargs)
+    state = embedder.backbone.state_dict()
+    first_conv = (getattr(backbone, "pretrained_cfg", None) or {}).get("first_conv")
+    for name in [first_conv] if isinstance(first_conv, str) else list(first_conv or ()):
+        key = f"{name}.weight"
+        target = backbone.state_dict().get(key)
+        if key in state and target is not None and state[key].shape[1] != target.shape[1]:
+            state[key] = adapt_input_conv(int(target.shape[1]), state[key])
+    try:
+        backbone.load_state_dict(state)
+    except RuntimeError as exc:
+        raise TrainingError(
+            f"backbone option(s) {', '.join(sorted(options))} change {embedder.arch}'s weights, so its loaded "
+            f"weights do not fit: {str(exc).splitlines()[0]}"
+        ) from None
+    embedder.backbone = backbone
+    embedder.backbone_kwargs = kwargs
+
+
+def channel_data_config(data_config: dict[str, Any], in_chans: int | None) -> dict[str, Any]:
+    """`data_config` for a backbone of `in_chans` input channels (None: leave as is).
+
+    timm resolves a model's data config from its pretrained config, which says (3, H, W) and three means even for a
+    model built with `in_chans=1`: its transforms would then give 3-channel tensors. The channel count of
+    input_size follows the backbone; one channel averages the means and stds, matching how timm folds the RGB
+    filters of a pretrained stem into one.
+    """
+    config = dict(data_config)
+    size = tuple(config.get("input_size", (3, 224, 224)))
+    if in_chans is None or (size[0] == in_chans and len(config.get("mean", (0,) * in_chans)) == in_chans):
+        return config
+    config["input_size"] = (int(in_chans), *size[1:])
+    for key in ("mean", "std"):
+        if key in config:
+            values = tuple(float(v) for v in config[key])
+            config[key] = (float(np.mean(values)),) if in_chans == 1 else (values * in_chans)[:in_chans]
+    return config
 
 
 class _Transformed(Dataset):
@@ -296,7 +394,9 @@ def train(
     *,
     resume: bool = True,
 ) -> TrainResult:
-    """Fine-tune an Embedder with a metric loss on P x K batches; keep the best epoch (by validation MAP@R).
+    """Fine-tune an Embedder with a metric loss on P x K batches, or on Siamese pairs (`config.sampler == "pairs"`:
+    both images of a pair go through the same model, the loss's `pair_loss` scores them); keep the best epoch (by
+    validation MAP@R).
 
     Datasets yield `(PIL image, label)` (their own transform unset: the model's transforms are applied here) and
     carry `labels` `(N,) int64`. Validation holds other classes than training (class-disjoint); without it every
@@ -314,9 +414,12 @@ def train(
     device = resolve_device(config.device)
     _seed_everything(config.seed)
 
+    pairs = config.sampler == "pairs"
     num_classes = len(np.unique(np.asarray(train_dataset.labels)))
-    if num_classes < config.p:
+    if not pairs and num_classes < config.p:
         raise TrainingError(f"P x K batches need at least p={config.p} training classes, the data have {num_classes}")
+    if pairs and num_classes < 2:
+        raise TrainingError(f"Siamese pairs need at least two training classes, the data have {num_classes}")
     if val_dataset is not None and len(val_dataset) < 2:
         raise TrainingError("the validation set needs at least two images")
 
@@ -344,14 +447,23 @@ def train(
     groups = [g for g in groups if g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
-    sampler = PKSampler(
-        train_dataset.labels, config.p, config.k, num_batches=config.batches_per_epoch, seed=config.seed
-    )
-    steps_per_epoch = len(sampler)
+    train_data = _Transformed(train_dataset, _train_transform(embedder, config.augment), _mode(embedder))
+    sampler: PKSampler | None = None
+    pair_data: SiamesePairs | None = None
+    if pairs:
+        n_pairs = config.pairs_per_epoch or (
+            config.batches_per_epoch * config.pair_batch_size if config.batches_per_epoch else len(train_data)
+        )
+        pair_data = SiamesePairs(train_data, n_pairs, config.positive_fraction, seed=config.seed)
+        steps_per_epoch = math.ceil(n_pairs / config.pair_batch_size)
+    else:
+        sampler = PKSampler(
+            train_dataset.labels, config.p, config.k, num_batches=config.batches_per_epoch, seed=config.seed
+        )
+        steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup_steps))
-    train_data = _Transformed(train_dataset, _train_transform(embedder, config.augment), _mode(embedder))
 
     recipe = _recipe_dict(config)
     start_epoch, best_map, best_epoch, bad_epochs = 0, -math.inf, 0, 0
@@ -382,22 +494,32 @@ def train(
         frozen = epoch <= config.freeze_backbone_epochs
         _set_backbone_frozen(embedder, frozen)
         _set_train_mode(embedder, backbone_frozen=frozen, freeze_bn=config.freeze_bn)
-        sampler.set_epoch(epoch)
-        loader = DataLoader(
-            train_data,
-            batch_sampler=sampler,
-            num_workers=config.workers,
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
-        )
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        loader: DataLoader[Any]
+        if pair_data is not None:
+            pair_data.set_epoch(epoch)
+            # The pairs are drawn shuffled already; no shuffle here keeps an epoch a function of (seed, epoch).
+            loader = DataLoader(
+                pair_data,
+                batch_size=config.pair_batch_size,
+                num_workers=config.workers,
+                pin_memory=device.type == "cuda",
+                generator=generator,
+            )
+        elif sampler is not None:
+            sampler.set_epoch(epoch)
+            loader = DataLoader(
+                train_data,
+                batch_sampler=sampler,
+                num_workers=config.workers,
+                pin_memory=device.type == "cuda",
+                generator=generator,
+            )
         if progress is not None:
             progress.start_epoch(epoch, config.epochs, steps_per_epoch)
         epoch_loss, epoch_samples, epoch_start = 0.0, 0, time.perf_counter()
-        for images, labels in loader:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with _autocast(device):
-                embeddings = embedder(images)
-            loss = loss_fn(embeddings.float(), labels)
+        for batch in loader:
+            loss, n_images = _batch_loss(embedder, loss_fn, batch, device, pairs=pairs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -405,8 +527,8 @@ def train(
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainingError(f"the loss became {value} in epoch {epoch}: lower the learning rate")
-            epoch_loss += value * len(labels)
-            epoch_samples += len(labels)
+            epoch_loss += value * n_images
+            epoch_samples += n_images
             if progress is not None:
                 progress.step(value, epoch_samples / max(time.perf_counter() - epoch_start, 1e-9))
         samples_seen += epoch_samples
@@ -481,6 +603,30 @@ def train(
     )
 
 
+def _batch_loss(
+    embedder: Embedder, loss_fn: MetricLoss, batch: Any, device: torch.device, *, pairs: bool
+) -> tuple[torch.Tensor, int]:
+    """The loss of one batch and the number of images it ran through the model.
+
+    A pair batch `((x1, x2), y)` goes through the model as one batch of 2B images: the two towers of a Siamese
+    network share their weights, so this is the same function (BatchNorm sees both halves together).
+    """
+    if pairs:
+        (first, second), same = batch
+        images = torch.cat([first, second]).to(device, non_blocking=True)
+        with _autocast(device):
+            embeddings = embedder(images)
+        emb1, emb2 = embeddings.float().split(len(first))
+        if not isinstance(loss_fn, PairLoss):
+            raise TrainingError(f"{type(loss_fn).__name__} cannot score Siamese pairs")
+        return loss_fn.pair_loss(emb1, emb2, same.to(device)), len(images)
+    images, labels = batch
+    images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    with _autocast(device):
+        embeddings = embedder(images)
+    return loss_fn(embeddings.float(), labels), len(labels)
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -512,7 +658,8 @@ def _load_state(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for a damaged file
         raise TrainingError(f"cannot resume from {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    saved = json.loads(state.get("recipe", "{}"))
+    # A key the saved recipe lacks was added to TrainConfig since: the run used its default.
+    saved = {**_recipe_dict(TrainConfig()), **json.loads(state.get("recipe", "{}"))}
     changed = sorted(
         k for k in set(saved) | set(recipe) if saved.get(k) != recipe.get(k) and k not in _RESUMABLE_CHANGES
     )
@@ -550,7 +697,7 @@ def evaluate(
     embedder: Embedder,
     dataset: Any,
     *,
-    ks: tuple[int, ...] = (1, 2, 4, 8),
+    ks: tuple[int, ...] = EVAL_KS,
     batch_size: int = 64,
     workers: int = 0,
     seed: int = 0,
@@ -560,6 +707,24 @@ def evaluate(
     k values larger than the gallery allows are dropped.
     """
     vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
+    return evaluate_embeddings(embedder, vectors, labels, ks=ks, seed=seed)
+
+
+def evaluate_embeddings(
+    embedder: Embedder,
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    *,
+    ks: tuple[int, ...] = EVAL_KS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """`evaluate` on embeddings computed already (by `embed_dataset`), e.g. to plot them as well.
+
+    Args:
+        embedder: the model that made `vectors`; only its identity goes into the record.
+        vectors: `(N, D)` embeddings.
+        labels: `(N,)` classes.
+    """
     usable = tuple(k for k in ks if k <= len(vectors) - 1)
     if not usable:
         raise TrainingError(f"evaluation needs at least two images, got {len(vectors)}")
@@ -596,7 +761,11 @@ def one_shot_eval(embedder: Embedder, runs: list[Any] | None = None, *, batch_si
         runs = omniglot_one_shot_runs()
     if not runs:
         raise TrainingError("no one-shot runs to evaluate")
-    transform, mode = _one_shot_transform(embedder)
+    # A model whose data config disagrees with its backbone's in_chans (built outside `build_embedder`) still gets
+    # tensors of the channels its stem takes.
+    config = channel_data_config(embedder.data_config, embedder.backbone_kwargs.get("in_chans"))
+    transform = timm.data.create_transform(**config, is_training=False)
+    mode = "L" if config.get("input_size", (3,))[0] == 1 else "RGB"
     device = next(embedder.parameters(), torch.empty(0)).device
 
     def embed(images: list[np.ndarray]) -> np.ndarray:
@@ -621,30 +790,10 @@ def one_shot_eval(embedder: Embedder, runs: list[Any] | None = None, *, batch_si
         n = len(run.train_images) + len(run.test_images)
         chunk = vectors[offset : offset + n]
         offset += n
-        single: list[Any] = [run]  # OneShotRun is frozen, metrics' protocol declares writable fields
-        per_run.append(one_shot_accuracy(_constant_embedding(chunk), single))
+        per_run.append(one_shot_accuracy(_constant_embedding(chunk), [run]))
     correct = sum(acc * len(run.test_images) for acc, run in zip(per_run, runs, strict=True))
     total = sum(len(run.test_images) for run in runs)
     return {"accuracy": correct / total, "runs": len(runs), "per_run": per_run}
-
-
-def _one_shot_transform(embedder: Embedder) -> tuple[Callable[[Image.Image], torch.Tensor], str]:
-    """The eval transform and PIL mode for the backbone's real input channels.
-
-    A backbone built with `in_chans=1` can still carry timm's 3-channel data config (input_size (3, H, W), three
-    means): its transform would then give 3-channel tensors. The backbone's own `in_chans` wins; the 3 means and
-    stds collapse to their average, as timm folds the RGB filters of the first convolution into one.
-    """
-    config = dict(embedder.data_config)
-    channels = int(embedder.backbone_kwargs.get("in_chans") or config.get("input_size", (3,))[0])
-    size = tuple(config.get("input_size", (3, 224, 224)))
-    if channels == 1 and (size[0] != 1 or len(config.get("mean", ())) != 1):
-        config["input_size"] = (1, *size[1:])
-        for key in ("mean", "std"):
-            if key in config:
-                config[key] = (float(np.mean(config[key])),)
-        return timm.data.create_transform(**config, is_training=False), "L"
-    return create_transform(embedder), "L" if channels == 1 else "RGB"
 
 
 def _constant_embedding(vectors: np.ndarray) -> Callable[[list[np.ndarray]], np.ndarray]:

@@ -276,3 +276,49 @@ def test_the_cli_end_to_end_on_caltech_photos_from_the_shared_data(
     paths = [h["path"] for h in hits["results"]]
     assert str((photos / "sunflower" / gone.name).resolve()) not in paths
     assert hits["results"][0]["score"] < 0.999  # its own entry, which would score 1.0, is gone
+
+
+def test_pack_then_eval_on_the_lmdb_store_writes_a_record_and_a_png_beside_it(
+    caltech_photos: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """Real photos: pack the class tree into LMDB, evaluate the default model on it, draw the recall curve and
+    the PCA of the embeddings; a second eval with --plot alone overlays the first record (--compare)."""
+    from PIL import Image
+
+    tree = next(iter(caltech_photos.values()))[0].parent.parent
+    store = tmp_path / "photos.lmdb"
+    packed = json.loads(ok(run("pack", tree, store, "--max-side", "256", "--json")).stdout)
+    assert packed == {"out": str(store), "images": 60, "classes": 5}
+
+    record_path = tmp_path / "eval" / "default.json"
+    result = ok(run("eval", store, "--model", "default", "--device", "cpu", "--out", record_path))
+    record = json.loads(record_path.read_text())
+    assert (record["images"], record["classes"]) == (60, 5)
+    assert [k for k in record["metrics"] if k.startswith("recall@")] == [f"recall@{k}" for k in (1, 2, 4, 8, 16, 32)]
+    assert record["metrics"]["recall@1"] > 0.8  # five visually distinct classes
+    png = record_path.with_suffix(".png")
+    assert record["plot"] == str(png) and f"wrote {png}" in result.stderr
+    with Image.open(png) as image:
+        image.verify()
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (1200, 550)
+
+    alone = tmp_path / "alone.png"
+    ok(run("eval", store, "--model", "default", "--device", "cpu", "--plot", alone, "--compare", record_path, "--json"))
+    with Image.open(alone) as image:
+        assert image.size == (1200, 550)
+    assert alone.read_bytes() != png.read_bytes()  # two curves now
+
+
+def test_pack_into_an_existing_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "tree" / "a").mkdir(parents=True)
+    (tmp_path / "out.lmdb").mkdir()
+    assert "already exists" in one_line_error(run("pack", tmp_path / "tree", tmp_path / "out.lmdb"))
+
+
+def test_eval_compare_with_a_file_that_is_not_a_record_is_a_one_line_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"hello": 1}')
+    args = ("eval", SAMPLE_PHOTOS, "--model", "default", "--plot", tmp_path / "p.png", "--compare", bogus)
+    line = one_line_error(run(*args))
+    assert "not a `simsearch eval` record" in line

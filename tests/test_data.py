@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 import simsearch.data.folders as folders_module
 from simsearch.data import (
     ArrayDataset,
+    ClassSubset,
     DataNotFoundError,
     DatasetError,
     ImageFolderDataset,
@@ -30,6 +31,7 @@ from simsearch.data import (
     load_fashion_mnist,
     load_omniglot,
     omniglot_one_shot_runs,
+    open_image_dataset,
     pairs_from_batch,
     triplets_from_batch,
     write_lmdb_dataset,
@@ -277,6 +279,34 @@ def test_rewriting_an_lmdb_dataset_in_place_is_seen_by_new_readers(tmp_path: Pat
 
 def _labels_with_sizes(sizes: list[int]) -> np.ndarray:
     return np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_open_image_dataset_reads_a_class_tree_or_an_lmdb_folder_alike(class_tree: Path, tmp_path: Path) -> None:
+    tree = open_image_dataset(class_tree)
+    write_lmdb_dataset(tree, tmp_path / "set.lmdb")
+    packed = open_image_dataset(tmp_path / "set.lmdb")
+    assert isinstance(tree, ImageFolderDataset) and isinstance(packed, LMDBImageDataset)
+    assert packed.classes == tree.classes and packed.labels.tolist() == tree.labels.tolist()
+    assert np.array_equal(np.asarray(packed[0][0]), np.asarray(tree[0][0]))
+    with pytest.raises(DataNotFoundError):
+        open_image_dataset(tmp_path / "missing")
+
+
+def test_class_subset_keeps_the_chosen_classes_relabelled_in_the_given_order() -> None:
+    images = np.arange(7 * 2 * 2, dtype=np.uint8).reshape(7, 2, 2)
+    parent = ArrayDataset(images, [0, 1, 2, 0, 1, 2, 2], classes=["a", "b", "c"])
+    subset = ClassSubset(parent, ["c", "a"])
+    assert subset.classes == ["c", "a"]
+    assert subset.indices.tolist() == [0, 2, 3, 5, 6]
+    assert subset.labels.tolist() == [1, 0, 1, 0, 0]
+    image, label = subset[1]
+    assert label == 0 and np.array_equal(np.asarray(image), images[2])
+    with pytest.raises(DataNotFoundError, match="zebra"):
+        ClassSubset(parent, ["a", "zebra"])
+    with pytest.raises(DatasetError, match="duplicate"):
+        ClassSubset(parent, ["a", "a"])
+    with pytest.raises(DatasetError, match="without images"):
+        ClassSubset(ArrayDataset(images[:2], [0, 0], classes=["a", "b"]), ["b"])
 
 
 def test_pk_sampler_yields_exactly_p_classes_with_k_distinct_images_each() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,9 +12,26 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from simsearch.data import ImageFolderDataset
-from simsearch.models import load_embedder
-from simsearch.training import LAST_DIR, STATE_FILE, TrainConfig, TrainingError, split_classes, train
+from simsearch.data import (
+    ArrayDataset,
+    DataNotFoundError,
+    ImageFolderDataset,
+    SiamesePairs,
+    load_fashion_mnist,
+    write_lmdb_dataset,
+)
+from simsearch.losses import create_loss
+from simsearch.models import Embedder, create_transform, load_embedder
+from simsearch.training import (
+    LAST_DIR,
+    STATE_FILE,
+    TrainConfig,
+    TrainingError,
+    build_embedder,
+    embed_dataset,
+    split_classes,
+    train,
+)
 
 TINY = "random:test_efficientnet"
 
@@ -140,8 +158,6 @@ def test_frozen_backbone_epochs_change_the_head_only(data_root: Path, tmp_path: 
     train(_config(epochs=1, batches_per_epoch=2, freeze_backbone_epochs=1), train_set, val_set, tmp_path / "frozen")
     after = _state(tmp_path / "frozen")["model"]
 
-    from simsearch.training import build_embedder
-
     torch.manual_seed(0)
     start = build_embedder(_config()).state_dict()
     for name, value in after.items():
@@ -215,3 +231,151 @@ def test_cli_train_reports_a_bad_loss_option_in_one_line(data_root: Path, tmp_pa
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert "bogus" in result.output and "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Backbone options, Siamese pairs, LMDB stores (real data from the shared folder)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _fashion_subset(per_class: int) -> ArrayDataset:
+    """The first `per_class` Fashion-MNIST test images of each of the ten classes: real grey 28x28 images."""
+    try:
+        fm = load_fashion_mnist("test")
+    except DataNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST not found ({exc}); set SIMSEARCH_DATA to the shared data folder")
+    idx = np.concatenate([np.flatnonzero(fm.labels == c)[:per_class] for c in range(10)])
+    return ArrayDataset(fm.images[idx], fm.labels[idx], classes=fm.classes)
+
+
+def test_a_random_one_channel_backbone_trains_and_its_checkpoint_embeds_grey_images(tmp_path: Path) -> None:
+    data = _fashion_subset(4)
+    config = _config(backbone="random:resnet10t", backbone_kwargs={"in_chans": 1}, image_size=28, p=4, k=2, epochs=1)
+    result = train(dataclasses.replace(config, batches_per_epoch=2), data, None, tmp_path / "run")
+    saved = json.loads((result.checkpoint / "config.json").read_text())
+    assert saved["backbone_kwargs"] == {"in_chans": 1} and saved["recipe"]["backbone_kwargs"] == {"in_chans": 1}
+    assert saved["data_config"]["input_size"] == [1, 28, 28] and len(saved["data_config"]["mean"]) == 1
+
+    model = load_embedder(result.checkpoint)
+    tensor = create_transform(model)(data[0][0])
+    assert tensor.shape == (1, 28, 28)
+    vectors, labels = embed_dataset(model, data)
+    assert vectors.shape == (40, 16) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert labels.tolist() == data.labels.tolist()
+
+
+def test_a_pretrained_backbone_with_in_chans_1_sums_its_rgb_stem_filters(default_embedder: Embedder) -> None:
+    model = build_embedder(TrainConfig(backbone="default", backbone_kwargs={"in_chans": 1}, embed_dim=8))
+    rgb = default_embedder.backbone.conv_stem.weight
+    grey = model.backbone.conv_stem.weight
+    assert grey.shape == (rgb.shape[0], 1, *rgb.shape[2:])
+    assert torch.allclose(grey, rgb.sum(dim=1, keepdim=True), atol=1e-6)
+    # Every other weight is the pretrained one.
+    assert torch.equal(model.backbone.conv_head.weight, default_embedder.backbone.conv_head.weight)
+    assert model.data_config["input_size"][0] == 1 and model.data_config["mean"] == (0.5,)
+
+
+def test_a_backbone_option_that_changes_the_weights_of_a_loaded_model_is_refused(tmp_path: Path) -> None:
+    from simsearch.models import save_checkpoint
+    from simsearch.models.registry import _random_embedder
+
+    checkpoint = save_checkpoint(_random_embedder("test_resnet", embed_dim=8), tmp_path / "ckpt")
+    with pytest.raises(TrainingError, match="stem_width change .* do not fit"):
+        build_embedder(TrainConfig(backbone=str(checkpoint), backbone_kwargs={"stem_width": 24}))
+    # An option that leaves the weights' shapes alone keeps the checkpoint's weights and records the option.
+    model = build_embedder(TrainConfig(backbone=str(checkpoint), backbone_kwargs={"drop_rate": 0.1}, embed_dim=None))
+    assert model.backbone_kwargs == {"drop_rate": 0.1}
+    assert torch.equal(model.head.weight, load_embedder(checkpoint).head.weight)
+
+
+def _loss_on_fixed_pairs(model: Embedder, data: ArrayDataset, loss_name: str) -> float:
+    """The pair loss over 200 fixed pairs, all images in one batch with batch statistics (as in training)."""
+    pairs = SiamesePairs(data, 200, seed=99).pairs
+    transform = create_transform(model)
+    images = torch.stack([transform(data[i][0]) for i in range(len(data))])
+    model.train()
+    with torch.no_grad():
+        vectors = model(images)
+    loss_fn = create_loss(loss_name, embed_dim=vectors.shape[1])
+    return float(loss_fn.pair_loss(vectors[pairs[:, 0]], vectors[pairs[:, 1]], torch.from_numpy(pairs[:, 2])))
+
+
+def test_siamese_pair_training_lowers_the_pair_loss_on_fashion_mnist(tmp_path: Path) -> None:
+    data = _fashion_subset(20)
+    config = _config(
+        backbone="random:resnet10t",
+        backbone_kwargs={"in_chans": 1},
+        image_size=28,
+        loss="pair_regression",
+        sampler="pairs",
+        pairs_per_epoch=64,
+        pair_batch_size=16,
+        epochs=4,
+        lr=3e-3,
+    )
+    torch.manual_seed(config.seed)
+    before = _loss_on_fixed_pairs(build_embedder(config), data, "pair_regression")
+    result = train(config, data, None, tmp_path / "run")
+    assert len(result.history) == 4 and all(h["samples_per_second"] > 0 for h in result.history)
+    after = _loss_on_fixed_pairs(load_embedder(result.checkpoint), data, "pair_regression")
+    assert after < 0.7 * before
+    assert json.loads((result.checkpoint / "config.json").read_text())["recipe"]["sampler"] == "pairs"
+
+
+def test_pairs_with_a_batch_loss_or_a_bad_sampler_are_clear_errors() -> None:
+    with pytest.raises(TrainingError, match="pair loss .*contrastive, pair_regression"):
+        TrainConfig(sampler="pairs", loss="triplet").check()
+    with pytest.raises(TrainingError, match="sampler"):
+        TrainConfig(sampler="quads").check()
+    with pytest.raises(TrainingError, match="in_chans"):
+        TrainConfig(backbone_kwargs={"in_chans": 2}).check()
+
+
+def test_pair_losses_score_explicit_pairs_as_the_batch_api_scores_the_same_pairs() -> None:
+    torch.manual_seed(0)
+    first, second = torch.randn(6, 4), torch.randn(6, 4)
+    same = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    # The batch API over the 2B embeddings with labels that make exactly pair i positive when same[i] is 1.
+    embeddings = torch.cat([first, second])
+    labels = torch.cat([torch.arange(6) * 2, torch.arange(6) * 2 + (1 - same.long())])
+    index = (torch.arange(6), torch.arange(6) + 6)
+    for name in ("contrastive", "pair_regression"):
+        for distance in ("euclidean", "cosine"):
+            loss_fn = create_loss(name, embed_dim=4, distance=distance)
+            expected = loss_fn(embeddings, labels, pairs=index)
+            assert torch.allclose(loss_fn.pair_loss(first, second, same), expected, atol=1e-6), (name, distance)
+
+
+def test_a_run_saved_before_new_recipe_fields_existed_still_resumes(data_root: Path, tmp_path: Path) -> None:
+    train_set, val_set = _datasets(data_root)
+    config = _config(epochs=2, batches_per_epoch=1)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_set, val_set, out, _InterruptAfter(1))
+    state = _state(out)
+    old_recipe = json.loads(state["recipe"])
+    for key in ("backbone_kwargs", "sampler", "pairs_per_epoch", "positive_fraction", "pair_batch_size"):
+        del old_recipe[key]
+    state["recipe"] = json.dumps(old_recipe, sort_keys=True)
+    torch.save(state, out / LAST_DIR / STATE_FILE)
+    assert [h["epoch"] for h in train(config, train_set, val_set, out).history] == [1, 2]
+
+
+def test_cli_trains_on_an_lmdb_store_with_pairs_and_a_backbone_option(tmp_path: Path) -> None:
+    from cli.main import main
+
+    store = tmp_path / "fashion.lmdb"
+    write_lmdb_dataset(_fashion_subset(6), store)
+    out = tmp_path / "run"
+    args = ["train", str(store), "--out", str(out), "--backbone", "random:resnet10t", "--backbone-option", "in_chans=1"]
+    args += ["--embed-dim", "8", "--epochs", "1", "--image-size", "28", "--device", "cpu", "--val-fraction", "0.3"]
+    args += ["--sampler", "pairs", "--loss", "contrastive", "--pairs-per-epoch", "16", "--pair-batch-size", "8"]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["epochs_run"] == 1
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["recipe"]["sampler"] == "pairs" and saved["backbone_kwargs"] == {"in_chans": 1}
+    assert "map@r" in saved["metrics"]  # the class-disjoint validation came from the LMDB store too
+
+    result = CliRunner().invoke(main, [*args[:-2], "--loss", "triplet", "--restart"])
+    assert result.exit_code == 1 and "pair loss" in result.output and "Traceback" not in result.output

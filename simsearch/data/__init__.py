@@ -5,10 +5,13 @@ from __future__ import annotations
 from simsearch.data.folders import (
     IMAGE_EXTENSIONS,
     ArrayDataset,
+    ClassSubset,
     DataNotFoundError,
     DatasetError,
     ImageFolderDataset,
     LMDBImageDataset,
+    is_lmdb_dataset,
+    open_image_dataset,
     write_lmdb_dataset,
 )
 from simsearch.data.real import (
@@ -30,6 +33,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "ArrayDataset",
+    "ClassSubset",
     "DataNotFoundError",
     "DatasetError",
     "ImageFolderDataset",
@@ -41,9 +45,11 @@ __all__ = [
     "caltech101_split",
     "data_root",
     "default_cache_dir",
+    "is_lmdb_dataset",
     "load_fashion_mnist",
     "load_omniglot",
     "omniglot_one_shot_runs",
+    "open_image_dataset",
     "pairs_from_batch",
     "triplets_from_batch",
     "write_lmdb_dataset",

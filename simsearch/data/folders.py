@@ -29,10 +29,13 @@ __all__ = [
     "LMDB_FORMAT",
     "LMDB_FORMAT_VERSION",
     "ArrayDataset",
+    "ClassSubset",
     "DataNotFoundError",
     "DatasetError",
     "ImageFolderDataset",
     "LMDBImageDataset",
+    "is_lmdb_dataset",
+    "open_image_dataset",
     "write_lmdb_dataset",
 ]
 
@@ -497,3 +500,77 @@ class LMDBImageDataset(Dataset):
     def close(self) -> None:
         """Close this process's environment of the folder (optional; the next read reopens it)."""
         _close_reader(self.path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Opening either kind of folder, and class subsets
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def is_lmdb_dataset(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is an LMDB folder (it holds LMDB's `data.mdb`), as `write_lmdb_dataset` makes."""
+    return (Path(path).expanduser() / "data.mdb").is_file()
+
+
+def open_image_dataset(
+    path: str | os.PathLike[str], *, min_side: int | None = None
+) -> ImageFolderDataset | LMDBImageDataset:
+    """A labelled image set from either a class-per-folder tree or an LMDB folder (one holding `data.mdb`).
+
+    Items are `(RGB PIL image, label)`, no transform set.
+
+    Raises:
+        DataNotFoundError: `path` is missing.
+        DatasetError: an LMDB folder that is not a simsearch image dataset, or a tree without class folders.
+    """
+    if is_lmdb_dataset(path):
+        return LMDBImageDataset(path, min_side=min_side)
+    return ImageFolderDataset(path, min_side=min_side)
+
+
+class ClassSubset(Dataset):
+    """The items of some classes of a labelled dataset, relabelled 0..C'-1 in the order of `classes`.
+
+    Serves class-disjoint train/validation splits of any dataset with `labels` and `classes` (an LMDB file cannot
+    be re-scanned per class as a folder tree can).
+
+    Attributes:
+        indices: `(N',) int64` positions in the parent dataset.
+        labels: `(N',) int64` new labels.
+        classes: the chosen class names.
+    """
+
+    def __init__(self, dataset: Any, classes: Sequence[str]) -> None:
+        """Select the items.
+
+        Raises:
+            DataNotFoundError: a class name the parent does not have.
+            DatasetError: duplicate names, or a chosen class without any item.
+        """
+        names = list(classes)
+        parent = {name: i for i, name in enumerate(dataset.classes)}
+        missing = [c for c in names if c not in parent]
+        if missing:
+            raise DataNotFoundError(f"class(es) not in the dataset: {', '.join(missing[:5])}")
+        if len(set(names)) != len(names):
+            raise DatasetError("duplicate class names in `classes`")
+        old_labels = np.asarray(dataset.labels, dtype=np.int64)
+        # Parent label -> new label, -1 for the classes left out.
+        mapping = np.full(max(len(dataset.classes), int(old_labels.max(initial=-1)) + 1), -1, dtype=np.int64)
+        mapping[[parent[c] for c in names]] = np.arange(len(names))
+        new_labels = mapping[old_labels]
+        self.indices: np.ndarray = np.flatnonzero(new_labels >= 0)
+        self.labels: np.ndarray = new_labels[self.indices]
+        counts = np.bincount(self.labels, minlength=len(names))
+        empty = [names[c] for c in np.flatnonzero(counts == 0)]
+        if empty:
+            raise DatasetError(f"class(es) without images: {', '.join(empty[:5])}")
+        self.dataset = dataset
+        self.classes: list[str] = names
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        item, _ = self.dataset[int(self.indices[index])]
+        return item, int(self.labels[index])

@@ -8,7 +8,7 @@ import fnmatch
 import inspect
 from typing import Any, NamedTuple
 
-from simsearch.losses.base import LossError, MetricLoss
+from simsearch.losses.base import LossError, MetricLoss, PairLoss
 from simsearch.losses.center import CenterLoss
 from simsearch.losses.contrastive import ContrastiveLoss, PairRegressionLoss
 from simsearch.losses.distances import (
@@ -53,6 +53,11 @@ def list_losses(pattern: str = "*") -> list[str]:
 def loss_has_parameters(name: str) -> bool:
     """Whether the named loss owns learnable parameters (a head, weights or proxies) the optimizer must see."""
     return _entry(name).per_class
+
+
+def is_pair_loss(name: str) -> bool:
+    """Whether the named loss can train on explicit Siamese pairs (`PairLoss.pair_loss`), not only P x K batches."""
+    return issubclass(_entry(name).cls, PairLoss)
 
 
 def _entry(name: str) -> _Entry:
@@ -101,12 +106,14 @@ __all__ = [
     "LossError",
     "MetricLoss",
     "MultiSimilarityLoss",
+    "PairLoss",
     "PairRegressionLoss",
     "ProxyAnchorLoss",
     "SoftmaxLoss",
     "TripletMarginLoss",
     "create_distance",
     "create_loss",
+    "is_pair_loss",
     "list_distances",
     "list_losses",
     "loss_has_parameters",

@@ -24,6 +24,30 @@ class MetricLoss(nn.Module):
         raise NotImplementedError
 
 
+class PairLoss(MetricLoss):
+    """A loss that can also score explicit Siamese pairs (two-tower training, Koch et al. 2015).
+
+    ``pair_loss(first, second, same)`` takes the two towers' ``(B, D)`` embeddings and ``(B,)`` targets
+    (1 = same class, 0 = different), so a pair batch needs no class labels and no ``(2B, 2B)`` distance matrix.
+    """
+
+    def pair_loss(self, first: Tensor, second: Tensor, same: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def check_pairs(first: Tensor, second: Tensor, same: Tensor) -> None:
+    """Raise LossError unless ``first`` and ``second`` are ``(B, D)`` floats of one shape and ``same`` is ``(B,)``."""
+    if first.ndim != 2 or not first.is_floating_point() or first.shape != second.shape:
+        raise LossError(
+            f"pair embeddings must be two (B, D) float tensors of one shape, got {tuple(first.shape)} and "
+            f"{tuple(second.shape)}"
+        )
+    if same.ndim != 1 or same.shape[0] != first.shape[0]:
+        raise LossError(f"pair targets must be ({first.shape[0]},), got shape {tuple(same.shape)}")
+    if first.shape[0] == 0:
+        raise LossError("empty batch: a loss needs at least one pair")
+
+
 def check_batch(embeddings: Tensor, labels: Tensor, num_classes: int | None = None) -> None:
     """Raise LossError unless ``embeddings`` is ``(N, D)`` float and ``labels`` is ``(N,)`` integer.
 

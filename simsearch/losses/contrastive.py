@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from simsearch.losses.base import LossError, MetricLoss, check_batch, zero_loss
+from simsearch.losses.base import LossError, PairLoss, check_batch, check_pairs, zero_loss
 from simsearch.losses.distances import Distance, EuclideanDistance, as_distance
 from simsearch.losses.miners import Pairs, all_pairs
 
@@ -26,7 +26,7 @@ def _mean_nonzero(terms: Tensor) -> Tensor:
     return terms.sum() / (terms > 0).sum().clamp_min(1)
 
 
-class ContrastiveLoss(MetricLoss):
+class ContrastiveLoss(PairLoss):
     """Positive pairs are pulled inside ``pos_margin``, negative pairs pushed beyond ``neg_margin``.
 
     With a distance: ``relu(d - pos_margin)`` for positives and ``relu(neg_margin - d)`` for negatives; with a
@@ -65,9 +65,17 @@ class ContrastiveLoss(MetricLoss):
         first, second = _select_pairs(labels, pairs)
         if first.numel() == 0:
             return zero_loss(embeddings)
-        far = self.distance.farness(self.distance.pairwise(embeddings, embeddings)[first, second])
-        same = labels[first] == labels[second]
+        values = self.distance.pairwise(embeddings, embeddings)[first, second]
+        return self._reduce(values, labels[first] == labels[second])
+
+    def pair_loss(self, first: Tensor, second: Tensor, same: Tensor) -> Tensor:
+        """Loss of explicit pairs: row i of ``first`` with row i of ``second``, ``same`` 1 for a positive pair."""
+        check_pairs(first, second, same)
+        return self._reduce(self.distance.paired(first, second), same > 0.5)
+
+    def _reduce(self, values: Tensor, same: Tensor) -> Tensor:
         d = self.distance
+        far = d.farness(values)
         pos_terms = F.relu(far[same] - d.farness(self.pos_margin))
         neg_terms = F.relu(d.farness(self.neg_margin) - far[~same])
         return _mean_nonzero(pos_terms) + _mean_nonzero(neg_terms)
@@ -76,7 +84,7 @@ class ContrastiveLoss(MetricLoss):
         return f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, distance={self.distance}"
 
 
-class PairRegressionLoss(MetricLoss):
+class PairRegressionLoss(PairLoss):
     """Regress each pair's distance onto 0 (same label) or 1 (different labels): ``mean((d - y)^2)``.
 
     The seeds' Siamese objective. With a similarity the targets flip (1 for similar, 0 for dissimilar), which for
@@ -95,7 +103,15 @@ class PairRegressionLoss(MetricLoss):
         if first.numel() == 0:
             return zero_loss(embeddings)
         values = self.distance.pairwise(embeddings, embeddings)[first, second]
-        different = (labels[first] != labels[second]).to(values.dtype)
+        return self._reduce(values, labels[first] == labels[second])
+
+    def pair_loss(self, first: Tensor, second: Tensor, same: Tensor) -> Tensor:
+        """Loss of explicit pairs: row i of ``first`` with row i of ``second``, ``same`` 1 for a positive pair."""
+        check_pairs(first, second, same)
+        return self._reduce(self.distance.paired(first, second), same > 0.5)
+
+    def _reduce(self, values: Tensor, same: Tensor) -> Tensor:
+        different = (~same).to(values.dtype)
         target = 1.0 - different if self.distance.is_similarity else different
         return torch.mean((values - target) ** 2)
 

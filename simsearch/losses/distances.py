@@ -31,6 +31,10 @@ class Distance:
         """All values between rows of ``a`` ``(N, D)`` and rows of ``b`` ``(M, D)``: ``(N, M)``."""
         raise NotImplementedError
 
+    def paired(self, a: Tensor, b: Tensor) -> Tensor:
+        """Values between row i of ``a`` and row i of ``b``, both ``(N, D)``: ``(N,)`` (explicit Siamese pairs)."""
+        raise NotImplementedError
+
     def __call__(self, a: Tensor, b: Tensor) -> Tensor:
         return self.pairwise(a, b)
 
@@ -58,6 +62,12 @@ class EuclideanDistance(Distance):
         # |a|^2 + |b|^2 - 2ab is one matmul instead of an (N, M, D) difference tensor; cancellation can make it
         # slightly negative, hence the clamp.
         sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+        return self._from_squared(sq)
+
+    def paired(self, a: Tensor, b: Tensor) -> Tensor:
+        return self._from_squared(((a - b) ** 2).sum(1))
+
+    def _from_squared(self, sq: Tensor) -> Tensor:
         if self.squared:
             return sq.clamp_min(0.0)
         # Clamped entries get exactly 0 (with a zero gradient), so identical embeddings are at distance 0, not 1e-6.
@@ -75,6 +85,9 @@ class CosineSimilarity(Distance):
 
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
         return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+
+    def paired(self, a: Tensor, b: Tensor) -> Tensor:
+        return (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(1)
 
 
 _DISTANCES: dict[str, Callable[[], Distance]] = {

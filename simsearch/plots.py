@@ -1,0 +1,291 @@
+"""Pictures of an evaluation: recall@k curves of one or more models and a 2-D projection (PCA or t-SNE) of the test
+embeddings coloured by class. matplotlib is imported inside the drawing functions only (Agg canvas, no pyplot).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simsearch.errors import SimSearchError
+
+__all__ = [
+    "PROJECTIONS",
+    "PlotError",
+    "pca_2d",
+    "recall_curve",
+    "save_eval_plot",
+    "tsne_2d",
+]
+
+logger = logging.getLogger(__name__)
+
+PROJECTIONS = ("pca", "tsne")
+# Points drawn in the projection panel: more only blur the picture (and exact t-SNE is O(N^2) in time and memory).
+_MAX_POINTS = {"pca": 6000, "tsne": 1000}
+# Beyond this many classes a legend is unreadable: colours alone (cyclic colormap) tell neighbouring classes apart.
+_LEGEND_CLASSES = 20
+FIGURE_SIZE = (12.0, 5.5)
+FIGURE_DPI = 100
+
+
+class PlotError(SimSearchError):
+    """A plot cannot be drawn: no recall@k numbers in a record, an unknown projection, too few points."""
+
+
+def recall_curve(record: Mapping[str, Any]) -> tuple[list[int], list[float]]:
+    """The `(ks, recall@k)` of an evaluation record (`simsearch.training.evaluate`), sorted by k.
+
+    Raises:
+        PlotError: the record holds no recall@k.
+    """
+    metrics = record.get("metrics", record)
+    points = sorted(
+        (int(name.split("@", 1)[1]), float(value))
+        for name, value in metrics.items()
+        if name.startswith("recall@") and name.split("@", 1)[1].isdigit()
+    )
+    if not points:
+        raise PlotError(f"record of {record.get('model', '?')} has no recall@k numbers")
+    return [k for k, _ in points], [v for _, v in points]
+
+
+def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """The first two principal components of `(N, D)` vectors (numpy only).
+
+    Signs are fixed (each axis's largest loading positive) so the same vectors always give the same picture.
+
+    Returns:
+        `(N, 2) float32` coordinates and the share of the variance each axis explains.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise PlotError(f"PCA needs (N >= 2, D) vectors, got shape {x.shape}")
+    x = x - x.mean(axis=0)
+    # D x D covariance and its eigenvectors: cheaper than an SVD of (N, D) when N >> D (embeddings are <= ~2k wide).
+    values, vecs = np.linalg.eigh(x.T @ x)
+    order = np.argsort(values)[::-1][:2]
+    axes = vecs[:, order]
+    if axes.shape[1] < 2:
+        axes = np.pad(axes, ((0, 0), (0, 2 - axes.shape[1])))
+    axes *= np.where(axes[np.abs(axes).argmax(axis=0), [0, 1]] < 0, -1.0, 1.0)
+    total = float(values.clip(min=0).sum())
+    explained = tuple(float(values[i]) / total if total > 0 else 0.0 for i in order) + (0.0,) * (2 - len(order))
+    return (x @ axes).astype(np.float32), (explained[0], explained[1])
+
+
+def _conditional_affinities(sq_dist: np.ndarray, perplexity: float, tol: float = 1e-5) -> np.ndarray:
+    """Row-wise Gaussian affinities p_{j|i} whose entropy is log(perplexity), by bisection on the precision beta.
+
+    All rows are bisected together (vectorised); the diagonal of `sq_dist` must already be +inf.
+    """
+    n = len(sq_dist)
+    target = np.log(perplexity)
+    beta = np.ones(n)
+    low = np.full(n, -np.inf)
+    high = np.full(n, np.inf)
+    # Shift each row by its smallest distance: exp() stays in range, and the shift cancels in the normalisation.
+    shifted = sq_dist - sq_dist.min(axis=1, keepdims=True)
+    finite = np.where(np.isinf(shifted), 0.0, shifted)  # the +inf diagonal has p = 0: 0 * inf would be NaN
+    p = np.zeros_like(sq_dist)
+    for _ in range(100):
+        p = np.exp(-shifted * beta[:, None])
+        sums = p.sum(axis=1)
+        p /= sums[:, None]
+        entropy = np.log(sums) + beta * (p * finite).sum(axis=1)
+        diff = entropy - target
+        if np.all(np.abs(diff) < tol):
+            break
+        too_flat = diff > 0  # entropy too high: the Gaussian is too wide, raise beta
+        low = np.where(too_flat, beta, low)
+        high = np.where(too_flat, high, beta)
+        beta = np.where(
+            too_flat,
+            np.where(np.isinf(high), beta * 2, (beta + high) / 2),
+            np.where(np.isinf(low), beta / 2, (beta + low) / 2),
+        )
+    return p
+
+
+def tsne_2d(
+    vectors: np.ndarray,
+    *,
+    perplexity: float = 30.0,
+    iterations: int = 750,
+    seed: int = 0,
+) -> np.ndarray:
+    """Exact t-SNE to 2-D (van der Maaten & Hinton 2008), numpy only: O(N^2) memory and time, meant for N <= ~2000.
+
+    Gaussian input affinities at the given perplexity, Student-t output affinities, gradient descent with momentum
+    and per-coordinate gains, early exaggeration 12 for the first 250 iterations, learning rate N / 12 (Belkina et
+    al. 2019), initialised from PCA scaled to a small spread (deterministic, and keeps the global layout).
+
+    Returns:
+        `(N, 2) float32` coordinates.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    n = len(x)
+    if x.ndim != 2 or n < 4:
+        raise PlotError(f"t-SNE needs (N >= 4, D) vectors, got shape {x.shape}")
+    perplexity = min(perplexity, (n - 1) / 3)
+    sq_norms = (x * x).sum(axis=1)
+    sq_dist = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2 * x @ x.T, 0)
+    np.fill_diagonal(sq_dist, np.inf)
+    p = _conditional_affinities(sq_dist, perplexity)
+    p = (p + p.T) / (2 * n)
+    np.maximum(p, 1e-12, out=p)
+
+    init, _ = pca_2d(x)
+    y = init.astype(np.float64)
+    y = y / max(float(y[:, 0].std()), 1e-12) * 1e-4
+    y += np.random.default_rng(seed).normal(0, 1e-6, y.shape)  # breaks exact ties of duplicate vectors
+    update = np.zeros_like(y)
+    gains = np.ones_like(y)
+    exaggeration, exaggerated_iterations = 12.0, 250
+    learning_rate = max(n / exaggeration, 50.0)
+    for it in range(iterations):
+        sq_norms_y = (y * y).sum(axis=1)
+        num = 1.0 / (1.0 + np.maximum(sq_norms_y[:, None] + sq_norms_y[None, :] - 2 * y @ y.T, 0))
+        np.fill_diagonal(num, 0.0)
+        q = np.maximum(num / num.sum(), 1e-12)
+        weight = ((exaggeration if it < exaggerated_iterations else 1.0) * p - q) * num
+        grad = 4.0 * (weight.sum(axis=1)[:, None] * y - weight @ y)
+        momentum = 0.5 if it < exaggerated_iterations else 0.8
+        # Delta-bar-delta gains: grow a coordinate's step while its gradient keeps its sign against the update.
+        same_sign = np.sign(grad) == np.sign(update)
+        gains = np.maximum(np.where(same_sign, gains * 0.8, gains + 0.2), 0.01)
+        update = momentum * update - learning_rate * gains * grad
+        y += update
+        y -= y.mean(axis=0)
+    return y.astype(np.float32)
+
+
+def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def save_eval_plot(
+    path: str | os.PathLike[str],
+    records: Sequence[Mapping[str, Any]],
+    vectors: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+    projection: str = "pca",
+    max_points: int | None = None,
+    seed: int = 0,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG: recall@k (hit rate) against k for every record on one axes (log2 k), and beside it the 2-D
+    projection of `vectors` coloured by class (left out when `vectors` is None).
+
+    The image is `FIGURE_SIZE * FIGURE_DPI` pixels (1200 x 550). Up to 20 classes get a legend with their names;
+    more are told apart by a cyclic colormap only.
+
+    Args:
+        path: the PNG to write (parent folders are created).
+        records: evaluation records (`simsearch.training.evaluate`), each a curve labelled by its "model".
+        vectors: `(N, D)` embeddings of the evaluated images (the first record's).
+        labels: `(N,)` classes of `vectors`.
+        classes: class names indexed by label, for the legend.
+        projection: "pca" or "tsne" (exact t-SNE, by default on 1,000 points: about half a minute on one core).
+        max_points: draw at most this many points (a seeded random subset); default 6,000 for PCA, 1,000 t-SNE.
+
+    Raises:
+        PlotError: no records, a record without recall@k, an unknown projection, vectors and labels that disagree.
+    """
+    if not records:
+        raise PlotError("no evaluation records to plot")
+    if projection not in PROJECTIONS:
+        raise PlotError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
+    curves = [(str(r.get("model", f"model {i + 1}")), *recall_curve(r)) for i, r in enumerate(records)]
+    points: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    axis_names = ("", "")
+    if vectors is not None:
+        vec = np.asarray(vectors)
+        if labels is None or len(np.asarray(labels)) != len(vec):
+            raise PlotError("the projection needs one label per vector")
+        keep = _subsample(len(vec), max_points or _MAX_POINTS[projection], seed)
+        point_labels = np.asarray(labels)[keep]
+        if projection == "pca":
+            points, explained = pca_2d(vec[keep])
+            axis_names = (f"PC1 ({explained[0]:.0%} of variance)", f"PC2 ({explained[1]:.0%})")
+        else:
+            points = tsne_2d(vec[keep], seed=seed)
+            axis_names = ("t-SNE 1", "t-SNE 2")
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGURE_SIZE, dpi=FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    if points is not None:
+        ax_curve, ax_proj = fig.subplots(1, 2, width_ratios=(1, 1.15))
+    else:
+        ax_curve, ax_proj = fig.subplots(1, 1), None
+    all_ks = sorted({k for _, ks, _ in curves for k in ks})
+    for name, ks, values in curves:
+        ax_curve.plot(ks, values, marker="o", label=name)
+    ax_curve.set_xscale("log", base=2)
+    ax_curve.set_xticks(all_ks, [str(k) for k in all_ks])
+    ax_curve.set_ylim(0, 1.02)
+    ax_curve.set_xlabel("k")
+    ax_curve.set_ylabel("recall@k (hit rate)")
+    first = records[0]
+    ax_curve.set_title(f"{first.get('images', '?')} images, {first.get('classes', '?')} classes, leave-one-out")
+    ax_curve.grid(True, alpha=0.3)
+    ax_curve.legend(loc="lower right", fontsize="small")
+
+    if ax_proj is not None and points is not None and point_labels is not None:
+        _draw_projection(ax_proj, points, point_labels, classes, len(np.asarray(vectors)))
+        ax_proj.set_xlabel(axis_names[0])
+        ax_proj.set_ylabel(axis_names[1])
+        method = "PCA" if projection == "pca" else "t-SNE"
+        ax_proj.set_title(f"{method} of the embeddings of {curves[0][0]}")
+    if title:
+        fig.suptitle(title)
+    out = Path(path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    logger.info("wrote %s", out)
+    return out
+
+
+def _draw_projection(
+    ax: Any, points: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None, total: int
+) -> None:
+    import matplotlib
+
+    present = np.unique(labels)
+    n_classes = len(present)
+    if n_classes <= _LEGEND_CLASSES:
+        cmap = matplotlib.colormaps["tab10" if n_classes <= 10 else "tab20"]
+        colour_of = {c: cmap(i) for i, c in enumerate(present)}
+    else:
+        # Cyclic: the first and last classes must not look alike. Classes are spread round the circle in a
+        # scrambled order so neighbouring label numbers do not get neighbouring hues.
+        cmap = matplotlib.colormaps["hsv"]
+        order = np.random.default_rng(0).permutation(n_classes)
+        colour_of = {c: cmap(order[i] / n_classes) for i, c in enumerate(present)}
+    size = 12 if len(points) <= 2000 else 5
+    if n_classes <= _LEGEND_CLASSES:
+        for c in present:
+            mask = labels == c
+            name = classes[int(c)] if classes is not None and int(c) < len(classes) else str(c)
+            ax.scatter(points[mask, 0], points[mask, 1], s=size, color=colour_of[c], alpha=0.75, label=name[:24])
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="x-small", markerscale=1.5, frameon=False)
+    else:
+        colours = np.array([colour_of[c] for c in labels])
+        ax.scatter(points[:, 0], points[:, 1], s=size, c=colours, alpha=0.75, linewidths=0)
+    shown = f"{len(points)} of {total} points" if len(points) < total else f"{total} points"
+    ax.text(0.01, 0.99, f"{shown}, {n_classes} classes", transform=ax.transAxes, va="top", fontsize="small")
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -1,0 +1,93 @@
+"""The evaluation plot (simsearch.plots): a valid PNG of the documented size, PCA and t-SNE that keep what they
+should, and matplotlib kept off the import path of the library and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from simsearch.plots import FIGURE_DPI, FIGURE_SIZE, PlotError, pca_2d, recall_curve, save_eval_plot, tsne_2d
+
+EXPECTED_SIZE = (round(FIGURE_SIZE[0] * FIGURE_DPI), round(FIGURE_SIZE[1] * FIGURE_DPI))
+
+
+def _record(model: str, scale: float = 1.0) -> dict:
+    recalls = {f"recall@{k}": min(1.0, scale * (0.4 + 0.1 * i)) for i, k in enumerate((1, 2, 4, 8, 16, 32))}
+    return {"model": model, "images": 90, "classes": 3, "metrics": {**recalls, "map@r": 0.3, "queries": 90}}
+
+
+def _blobs(n_classes: int, per_class: int, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Well-separated Gaussian classes: centres 3 sigma apart per axis, in `dim` dimensions."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), per_class)
+    centres = rng.normal(0, 3, (n_classes, dim))
+    return (centres[labels] + rng.normal(0, 1, (len(labels), dim))).astype(np.float32), labels
+
+
+def _one_nn_accuracy(points: np.ndarray, labels: np.ndarray) -> float:
+    d = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return float((labels[d.argmin(axis=1)] == labels).mean())
+
+
+def test_the_eval_plot_is_a_valid_png_of_the_documented_size(tmp_path: Path) -> None:
+    vectors, labels = _blobs(3, 30)
+    out = save_eval_plot(
+        tmp_path / "sub" / "eval.png", [_record("a"), _record("b", 0.8)], vectors, labels, classes=["x", "y", "z"]
+    )
+    assert out == tmp_path / "sub" / "eval.png"
+    with Image.open(out) as image:
+        image.verify()
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size == EXPECTED_SIZE
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.std() > 10  # something was drawn, not a blank canvas
+
+
+def test_many_classes_and_no_vectors_still_give_a_png(tmp_path: Path) -> None:
+    vectors, labels = _blobs(60, 5)
+    save_eval_plot(tmp_path / "many.png", [_record("a")], vectors, labels)
+    save_eval_plot(tmp_path / "curve.png", [_record("a")])
+    for name in ("many.png", "curve.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.size == EXPECTED_SIZE
+
+
+def test_recall_curve_reads_the_k_in_numeric_order_and_refuses_a_record_without_recall() -> None:
+    record = {"metrics": {"recall@16": 0.9, "recall@2": 0.5, "recall@1": 0.4, "precision@1": 0.4, "map@r": 0.2}}
+    assert recall_curve(record) == ([1, 2, 16], [0.4, 0.5, 0.9])
+    with pytest.raises(PlotError, match="no recall@k"):
+        recall_curve({"model": "m", "metrics": {"map@r": 0.2}})
+    with pytest.raises(PlotError, match="projection"):
+        save_eval_plot("unused.png", [record], np.zeros((4, 2)), np.zeros(4), projection="umap")
+
+
+def test_pca_finds_the_plane_that_planar_data_lie_in() -> None:
+    rng = np.random.default_rng(1)
+    plane = rng.normal(0, 1, (200, 2)) * np.array([5.0, 2.0])
+    basis, _ = np.linalg.qr(rng.normal(0, 1, (10, 2)))
+    points, explained = pca_2d(plane @ basis.T + 7.0)
+    assert sum(explained) == pytest.approx(1.0, abs=1e-6) and explained[0] > explained[1]
+    # Distances within the plane are kept exactly (a rotation/reflection of the centred plane).
+    d_in = np.linalg.norm(plane[:, None] - plane[None], axis=-1)
+    d_out = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    assert np.allclose(d_in, d_out, atol=1e-3)
+
+
+def test_tsne_keeps_well_separated_classes_apart_and_is_deterministic() -> None:
+    vectors, labels = _blobs(5, 40, dim=32)
+    points = tsne_2d(vectors, iterations=400)
+    assert points.shape == (200, 2) and np.isfinite(points).all()
+    assert _one_nn_accuracy(points, labels) >= 0.98
+    assert np.array_equal(points, tsne_2d(vectors, iterations=400))
+
+
+def test_importing_the_library_and_the_cli_does_not_import_matplotlib() -> None:
+    code = "import sys, simsearch, simsearch.plots, simsearch.training, cli.main; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
