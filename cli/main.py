@@ -537,5 +537,14 @@ def pack(folder: Path, out: Path, max_side: int | None, overwrite: bool, as_json
     click.echo(f"packed {count} images of {len(dataset.classes)} classes into {out}", err=True)
 
 
+def _register_extra_commands() -> None:
+    """Commands that live in their own modules (importing them costs nothing: their heavy imports are lazy)."""
+    from cli.bench import bench
+
+    main.add_command(bench)
+
+
+_register_extra_commands()
+
 if __name__ == "__main__":
     main()

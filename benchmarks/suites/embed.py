@@ -1,0 +1,215 @@
+"""Embed suite: images/s of the whole indexing pipeline (`Collection.index_folder` on a folder of real Caltech-101
+photos: scan, hash, decode, transform, forward, store, index) beside the bare model forward on the same images already
+decoded, at the same batch size and threads; their ratio; a sweep over batch size and decode workers; peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.suites import BenchmarkError, autocast, caltech_photo_names, copy_photos, prepare, synchronize
+
+logger = logging.getLogger(__name__)
+
+HELP = "images/s of the indexing pipeline vs the bare forward; batch x workers sweep; peak RSS"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default", help="'default', a timm name or a checkpoint folder")
+    parser.add_argument("--images", type=int, default=1000, help="photos of the headline comparison")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size of the headline comparison")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="decode workers of the headline comparison [default: the library's]"
+    )
+    parser.add_argument("--sweep-images", type=int, default=256, help="photos per sweep point")
+    parser.add_argument("--sweep-batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument("--sweep-workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--no-sweep", action="store_true", help="only the headline comparison")
+
+
+def _decoded(embedder: Any, photos: Sequence[Path]) -> tuple[Any, float]:
+    """`(N, C, H, W)` float32 tensors exactly as the pipeline's workers make them, and the seconds that took here."""
+    import torch
+
+    from simsearch.embedding import decode_min_side, transform_for
+    from simsearch.images import DEFAULT_MAX_PIXELS, load_image
+
+    transform = transform_for(embedder)
+    min_side = decode_min_side(embedder.data_config)
+    started = time.perf_counter()
+    tensors = [transform(load_image(p, max_pixels=DEFAULT_MAX_PIXELS, min_side=min_side)) for p in photos]
+    seconds = time.perf_counter() - started
+    return torch.stack(tensors), seconds
+
+
+def bare_forward(embedder: Any, tensors: Any, batch_size: int, args: argparse.Namespace) -> dict[str, float]:
+    """Images/s of `simsearch.embedding.forward` (the function the pipeline calls) on ready batches."""
+    from simsearch.embedding import forward
+
+    with autocast(args.device, args.amp):
+        forward(embedder, tensors[:batch_size])  # warm-up: first-call allocations and kernel selection
+        synchronize(args.device)
+        started = time.perf_counter()
+        for start in range(0, len(tensors), batch_size):
+            forward(embedder, tensors[start : start + batch_size])
+        synchronize(args.device)
+        seconds = time.perf_counter() - started
+    return {"forward_images_per_s": len(tensors) / seconds, "forward_seconds": seconds}
+
+
+def pipeline(folder: Path, n: int, batch_size: int, workers: int | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Images/s of `Collection.index_folder` into a fresh temporary collection (model load not counted), peak RSS."""
+    import simsearch
+    from benchmarks.record import PeakRSS
+
+    with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
+        col = simsearch.Collection.open(Path(tmp) / "col", create=True, model=args.model, device=args.device)
+        try:
+            prepare(col.embedder, args.device)
+            with PeakRSS() as rss, autocast(args.device, args.amp):
+                started = time.perf_counter()
+                report = col.index_folder(folder, batch_size=batch_size, workers=workers)
+                synchronize(args.device)
+                wall = time.perf_counter() - started
+        finally:
+            col.close()
+    if report.embedded != n or report.skipped:
+        raise BenchmarkError(f"the pipeline embedded {report.embedded} of {n} photos ({report.skipped} skipped)")
+    return {"pipeline_images_per_s": n / wall, "pipeline_seconds": wall, **rss.as_dict()}
+
+
+def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    """Headline pipeline-vs-forward comparison, then the batch-size x workers sweep, then the PNG."""
+    from benchmarks.record import max_rss_mib
+    from simsearch.embedding import default_workers
+    from simsearch.models import load_embedder
+
+    if args.tiny:
+        args.images, args.sweep_images = min(args.images, 6), min(args.sweep_images, 6)
+        args.batch_size = min(args.batch_size, 4)
+        args.sweep_batch_sizes, args.sweep_workers = [2, 4], [0, 1]
+    workers = default_workers() if args.workers is None else args.workers
+    n_photos = max(args.images, 0 if args.no_sweep else args.sweep_images)
+    photos = caltech_photo_names(n_photos, args.data)
+    embedder = prepare(load_embedder(args.model, device=args.device), args.device)
+
+    sweep_sizes = [] if args.no_sweep else list(args.sweep_batch_sizes)
+    # The bare forward first, on tensors decoded once; they are freed before the pipeline runs, so its peak memory
+    # is the pipeline's own.
+    tensors, decode_seconds = _decoded(embedder, photos)
+    logger.info("embed: bare forward, batch sizes %s", sorted({args.batch_size, *sweep_sizes}))
+    bare = bare_forward(embedder, tensors[: args.images], args.batch_size, args)
+    sweep_forward = {b: bare_forward(embedder, tensors[: args.sweep_images], b, args) for b in sweep_sizes}
+    del tensors
+    gc.collect()
+
+    with tempfile.TemporaryDirectory(prefix="bench-photos-") as tmp:
+        head_dir = copy_photos(photos[: args.images], Path(tmp) / "headline")
+        logger.info("embed: pipeline, %d photos, batch %d, %d workers", args.images, args.batch_size, workers)
+        pipe = pipeline(head_dir, args.images, args.batch_size, workers, args)
+        headline = {
+            "images": args.images,
+            "batch_size": args.batch_size,
+            "workers": workers,
+            **pipe,
+            **bare,
+            "ratio_pipeline_over_forward": pipe["pipeline_images_per_s"] / bare["forward_images_per_s"],
+            "decode_transform_images_per_s_one_process": n_photos / decode_seconds,
+        }
+        sweep: list[dict[str, Any]] = []
+        if sweep_sizes:
+            sweep_dir = copy_photos(photos[: args.sweep_images], Path(tmp) / "sweep")
+            for batch_size in sweep_sizes:
+                for w in args.sweep_workers:
+                    logger.info("embed: sweep, %d photos, batch %d, %d workers", args.sweep_images, batch_size, w)
+                    point = pipeline(sweep_dir, args.sweep_images, batch_size, w, args)
+                    forward_point = sweep_forward[batch_size]
+                    sweep.append(
+                        {
+                            "images": args.sweep_images,
+                            "batch_size": batch_size,
+                            "workers": w,
+                            **point,
+                            **forward_point,
+                            "ratio_pipeline_over_forward": point["pipeline_images_per_s"]
+                            / forward_point["forward_images_per_s"],
+                        }
+                    )
+
+    figure_path = out_dir / "embed_throughput.png"
+    _plot(headline, sweep, figure_path, args)
+    record = {
+        "model": {"spec": args.model, "model_id": embedder.model_id, "embed_dim": int(embedder.embed_dim)},
+        "dataset": "Caltech-101 (101 object classes, BACKGROUND_Google dropped)",
+        "protocol": (
+            "photos: the first ceil(n/101) of each class in sorted class order; pipeline = Collection.index_folder "
+            "into a fresh temporary collection (model loaded beforehand, not timed): scan, hash, decode with JPEG "
+            "draft, transform, thumbnail, forward, LMDB store, FAISS index; forward = simsearch.embedding.forward on "
+            "the same photos already decoded and stacked in memory (one warm-up batch first), same batch size and "
+            "torch threads, measured before the pipeline runs and freed; peak memory sampled from /proc every 50 ms: "
+            "RSS of the main process, and PSS of the main process plus its decode workers"
+        ),
+        "amp": args.amp,
+        "headline": headline,
+        "sweep": sweep,
+        "process_max_rss_mib": max_rss_mib(),
+    }
+    table = [{"run": "headline", **_row(headline)}] + [{"run": "sweep", **_row(p)} for p in sweep]
+    return {"record": record, "figures": [figure_path], "table": table}
+
+
+def _row(point: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "images": point.get("images"),
+        "batch": point["batch_size"],
+        "workers": point["workers"],
+        "pipeline img/s": point["pipeline_images_per_s"],
+        "forward img/s": point["forward_images_per_s"],
+        "ratio": point["ratio_pipeline_over_forward"],
+        "RSS at start MiB": point["start_rss_mib"],
+        "peak RSS MiB": point["peak_rss_mib"],
+        "peak PSS MiB (+workers)": point["peak_pss_with_workers_mib"],
+    }
+
+
+def _plot(headline: dict[str, Any], sweep: list[dict[str, Any]], path: Path, args: argparse.Namespace) -> None:
+    from benchmarks.record import figure
+
+    with figure(path, width=7.0, height=4.2) as ax:
+        if sweep:
+            sizes = sorted({p["batch_size"] for p in sweep})
+            for w in sorted({p["workers"] for p in sweep}):
+                pts = sorted((p for p in sweep if p["workers"] == w), key=lambda p: p["batch_size"])
+                ax.plot(
+                    [p["batch_size"] for p in pts],
+                    [p["pipeline_images_per_s"] for p in pts],
+                    marker="o",
+                    label=f"pipeline, {w} decode worker{'s' if w != 1 else ''}",
+                )
+            forward = {p["batch_size"]: p["forward_images_per_s"] for p in sweep}
+            ax.plot(sizes, [forward[s] for s in sizes], "k--", marker="s", label="bare forward (decoded tensors)")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.scatter(
+            [headline["batch_size"]],
+            [headline["pipeline_images_per_s"]],
+            marker="*",
+            s=160,
+            color="tab:red",
+            zorder=5,
+            label=f"headline: {headline['images']} photos, {headline['workers']} decode worker"
+            f"{'s' if headline['workers'] != 1 else ''}",
+        )
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images / s")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.set_title(f"indexing throughput, {args.device}, {args.threads} thread{'s' if args.threads != 1 else ''}")
+        ax.legend(fontsize=8)

@@ -1,0 +1,279 @@
+"""The benchmark command (`python -m benchmarks SUITE`, `simsearch bench`): every suite runs at --tiny sizes and writes
+a well-formed record (JSON with the environment and the suite's numbers, valid PNGs, a Markdown table); the framework
+itself (all, records, help, errors) with fake suites; helpers. No timing thresholds: only shapes and keys."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import DATA
+
+from benchmarks import __main__ as bench_main
+from benchmarks import suites
+from benchmarks.record import ENVIRONMENT_KEYS, PeakRSS, markdown_table
+from benchmarks.suites import BenchmarkError, class_balanced_rows
+from cli.bench import bench
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: Files of the shared data each suite reads.
+NEEDS = {
+    "quality": [
+        "caltech101/101_ObjectCategories.tar",
+        "omniglot/images_evaluation.npz",
+        "omniglot/all_runs.zip",
+        "fashion-mnist",
+    ],
+    "embed": ["caltech101/101_ObjectCategories.tar"],
+    "query": ["caltech101/101_ObjectCategories.tar"],
+    "search": [],
+}
+
+
+def require_data(suite: str) -> None:
+    missing = [p for p in NEEDS[suite] if not (DATA / p).exists()]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not found under {DATA} (set SIMSEARCH_DATA to the shared data folder)")
+
+
+def check_record(out: Path, suite: str) -> dict[str, Any]:
+    """The files of one suite run are there and well formed; returns the parsed record."""
+    from PIL import Image
+
+    record = json.loads((out / f"{suite}.json").read_text())
+    assert record["suite"] == suite
+    assert set(ENVIRONMENT_KEYS) <= set(record["environment"]), set(ENVIRONMENT_KEYS) - set(record["environment"])
+    env = record["environment"]
+    assert env["device"] in ("cpu", "cuda") or env["device"].startswith("cuda:")
+    if env["gpu"] is None:
+        assert env["device"] == "cpu" and "no GPU" in env["note"]
+    assert {"commit", "dirty"} <= set(record["git"])
+    assert record["date"] and record["parameters"]["tiny"] is True
+    assert record["table"] and all(isinstance(row, dict) for row in record["table"])
+    assert record["figures"], "a suite draws at least one PNG"
+    for name in record["figures"]:
+        path = out / name
+        assert path.read_bytes()[:8] == PNG_MAGIC, path
+        with Image.open(path) as im:
+            im.verify()
+    markdown = (out / f"{suite}.md").read_text()
+    assert markdown.startswith(f"## {suite}") and "|---|" in markdown
+    return record
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, int | float) and np.isfinite(value)
+
+
+def run_tiny(suite: str, out: Path, *extra: str) -> dict[str, Any]:
+    require_data(suite)
+    status = bench_main.main([suite, "--tiny", "--threads", "1", "--out", str(out), "--data", str(DATA), *extra])
+    assert status == 0
+    return check_record(out, suite)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Each suite at tiny size
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_quality_suite_writes_recall_map_nmi_and_the_one_shot_accuracy(tmp_path: Path) -> None:
+    record = run_tiny("quality", tmp_path)
+    assert set(record["datasets"]) == {"caltech101", "omniglot", "fashion-mnist"}
+    for name, entry in record["datasets"].items():
+        metrics = entry["metrics"]
+        for key in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi"):
+            assert finite(metrics[key]) and 0 <= metrics[key] <= 1, (name, key, metrics.get(key))
+        # Hit rate can only grow with k.
+        assert metrics["recall@1"] <= metrics["recall@2"] <= metrics["recall@4"] <= metrics["recall@8"]
+        assert 2 <= entry["queries"] <= 12 and entry["protocol"]
+    assert 0 <= record["datasets"]["omniglot"]["one_shot_accuracy"] <= 1
+    assert record["datasets"]["omniglot"]["one_shot_runs"] == 1
+    assert [row["dataset"] for row in record["table"]] == ["caltech101", "omniglot", "fashion-mnist"]
+
+
+def test_embed_suite_writes_pipeline_and_forward_rates_their_ratio_and_a_sweep(tmp_path: Path) -> None:
+    record = run_tiny("embed", tmp_path)
+    points = [record["headline"], *record["sweep"]]
+    assert len(record["sweep"]) == 4  # tiny: batch sizes 2, 4 x workers 0, 1
+    for point in points:
+        for key in ("pipeline_images_per_s", "forward_images_per_s", "peak_rss_mib", "peak_pss_with_workers_mib"):
+            assert finite(point[key]) and point[key] > 0, (key, point)
+        ratio = point["pipeline_images_per_s"] / point["forward_images_per_s"]
+        assert point["ratio_pipeline_over_forward"] == pytest.approx(ratio)
+    assert {(p["batch_size"], p["workers"]) for p in record["sweep"]} == {(2, 0), (2, 1), (4, 0), (4, 1)}
+
+
+def test_query_suite_writes_stage_latencies_their_sum_the_total_and_the_cold_ratio(tmp_path: Path) -> None:
+    record = run_tiny("query", tmp_path)
+    warm = record["warm"]
+    for stage in ("decode", "transform", "forward", "search", "store"):
+        assert finite(warm["stages"][stage]["p50_ms"]) and warm["stages"][stage]["p95_ms"] >= 0
+    assert warm["stage_sum"]["p50_ms"] > 0 and warm["total"]["p50_ms"] > 0
+    assert finite(warm["stage_sum_over_total_median"])
+    assert warm["staged_results_differ_from_search"] == 0, "the staged path must find what Collection.search finds"
+    cold = record["cold"]
+    assert cold["simsearch_query_s_median"] > 0 and cold["import_torch_s_median"] > 0
+    assert cold["ratio_query_over_import_torch"] == pytest.approx(
+        cold["simsearch_query_s_median"] / cold["import_torch_s_median"]
+    )
+
+
+def test_search_suite_writes_a_well_formed_record_when_it_exists(tmp_path: Path) -> None:
+    if importlib.util.find_spec("benchmarks.suites.search") is None:
+        pytest.skip("benchmarks/suites/search.py (the FAISS suite) does not exist yet")
+    record = run_tiny("search", tmp_path)
+    assert record["table"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The framework, with fake suites
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def fake_suite(name: str, calls: list[str]) -> types.ModuleType:
+    """A suite module that records its call and draws a one-bar PNG."""
+    module = types.ModuleType(f"benchmarks.suites.{name}", f"Fake {name} suite.")
+
+    def add_arguments(parser: Any) -> None:
+        parser.add_argument("--size", type=int, default=3)
+
+    def run(args: Any, out_dir: Path) -> dict[str, Any]:
+        from benchmarks.record import figure
+
+        calls.append(name)
+        path = out_dir / f"{name}.png"
+        with figure(path) as ax:
+            ax.bar(["x"], [args.size])
+        return {
+            "record": {"size": args.size, "value": np.float32(0.5), "array": np.arange(2)},
+            "figures": [path],
+            "table": [{"name": name, "value": 0.5}],
+        }
+
+    module.add_arguments = add_arguments  # type: ignore[attr-defined]
+    module.run = run  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    modules = {n: fake_suite(n, calls) for n in ("alpha", "beta")}
+    monkeypatch.setattr(suites, "available", lambda: list(modules))
+    monkeypatch.setattr(suites, "load", lambda name: modules[name])
+    return calls
+
+
+def test_all_runs_every_suite_with_its_defaults_and_writes_one_record_each(
+    fakes: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench_main.main(["all", "--tiny", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    assert fakes == ["alpha", "beta"]
+    for name in ("alpha", "beta"):
+        record = check_record(tmp_path, name)
+        assert record["size"] == 3 and record["value"] == 0.5 and record["array"] == [0, 1]
+        assert record["parameters"]["size"] == 3 and record["environment"]["device"] == "cpu"
+    assert "| name | value |" in capsys.readouterr().out
+
+
+def test_help_lists_the_suites_and_all(fakes: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "alpha" in out and "beta" in out and "all" in out
+
+
+def test_the_real_suites_are_found() -> None:
+    assert {"quality", "embed", "query"} <= set(suites.available())
+    for name in ("quality", "embed", "query"):
+        assert callable(suites.load(name).run)
+
+
+def test_a_suite_error_is_one_line_and_status_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = fake_suite("broken", [])
+
+    def run(args: Any, out_dir: Path) -> dict[str, Any]:
+        raise BenchmarkError("no photos here")
+
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setattr(suites, "available", lambda: ["broken"])
+    monkeypatch.setattr(suites, "load", lambda name: module)
+    assert bench_main.main(["broken", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == "error: no photos here"
+    assert not (tmp_path / "broken.json").exists()
+
+
+def test_amp_fp16_on_the_cpu_is_refused() -> None:
+    with pytest.raises(BenchmarkError, match="fp16 needs --device cuda"):
+        suites.autocast("cpu", "fp16")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# simsearch bench
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_simsearch_bench_passes_its_arguments_to_the_benchmarks(fakes: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(bench, ["alpha", "--size", "5", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert fakes == ["alpha"] and json.loads((tmp_path / "alpha.json").read_text())["size"] == 5
+    help_result = CliRunner().invoke(bench, ["--help"])
+    assert help_result.exit_code == 0 and "usage: simsearch bench" in help_result.output
+
+
+def test_simsearch_bench_outside_a_checkout_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "benchmarks.__main__", None)  # as if benchmarks/ were not there
+    result = CliRunner().invoke(bench, ["quality"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: simsearch bench needs a source checkout of simsearch (benchmarks/ is not part of the installed "
+        "package): run it from a clone of the repository"
+    ]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_limit_takes_whole_classes_of_at_least_two_images() -> None:
+    labels = np.repeat(np.arange(10), 7)  # 10 classes of 7
+    rows = class_balanced_rows(labels, 9)
+    kept = labels[rows]
+    assert len(rows) <= 9 and len(np.unique(kept)) == 4
+    assert all(np.sum(kept == c) == 2 for c in np.unique(kept))
+    assert list(class_balanced_rows(labels, None)) == list(range(70))
+    rows = class_balanced_rows(labels, 35)  # 4 per class: 8 whole classes fit
+    assert len(rows) == 32 and list(rows[:4]) == [0, 1, 2, 3]
+    with pytest.raises(BenchmarkError):
+        class_balanced_rows(labels, 1)
+
+
+def test_markdown_table_takes_the_union_of_the_columns_in_order() -> None:
+    table = markdown_table([{"a": 1, "b": 0.12345}, {"a": 2, "c": "x|y"}])
+    lines = table.strip().splitlines()
+    assert lines[0] == "| a | b | c |" and lines[1] == "|---|---|---|"
+    assert lines[2] == "| 1 | 0.123 |  |" and lines[3] == "| 2 |  | x\\|y |"
+
+
+def test_peak_rss_sees_memory_allocated_inside_it() -> None:
+    with PeakRSS() as before:
+        pass
+    with PeakRSS() as during:
+        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+        block[::4096] = 2
+    assert during.peak_self >= before.peak_self + 48 * 2**20
+    assert during.as_dict()["peak_pss_with_workers_mib"] > 0
+    del block
