@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from cli.progress import BarProgress
+from indexes import IndexLayerError, parse_memory
 from simsearch import Collection, SimSearchError, open_collection
 from simsearch.collection import COLLECTION_ENV, default_collection_path
 
@@ -75,7 +76,15 @@ def main() -> None:
 @device_option
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [default: half the cores].")
-@click.option("--index-factory", help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ32 [default: by size].")
+@click.option(
+    "--index-factory",
+    help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ32 [default: exact up to 100k images, then measured].",
+)
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    help="Memory budget of the index, e.g. 4G, 512M or bytes; kept for later runs [default: none].",
+)
 @click.option(
     "--max-pixels",
     type=click.IntRange(1),
@@ -95,6 +104,7 @@ def index(
     batch_size: int,
     workers: int | None,
     index_factory: str | None,
+    max_memory: str | None,
     max_pixels: int,
     as_json: bool,
     quiet: bool,
@@ -106,8 +116,16 @@ def index(
     \b
         simsearch index ~/Pictures -c ~/pictures.simsearch
     """
+    budget = None
+    if max_memory is not None:
+        try:
+            budget = parse_memory(max_memory)
+        except IndexLayerError as exc:
+            raise click.ClickException(f"--max-memory: {exc}") from exc
     progress = BarProgress(enabled=not quiet and sys.stderr.isatty())
     with Collection.open(collection, model=model, weights=weights, device=device, create=True) as col:
+        if budget is not None:
+            col.set_max_memory(budget)
         if index_factory:
             col.set_index_factory(index_factory)
         try:

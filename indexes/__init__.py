@@ -2,6 +2,17 @@
 
 from indexes.errors import IndexLayerError
 from indexes.factory import choose_factory, default_search_params, gpu_count
+from indexes.tuning import IndexChoice, choose_index, estimate_memory, parse_memory
 from indexes.vector_index import VectorIndex
 
-__all__ = ["IndexLayerError", "VectorIndex", "choose_factory", "default_search_params", "gpu_count"]
+__all__ = [
+    "IndexChoice",
+    "IndexLayerError",
+    "VectorIndex",
+    "choose_factory",
+    "choose_index",
+    "default_search_params",
+    "estimate_memory",
+    "gpu_count",
+    "parse_memory",
+]

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 import numpy as np
 import PIL.Image
 
-from indexes import IndexLayerError, VectorIndex, choose_factory, default_search_params
+from indexes import IndexLayerError, VectorIndex, choose_factory, choose_index, default_search_params, estimate_memory
 from simsearch.errors import CollectionError, ImageError, ModelMismatchError
 from simsearch.images import DEFAULT_MAX_PIXELS, file_sha256, probe_image, scan_folder
 from simsearch.manifest import IndexInfo, Manifest, ModelInfo, now_iso
@@ -35,6 +35,11 @@ MANIFEST = "manifest.json"
 STORE = "store.lmdb"
 VECTORS = "vectors.faiss"
 _SAVE_EVERY_S = 60.0  # a long run saves the index now and then, so a crash costs at most a minute of index work
+#: Beyond exact search the index is chosen by measurement (indexes.choose_index) on this many stored vectors, of
+#: which TUNE_QUERIES are held out as queries: ~10-30 s at 1280 dims on 2 cores, once per RETUNE_GROWTH-fold change.
+TUNE_SAMPLE = 20_000
+TUNE_QUERIES = 200
+RETUNE_GROWTH = 4.0
 
 ImageInput = str | os.PathLike[str] | bytes | PIL.Image.Image
 
@@ -401,10 +406,17 @@ class Collection:
         return list(doomed.values())
 
     def set_index_factory(self, factory: str | None, search_params: str | None = None) -> None:
-        """Pin the FAISS index type (a factory string kept verbatim), or ``None`` to follow the collection's size
-        again. A change rebuilds the index from the stored vectors: nothing is embedded again."""
+        """Pin the FAISS index type (a factory string kept verbatim), or ``None`` to let the engine choose again (by
+        size, then by measurement). A change rebuilds the index from the stored vectors: nothing is embedded again."""
         self._acquire_lock()
         self.manifest.index.auto = factory is None
+        self.manifest.index.tuning = None
+        if factory is None:
+            self._save()  # chooses, and rebuilds when the choice differs from the current index
+            if search_params is not None:
+                self.index.set_search_params(search_params)
+                self._save()
+            return
         wanted = factory or choose_factory(len(self.store), self.dim)
         if wanted != self.index.factory:
             try:
@@ -414,6 +426,18 @@ class Collection:
             self.index = fresh
             self._index_add_from_store(self.store.ids())
         self.index.set_search_params(search_params if search_params is not None else default_search_params(wanted))
+        self._save()
+
+    def set_max_memory(self, budget: int | None) -> None:
+        """Set (or clear, with ``None``) the index's memory budget in bytes; it is kept in the manifest, and the
+        engine's next choice of index (now, when the factory is not pinned) respects it."""
+        if budget is not None and budget < 1:
+            raise CollectionError(f"the memory budget must be a positive number of bytes, got {budget}")
+        if budget == self.manifest.index.max_memory:
+            return
+        self._acquire_lock()
+        self.manifest.index.max_memory = budget
+        self.manifest.index.tuning = None  # measured under another budget
         self._save()
 
     def close(self) -> None:
@@ -441,6 +465,8 @@ class Collection:
             "index_factory": self.manifest.index.factory,
             "index_auto": self.manifest.index.auto,
             "search_params": self.manifest.index.search_params,
+            "index_max_memory": self.manifest.index.max_memory,
+            "index_recall_at_10": (self.manifest.index.tuning or {}).get("recall_at_10"),
             "index_on_gpu": self.index.on_gpu,
             "disk_bytes": disk,
             "created": self.manifest.created,
@@ -562,16 +588,60 @@ class Collection:
         self._index_add_from_store(ids)
 
     def _maybe_change_factory(self) -> None:
-        """When the factory follows the size and the size has moved into another regime, rebuild from the store."""
-        if not self.manifest.index.auto:
+        """When the engine picks the factory: exact "Flat" while the size rule says so and it fits the budget;
+        beyond, the index measured fastest at recall@10 >= 0.95 on a sample of the stored vectors
+        (indexes.choose_index), measured again once the size has changed RETUNE_GROWTH-fold. Rebuilds from the store
+        when the choice changes."""
+        info = self.manifest.index
+        if not info.auto:
             return
-        wanted = choose_factory(len(self.store), self.dim)
-        if wanted == self.index.factory:
-            return
-        log.info("collection size %d: rebuilding the index as %s", len(self.store), wanted)
-        self.index = VectorIndex.create(self.dim, wanted)
-        self.index.set_search_params(default_search_params(wanted))
-        self._index_add_from_store(self.store.ids())
+        n = len(self.store)
+        flat_fits = info.max_memory is None or estimate_memory("Flat", n, self.dim) <= info.max_memory
+        if choose_factory(n, self.dim) == "Flat" and flat_fits:
+            info.tuning = None
+            wanted, params = "Flat", default_search_params("Flat")
+        else:
+            tuned_n = int((info.tuning or {}).get("n") or 0)
+            if (
+                tuned_n
+                and tuned_n / RETUNE_GROWTH < n < tuned_n * RETUNE_GROWTH
+                and (info.tuning or {}).get("factory") == self.index.factory
+            ):
+                return
+            choice = self._tune(n, info.max_memory)
+            info.tuning = {**choice.as_dict(), "tuned_at": now_iso()}
+            wanted, params = choice.factory, choice.search_params
+        if wanted != self.index.factory:
+            log.info("collection size %d: rebuilding the index as %s", n, wanted)
+            try:
+                self.index = VectorIndex.create(self.dim, wanted)
+            except IndexLayerError as exc:
+                raise CollectionError(f"cannot build the chosen index {wanted!r}: {exc}") from exc
+            self._index_add_from_store(self.store.ids())
+        if params != self.index.search_params:
+            self.index.set_search_params(params)
+
+    def _tune(self, n: int, budget: int | None) -> Any:
+        """Measure the candidate indexes on up to TUNE_SAMPLE stored vectors (a seeded sample)."""
+        ids = self.store.ids()
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(ids, size=min(len(ids), TUNE_SAMPLE), replace=False))
+        log.info("choosing the index for %d vectors by measurement on %d of them", n, len(sample))
+        try:
+            choice = choose_index(
+                self.store.vectors(sample.tolist(), self.dim), n, max_memory=budget, n_queries=TUNE_QUERIES
+            )
+        except IndexLayerError as exc:
+            raise CollectionError(f"cannot choose an index: {exc}") from exc
+        log.info(
+            "index chosen: %s %s (recall@10 %s, %s queries/s, %d bytes)",
+            choice.factory,
+            choice.search_params,
+            choice.recall_at_10,
+            choice.qps,
+            choice.memory_bytes,
+        )
+        return choice
 
     def _ingest(
         self,

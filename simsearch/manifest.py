@@ -68,8 +68,10 @@ class ModelInfo:
 class IndexInfo:
     factory: str
     search_params: str = ""
-    auto: bool = True  # True: the factory follows the collection's size; False: the user chose it
+    auto: bool = True  # True: the engine picks the factory (by size, then by measurement); False: the user chose it
     generation: int = -1  # the store generation the saved index file agrees with
+    max_memory: int | None = None  # the index's memory budget in bytes (`simsearch index --max-memory`), kept
+    tuning: dict[str, Any] | None = None  # the measured choice (indexes.IndexChoice.as_dict()) while auto, else None
 
 
 @dataclass

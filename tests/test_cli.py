@@ -322,3 +322,20 @@ def test_eval_compare_with_a_file_that_is_not_a_record_is_a_one_line_error(tmp_p
     args = ("eval", SAMPLE_PHOTOS, "--model", "default", "--plot", tmp_path / "p.png", "--compare", bogus)
     line = one_line_error(run(*args))
     assert "not a `simsearch eval` record" in line
+
+
+@pytest.mark.parametrize("bad", ["4X", "lots", "-5M"])
+def test_a_bad_max_memory_is_a_one_line_error_and_creates_nothing(tmp_path: Path, bad: str) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    message = one_line_error(run("index", photos, "-c", tmp_path / "col", "--max-memory", bad))
+    assert "--max-memory" in message and bad in message
+    assert not (tmp_path / "col").exists()
+
+
+def test_max_memory_is_recorded_for_later_runs(indexed: tuple[Path, Path, Result], tmp_path: Path) -> None:
+    col = copy_collection(indexed[0], tmp_path / "col")
+    ok(run("index", indexed[1], "-c", col, "--workers", "0", "-q", "--max-memory", "512M"))
+    assert json.loads((col / "manifest.json").read_text())["index"]["max_memory"] == 512 * 1024**2
+    ok(run("index", indexed[1], "-c", col, "--workers", "0", "-q"))  # a run without the option keeps it
+    assert json.loads((col / "manifest.json").read_text())["index"]["max_memory"] == 512 * 1024**2

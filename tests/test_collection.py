@@ -621,3 +621,57 @@ def test_a_reader_that_repaired_the_index_at_open_does_not_keep_writers_out(tmp_
         assert reader.search_vectors(reader.store.vectors([1], reader.dim)[0], k=1)[0].id == 1
     with simsearch.open_collection(col) as c:
         assert len(c) == 16
+
+
+# ---------------------------------------------------------------------------------------------------- measured choice
+
+
+@pytest.fixture
+def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exact search up to 10 images and a tuning sample of any size, so 48 photos are 'beyond Flat'."""
+    import indexes.factory
+    import indexes.tuning
+
+    monkeypatch.setattr(indexes.factory, "EXACT_MAX_VECTORS", 10)
+    monkeypatch.setattr(indexes.tuning, "MIN_SAMPLE", 20)
+    monkeypatch.setattr(simsearch.collection, "TUNE_QUERIES", 8)
+
+
+def test_beyond_exact_search_the_index_is_chosen_by_measurement_and_recorded(
+    small_thresholds: None, sample_collection: Path, tmp_path: Path
+) -> None:
+    path = copy_collection(sample_collection, tmp_path / "col")
+    with open_collection(path) as c:
+        c.set_index_factory(None)  # let the engine choose now: 48 images are beyond the patched exact limit
+        tuning = c.manifest.index.tuning
+        assert tuning is not None and tuning["measured"] and tuning["n"] == 48
+        assert tuning["sample_size"] + tuning["queries"] == 48 and tuning["candidates_measured"]
+        assert c.index.factory == tuning["factory"] and c.index.search_params == tuning["search_params"]
+        assert tuning["recall_at_10"] >= 0.95
+        query = c.store.vectors([7], c.dim)[0]
+        assert c.search_vectors(query, k=1)[0].id == 7
+        assert_consistent(c)
+    saved = json.loads((path / "manifest.json").read_text())["index"]
+    assert saved["auto"] and saved["factory"] == tuning["factory"] and saved["tuning"]["qps"] == tuning["qps"]
+    with open_collection(path) as c:  # reopened: the same choice, not measured again
+        assert c.manifest.index.tuning == tuning and c.index.factory == tuning["factory"]
+
+
+def test_a_memory_budget_is_kept_and_one_nothing_fits_in_is_a_collection_error(
+    small_thresholds: None, sample_collection: Path, tmp_path: Path
+) -> None:
+    path = copy_collection(sample_collection, tmp_path / "col")
+    with open_collection(path) as c:
+        c.set_max_memory(10**9)
+        assert c.manifest.index.tuning is not None and c.manifest.index.tuning["max_memory"] == 10**9
+        with pytest.raises(CollectionError, match="cannot choose an index: no index for 48 vectors .* fits in"):
+            c.set_max_memory(1000)
+    with open_collection(path) as c:
+        assert c.manifest.index.max_memory == 10**9 and c.info()["index_max_memory"] == 10**9
+
+
+def test_below_the_exact_limit_flat_stays_unmeasured(sample_collection: Path, tmp_path: Path) -> None:
+    path = copy_collection(sample_collection, tmp_path / "col")
+    with open_collection(path) as c:
+        c.set_max_memory(10**9)
+        assert c.index.factory == "Flat" and c.manifest.index.tuning is None

@@ -1,0 +1,145 @@
+"""Tests of the measured index choice (indexes.tuning): memory sizes, the memory formulas against built indexes,
+recall against an explicit loop, and the tuner's choice on seeded clustered data, with and without a budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexes import IndexLayerError
+from indexes.tuning import (
+    build_index,
+    choose_index,
+    estimate_memory,
+    exact_neighbors,
+    latency_percentiles,
+    parse_memory,
+    recall_at_k,
+    serialized_bytes,
+    set_params,
+)
+
+
+def clustered(seed: int, n: int, d: int, n_clusters: int = 40, noise: float = 0.6) -> np.ndarray:
+    """(n, d) float32 unit vectors around seeded random centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_clusters, d)).astype(np.float32)
+    x = centres[rng.integers(0, n_clusters, n)] + noise * rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4G", 4 * 1024**3),
+        ("512M", 512 * 1024**2),
+        ("1000000", 1_000_000),
+        ("1.5GiB", 3 * 1024**3 // 2),
+        ("64kb", 65536),
+    ],
+)
+def test_memory_sizes_read_with_binary_units(text: str, expected: int) -> None:
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["4X", "", "G", "-1G", "0", "four gigs", "1e9"])
+def test_an_unreadable_memory_size_is_a_one_line_index_error(text: str) -> None:
+    with pytest.raises(IndexLayerError) as info:
+        parse_memory(text)
+    assert "\n" not in str(info.value)
+
+
+def test_recall_at_k_equals_an_explicit_loop() -> None:
+    rng = np.random.default_rng(3)
+    truth = np.stack([rng.permutation(30)[:10] for _ in range(25)])  # distinct ids per row, as search returns
+    found = np.stack([rng.permutation(30)[:10] for _ in range(25)])
+    found[rng.random((25, 10)) < 0.3] = -1  # padding never counts as a hit
+    for k in (1, 5, 10):
+        loop = np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth, strict=True)])
+        assert recall_at_k(found, truth, k) == pytest.approx(loop)
+
+
+def test_exact_neighbors_match_numpy_inner_products() -> None:
+    x = clustered(1, 500, 16)
+    q = clustered(2, 7, 16)
+    expected = np.argsort(-(q @ x.T), axis=1)[:, :5]
+    assert (exact_neighbors(x, q, 5) == expected).all()
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        "Flat",
+        "HNSW32",
+        "IVF64,Flat",
+        "IVF64,PQ8",
+        "IVF64,PQ16x4fs",
+        "IVF64,PQ8x4fs,Refine(SQ8)",
+        "IVF32,PQ16x4fs,RFlat",
+        "OPQ8,IVF64,PQ8",
+        "OPQ8_32,IVF64,PQ8",
+    ],
+)
+def test_the_memory_estimate_is_within_a_quarter_of_the_built_index(factory: str) -> None:
+    n, d = 3000, 64
+    x = clustered(0, n, d)
+    built = build_index(factory, d, x, x, opq_iterations=1)
+    measured = serialized_bytes(built.index)
+    estimate = estimate_memory(factory, n, d)
+    assert abs(estimate - measured) <= 0.25 * measured, (estimate, measured)
+
+
+def test_an_unknown_family_has_no_memory_formula() -> None:
+    with pytest.raises(IndexLayerError, match="no memory formula"):
+        estimate_memory("LSH", 1000, 64)
+
+
+def test_latency_percentiles_are_in_milliseconds_and_ordered() -> None:
+    stats = latency_percentiles(np.linspace(0.001, 0.1, 101))
+    assert stats["p50_ms"] == pytest.approx(50.5) and stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= 100
+
+
+def test_a_small_collection_keeps_flat_without_measuring() -> None:
+    choice = choose_index(clustered(0, 2000, 32), 5000, exact_max=10_000)
+    assert (choice.factory, choice.measured, choice.candidates_measured, choice.recall_at_10) == (
+        "Flat",
+        False,
+        [],
+        None,
+    )
+    assert choice.memory_bytes == estimate_memory("Flat", 5000, 32)
+
+
+def test_too_small_a_sample_falls_back_to_the_size_rule() -> None:
+    choice = choose_index(clustered(0, 300, 32), 500_000, exact_max=1000)
+    assert choice.factory == "HNSW32" and not choice.measured
+
+
+def test_the_tuner_picks_an_index_that_reaches_the_target_and_fits_the_budget() -> None:
+    n, d = 4000, 64
+    data = clustered(5, n + 100, d)
+    x, queries = data[:n], data[n:]  # fresh queries from the same clusters
+    budget = estimate_memory("Flat", n, d) * 3 // 2
+    choice = choose_index(x, n, max_memory=budget, exact_max=1000, n_queries=200)
+    assert choice.measured and choice.factory != "Flat"  # something beats a full scan on clustered data
+    assert choice.recall_at_10 is not None and choice.recall_at_10 >= 0.95
+    assert choice.memory_bytes <= budget
+    assert all(c["memory_bytes"] <= budget for c in choice.candidates_measured)
+    assert choice.qps == max(c["qps"] for c in choice.candidates_measured if c["recall_at_10"] >= 0.95)
+    # independent check: the chosen index, built on all the data, finds the exact neighbours of fresh queries
+    built = build_index(choice.factory, d, x, x)
+    set_params(built.index, choice.search_params)
+    _, found = built.index.search(queries, 10)
+    assert recall_at_k(found, exact_neighbors(x, queries, 10), 10) >= 0.9
+
+
+def test_a_tight_budget_picks_a_compressed_index() -> None:
+    n, d = 4000, 64
+    budget = estimate_memory("Flat", n, d) // 3  # only PQ codes fit
+    choice = choose_index(clustered(5, n, d), n, max_memory=budget, exact_max=1000)
+    assert "PQ" in choice.factory and "Refine" not in choice.factory and choice.memory_bytes <= budget
+
+
+def test_a_budget_nothing_fits_is_a_clear_error() -> None:
+    with pytest.raises(IndexLayerError, match=r"no index for 4000 vectors .* fits in 1000 B: the smallest candidate"):
+        choose_index(clustered(5, 4000, 64), 4000, max_memory=1000, exact_max=1000)
