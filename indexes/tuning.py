@@ -10,14 +10,14 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import faiss
 import numpy as np
 
 from indexes import factory as _factory
 from indexes.errors import IndexLayerError
-from indexes.factory import HNSW_EF_CONSTRUCTION
+from indexes.vector_index import _ivf_below_transforms, apply_build_settings
 
 logger = logging.getLogger(__name__)
 _FAISS: Any = faiss  # attributes that faiss's bundled stubs lack (PyCallbackIOWriter)
@@ -252,21 +252,14 @@ def build_index(
         index: Any = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         raise IndexLayerError(f"bad index factory string {factory!r}: {exc}") from exc
-    for node in _walk(index):
-        if isinstance(node, faiss.IndexHNSW):
-            node.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        if isinstance(node, faiss.IndexIVFPQ):
-            node = cast(Any, node)
-            # the factory turns on polysemous training for 8-bit PQ: 80 s on 8.7k x 1280 here, for a code
-            # reordering that only the Hamming filter (unused: polysemous_ht = 0) benefits from
-            node.do_polysemous_training = False
+    apply_build_settings(index)
     if isinstance(index, faiss.IndexPreTransform):
         chain: Any = index.chain  # a SWIG vector; faiss's stubs call it a list
         for i in range(chain.size()):
             transform = faiss.downcast_VectorTransform(chain.at(i))
             if isinstance(transform, faiss.OPQMatrix):
                 transform.niter = opq_iterations
-    native = _has_native_ids(index)
+    native = _ivf_below_transforms(index)
     if with_ids and not native:
         index = faiss.IndexIDMap2(index)
     t0 = time.perf_counter()
@@ -600,23 +593,3 @@ def _split_factory(factory: str) -> list[str]:
         current += ch
     parts.append(current)
     return parts
-
-
-def _walk(index: Any) -> list[Any]:
-    out, stack = [], [faiss.downcast_index(index)]
-    while stack:
-        node = stack.pop()
-        out.append(node)
-        for attr in ("index", "base_index", "refine_index", "storage", "quantizer"):
-            child = getattr(node, attr, None)
-            if isinstance(child, faiss.Index):
-                stack.append(faiss.downcast_index(child))
-    return out
-
-
-def _has_native_ids(index: Any) -> bool:
-    """An IVF reached through pre-transforms keeps ids itself (VectorIndex adds no id map then)."""
-    node = faiss.downcast_index(index)
-    while isinstance(node, faiss.IndexPreTransform):
-        node = faiss.downcast_index(node.index)
-    return isinstance(node, faiss.IndexIVF)
