@@ -44,6 +44,9 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_CONFIG = "config.json"
 _RESERVED_CONFIG_KEYS = ("format", "version", "backbone", "embed_dim", "data_config", "backbone_kwargs")
+# "simsearch-ae:<kind>" names the encoder of a simsearch autoencoder as a backbone; its backbone_kwargs are the
+# autoencoder's config (input_shape, code_dim, num_classes, options). Written by `simsearch.pretraining`.
+AE_BACKBONE_PREFIX = "simsearch-ae:"
 # huggingface_hub retries an unreachable host for ~45 s before giving up; a plain connect fails in milliseconds
 # when DNS is down and within this timeout when a firewall drops packets.
 _PROBE_TIMEOUT_S = 3.0
@@ -107,6 +110,8 @@ def load_embedder(
             if weights is not None:
                 raise ModelError(f"{path} is a checkpoint folder with its own weights: drop --weights")
             embedder = _load_checkpoint(path)
+        elif text.startswith(AE_BACKBONE_PREFIX):
+            raise ModelError(f"{text} is an autoencoder architecture, not a trained model: pass its checkpoint folder")
         elif weights is not None:
             embedder = _load_timm_with_file(text, Path(weights).expanduser())
         else:
@@ -199,6 +204,13 @@ def _check_model_name(name: str) -> None:
     """ModelError with close matches for a name timm does not know."""
     if name.startswith(("hf-hub:", "hf_hub:")):
         return
+    if name.startswith(AE_BACKBONE_PREFIX):
+        from simsearch.autoencoders import KINDS
+
+        kind = name[len(AE_BACKBONE_PREFIX) :]
+        if kind not in KINDS:
+            raise ModelError(f"unknown autoencoder kind {kind!r} in {name!r}; known: {', '.join(KINDS)}")
+        return
     arch = name.split(".", 1)[0]
     if timm.is_model(arch):
         if "." in name and not timm.is_model_pretrained(name):
@@ -215,14 +227,60 @@ def _check_model_name(name: str) -> None:
 
 
 def _create_backbone(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """timm backbone with its classifier removed (num_classes=0): forward gives pooled (N, F) features."""
+    """timm backbone with its classifier removed (num_classes=0): forward gives pooled (N, F) features.
+
+    A "simsearch-ae:<kind>" name builds an autoencoder's encoder instead (see `_create_ae_backbone`).
+    """
     _check_model_name(name)
+    if name.startswith(AE_BACKBONE_PREFIX):
+        try:
+            return _create_ae_backbone(name, **kwargs)
+        except TypeError:
+            raise ModelError(
+                f"{name} needs the autoencoder's input_shape and code_dim (and may take num_classes, options) as "
+                f"backbone options; got {', '.join(sorted(kwargs)) or 'none'}"
+            ) from None
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001 - timm raises many types for bad kwargs
         raise ModelError(f"could not build timm model {name!r}: {type(e).__name__}: {e}".splitlines()[0]) from None
+
+
+def _create_ae_backbone(
+    name: str,
+    *,
+    input_shape: list[int] | tuple[int, int, int],
+    code_dim: int,
+    num_classes: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> nn.Module:
+    """The encoder of an (untrained) `build_autoencoder(kind, ...)` as an `EncoderBackbone`.
+
+    It carries a timm-style `pretrained_cfg`, so `resolve_data_config` gives its input: (C, H, W) images in [0, 1]
+    (mean 0, std 1), resized so the shorter side fits and centre-cropped, as the autoencoder was trained.
+    """
+    from simsearch.autoencoders import build_autoencoder, encoder_backbone
+
+    kind = name[len(AE_BACKBONE_PREFIX) :]
+    ae = build_autoencoder(kind, input_shape, code_dim, num_classes=num_classes, **(options or {}))
+    backbone = encoder_backbone(ae)
+    backbone.pretrained_cfg = {"architecture": name, **ae_data_config(ae.input_shape)}  # type: ignore[assignment]
+    return backbone
+
+
+def ae_data_config(input_shape: tuple[int, ...] | list[int]) -> dict[str, Any]:
+    """The data config of an autoencoder's encoder: `(C, H, W)` in [0, 1], shorter side resized, centre-cropped."""
+    channels = int(input_shape[0])
+    return {
+        "input_size": tuple(int(s) for s in input_shape),
+        "interpolation": "bilinear",
+        "mean": (0.0,) * channels,
+        "std": (1.0,) * channels,
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+    }
 
 
 def _random_embedder(name: str, embed_dim: int | None = None, **backbone_kwargs: Any) -> Embedder:

@@ -1,0 +1,191 @@
+"""The ``pretrain`` click command: train an autoencoder on a folder of images (or a shared data set) into a
+checkpoint whose encoder serves as ``--model`` / ``--backbone``. Registered on the main group by ``cli.main``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.main import _parse_options, device_option, domain_errors, json_option
+
+KINDS = ("linear", "mlp", "conv", "denoising", "sparse", "vae", "cvae", "vaegan")
+# DATA names that mean a shared data set (its training split) rather than a folder.
+SHARED_SETS = ("fashion-mnist", "omniglot")
+
+
+class _PretrainBar:
+    """Implements ``simsearch.training.TrainProgress`` for pretraining: a tqdm bar per epoch, one line after it."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{epochs}",
+            unit="batch",
+            file=sys.stderr,
+            disable=not self.enabled,
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def step(self, loss: float, samples_per_second: float) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{samples_per_second:.0f}", refresh=False)
+            self._bar.update(1)
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        val = f", val loss {record['val_loss']:.5f}" if "val_loss" in record else ""
+        click.echo(f"epoch {epoch}: loss {record['loss']:.5f}{val}", err=True)
+
+
+def _open_data(data: str) -> Any:
+    """A folder (class-per-folder images or a `simsearch pack` LMDB), or a shared set's training split."""
+    from simsearch.data import DataNotFoundError, load_fashion_mnist, load_omniglot, open_image_dataset
+
+    path = Path(data).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise click.BadParameter(
+                f"{data} is a file: DATA is a folder with one sub-folder per class", param_hint="DATA"
+            )
+        return open_image_dataset(path)
+    if data in SHARED_SETS:
+        try:
+            return load_fashion_mnist("train") if data == "fashion-mnist" else load_omniglot("background")
+        except DataNotFoundError as exc:
+            raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
+    raise click.BadParameter(
+        f"no such folder {data!r} (or use a shared set: {', '.join(SHARED_SETS)})", param_hint="DATA"
+    )
+
+
+@click.command()
+@click.argument("data")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Checkpoint folder (usable as --model and --backbone), with history.json, last/ and pictures/.",
+)
+@click.option("--kind", type=click.Choice(KINDS), default="conv", show_default=True, help="Autoencoder kind.")
+@click.option("--code-dim", type=click.IntRange(1), default=32, show_default=True, help="Code (embedding) size.")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(2), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--image-size", type=click.IntRange(4), help="Square input side [default: the data's, 64 above 128].")
+@click.option("--channels", type=click.Choice(["1", "3"]), help="1 = grey, 3 = RGB [default: the data's].")
+@click.option("--arch", type=click.Choice(["conv", "mlp"]), help="Body of denoising, sparse and VAE kinds.")
+@click.option(
+    "--decoder",
+    type=click.Choice(["upsample", "transposed"]),
+    help="Conv decoder: upsample + conv (no checkerboard) or transposed conv [default: upsample].",
+)
+@click.option("--noise", type=click.Choice(["gaussian", "mask"]), help="Denoising: the corruption.")
+@click.option("--noise-level", type=click.FloatRange(min=0), help="Denoising: Gaussian sigma or masked fraction.")
+@click.option("--beta", type=click.FloatRange(min=0), help="VAE kinds: weight of the KL term.")
+@click.option("--sparsity", type=click.Choice(["l1", "kl"]), help="Sparse: the penalty.")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other model option, e.g. weight=0.01, recon=bce, channels=[32,64,128] (repeatable).",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Share of the images held out for the validation loss.",
+)
+@click.option("--max-images", type=click.IntRange(2), help="Train on a random subset of this many images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Decoding processes.")
+@click.option("--restart", is_flag=True, help="Ignore OUT/last/ instead of resuming from it.")
+@click.option("--no-pictures", is_flag=True, help="Do not draw OUT/pictures/*.png at the end.")
+@json_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@domain_errors
+def pretrain(
+    data: str,
+    out_dir: Path,
+    channels: str | None,
+    arch: str | None,
+    decoder: str | None,
+    noise: str | None,
+    noise_level: float | None,
+    beta: float | None,
+    sparsity: str | None,
+    options: tuple[str, ...],
+    restart: bool,
+    no_pictures: bool,
+    as_json: bool,
+    quiet: bool,
+    **recipe: Any,
+) -> None:
+    """Train an autoencoder on DATA: a folder with one sub-folder per class (labels only matter to cvae and the
+    pictures), an LMDB folder from `simsearch pack`, or `fashion-mnist` / `omniglot` (the shared data sets, found
+    via $SIMSEARCH_DATA). The encoder becomes an embedding model.
+
+    Running the same command again resumes an interrupted run. Example:
+
+    \b
+        simsearch pretrain fashion-mnist --kind vae --code-dim 16 --epochs 20 --out runs/fm-vae
+        simsearch index ./catalog --model runs/fm-vae
+        simsearch train ./labeled --backbone runs/fm-vae --loss triplet --out runs/fm-triplet
+    """
+    from simsearch.pretraining import PretrainConfig
+    from simsearch.pretraining import pretrain as run_pretraining
+
+    model_options = _parse_options(options, "--option")
+    flags = {
+        "arch": arch,
+        "decoder": decoder,
+        "noise": noise,
+        "noise_level": noise_level,
+        "beta": beta,
+        "sparsity": sparsity,
+    }
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in model_options and model_options[key] != value:
+            raise click.BadParameter(
+                f"--{key.replace('_', '-')} and --option {key}=... disagree", param_hint="--option"
+            )
+        model_options[key] = value
+    config = PretrainConfig(**recipe, channels=int(channels) if channels is not None else None, options=model_options)
+    dataset = _open_data(data)
+    result = run_pretraining(
+        config,
+        dataset,
+        out_dir,
+        progress=_PretrainBar(not quiet and sys.stderr.isatty()),
+        resume=not restart,
+        pictures=not no_pictures,
+    )
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    click.echo(
+        f"best epoch {result.best_epoch} ({result.monitor} {result.best_value:.5f}) saved in {result.checkpoint}; "
+        f"{result.epochs_run} epochs in {result.seconds:.1f} s ({result.samples_per_second:.0f} images/s)",
+        err=True,
+    )
+    if result.pictures:
+        click.echo(f"pictures: {', '.join(str(p) for p in result.pictures)}", err=True)

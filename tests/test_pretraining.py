@@ -1,0 +1,388 @@
+"""Autoencoder pretraining on a few hundred real Fashion-MNIST images: the loop, checkpoints, resuming, the
+checkpoint as an embedding model (index, metric training), the pictures and the `pretrain` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from simsearch.autoencoders import KINDS, build_autoencoder
+from simsearch.data import ArrayDataset, DataNotFoundError, load_fashion_mnist
+from simsearch.models import create_transform, load_embedder
+from simsearch.pretraining import (
+    AE_WEIGHTS,
+    PICTURES_DIR,
+    PretrainConfig,
+    PretrainError,
+    load_autoencoder,
+    pretrain,
+)
+from simsearch.training import LAST_DIR, TrainConfig, train
+
+SMALL = {"channels": [8, 16]}  # conv widths that keep a 28x28 model tiny
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def fashion() -> ArrayDataset:
+    """The first 240 Fashion-MNIST training images (all ten classes)."""
+    try:
+        full = load_fashion_mnist("train")
+    except DataNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST not found ({exc}); set SIMSEARCH_DATA to the shared data folder")
+    return ArrayDataset(full.images[:240].copy(), full.labels[:240].copy(), classes=full.classes)
+
+
+def _config(**changes: Any) -> PretrainConfig:
+    base: dict[str, Any] = {
+        "kind": "conv",
+        "code_dim": 8,
+        "epochs": 2,
+        "batch_size": 64,
+        "device": "cpu",
+        "val_fraction": 0.25,
+        "options": dict(SMALL),
+    }
+    return PretrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def conv_run(fashion: ArrayDataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    out = tmp_path_factory.mktemp("pretrain") / "conv"
+    return out, pretrain(_config(batch_size=16, lr=3e-3), fashion, out)
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(path))
+
+
+def _state(out: Path) -> dict[str, Any]:
+    return torch.load(out / LAST_DIR / "state.pt", map_location="cpu", weights_only=True)
+
+
+def _raw(dataset: ArrayDataset, n: int) -> torch.Tensor:
+    return torch.from_numpy(dataset.images[:n].copy()).float()[:, None] / 255.0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The loop and the checkpoint
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_pretrain_writes_an_embedding_checkpoint_the_full_autoencoder_history_and_state(conv_run) -> None:
+    out, result = conv_run
+    for name in ("model.safetensors", "config.json", AE_WEIGHTS, "history.json", f"{LAST_DIR}/state.pt"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert config["backbone"] == "simsearch-ae:conv"
+    assert config["embed_dim"] is None
+    assert config["backbone_kwargs"]["input_shape"] == [1, 28, 28]
+    assert config["data_config"]["mean"] == [0.0] and config["data_config"]["std"] == [1.0]
+    assert config["autoencoder"]["kind"] == "conv"
+    assert config["metrics"]["epoch"] == result.best_epoch
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["val_loss"]) for h in history)
+    # A conv autoencoder learns something in two epochs: the validation loss falls.
+    assert history[1]["val_loss"] < history[0]["val_loss"]
+    assert result.best_epoch == 2 and result.monitor == "val loss"
+
+
+def test_the_checkpoint_reloads_the_best_epochs_weights_exactly(conv_run) -> None:
+    out, result = conv_run
+    assert result.best_epoch == 2  # the last epoch, whose weights last/state.pt holds too
+    ae = load_autoencoder(out)
+    saved = _state(out)["model"]
+    loaded = ae.state_dict()
+    assert loaded.keys() == saved.keys()
+    for key, value in saved.items():
+        assert torch.equal(loaded[key], value), key
+    embedder = load_embedder(out)
+    for key, value in embedder.state_dict().items():
+        assert torch.equal(value, loaded[key.removeprefix("backbone.")]), key
+
+
+def test_the_checkpoint_embeds_pil_images_as_unit_vectors_equal_to_the_normalised_codes(conv_run, fashion) -> None:
+    out, _ = conv_run
+    embedder = load_embedder(out)
+    assert embedder.embed_dim == 8
+    transform = create_transform(embedder)
+    # RGB input: the model's transform turns it grey, as its data config has one channel.
+    batch = torch.stack([transform(Image.fromarray(fashion.images[i]).convert("RGB")) for i in range(6)])
+    with torch.no_grad():
+        vectors = embedder(batch)
+        codes = load_autoencoder(out).encode(_raw(fashion, 6))
+    assert vectors.shape == (6, 8)
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(6), atol=1e-5)
+    assert torch.allclose(vectors, torch.nn.functional.normalize(codes, dim=1), atol=1e-5)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAt:
+    """A progress receiver that interrupts the run at a given step of a given epoch."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.stop = (epoch, step)
+        self.epoch, self.steps = 0, 0
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch, self.steps = epoch, 0
+
+    def step(self, loss: float, samples_per_second: float) -> None:
+        self.steps += 1
+        if (self.epoch, self.steps) == self.stop:
+            raise _Interrupt
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        pass
+
+
+def test_a_run_interrupted_mid_epoch_and_resumed_equals_an_uninterrupted_run(fashion, tmp_path: Path) -> None:
+    # A VAE draws noise every step, so an equal result needs the random state restored too.
+    config = _config(kind="vae", epochs=2, val_fraction=0.2, max_images=120, batch_size=32)
+    whole = pretrain(config, fashion, tmp_path / "whole", pictures=False)
+    with pytest.raises(_Interrupt):
+        pretrain(config, fashion, tmp_path / "resumed", progress=_StopAt(epoch=2, step=1), pictures=False)
+    assert json.loads((tmp_path / "resumed" / "history.json").read_text())[-1]["epoch"] == 1
+    resumed = pretrain(config, fashion, tmp_path / "resumed", pictures=False)
+    assert resumed.epochs_run == 2 and resumed.best_epoch == whole.best_epoch
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    a, b = _tensors(tmp_path / "whole" / AE_WEIGHTS), _tensors(tmp_path / "resumed" / AE_WEIGHTS)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_more_epochs_continue_a_finished_run_and_another_recipe_is_refused(fashion, tmp_path: Path) -> None:
+    pretrain(_config(epochs=1, val_fraction=0.0, max_images=64), fashion, tmp_path / "run", pictures=False)
+    longer = pretrain(_config(epochs=2, val_fraction=0.0, max_images=64), fashion, tmp_path / "run", pictures=False)
+    assert [h["epoch"] for h in longer.history] == [1, 2]
+    assert longer.monitor == "train loss"
+    with pytest.raises(PretrainError, match="code_dim"):
+        pretrain(_config(epochs=3, code_dim=4, val_fraction=0.0, max_images=64), fashion, tmp_path / "run")
+    other = _config(epochs=1, code_dim=4, val_fraction=0.0, max_images=64)
+    restarted = pretrain(other, fashion, tmp_path / "run", resume=False, pictures=False)
+    assert restarted.epochs_run == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_trains_and_its_checkpoint_embeds(kind: str, fashion, tmp_path: Path) -> None:
+    options = {"hidden": [32]} if kind == "mlp" else {} if kind == "linear" else dict(SMALL)
+    config = _config(kind=kind, epochs=1, options=options, max_images=96)
+    result = pretrain(config, fashion, tmp_path / kind, pictures=False)
+    assert result.best_epoch == 1 and np.isfinite(result.best_value)
+    embedder = load_embedder(tmp_path / kind)
+    with torch.no_grad():
+        vectors = embedder(_raw(fashion, 4))
+    assert vectors.shape == (4, 8)
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(4), atol=1e-5)
+    optimizers = _state(tmp_path / kind)["optimizers"]
+    assert len(optimizers) == (2 if kind == "vaegan" else 1)
+    if kind == "vaegan":
+        # The second Adam stepped over every discriminator weight.
+        disc = load_autoencoder(tmp_path / kind).discriminator
+        assert len(optimizers[1]["state"]) == len(list(disc.parameters()))
+        assert all(float(s["step"]) == 2 for s in optimizers[1]["state"].values())  # 96 images * 0.75 / 64
+        assert "disc_loss" in result.history[0]["train"]
+
+
+def test_image_size_and_channels_resize_and_colour_the_input(fashion, tmp_path: Path) -> None:
+    result = pretrain(
+        _config(epochs=1, image_size=16, channels=3, max_images=64, val_fraction=0.0), fashion, tmp_path / "rgb16"
+    )
+    embedder = load_embedder(result.checkpoint)
+    assert tuple(embedder.data_config["input_size"]) == (3, 16, 16)
+    vector = embedder(create_transform(embedder)(Image.fromarray(fashion.images[0]))[None])
+    assert vector.shape == (1, 8)
+
+
+def test_bad_recipes_are_refused_before_anything_is_written(fashion, tmp_path: Path) -> None:
+    with pytest.raises(PretrainError, match="kind"):
+        pretrain(_config(kind="pca"), fashion, tmp_path / "a")
+    with pytest.raises(PretrainError, match="channels"):
+        pretrain(_config(channels=2), fashion, tmp_path / "b")
+    with pytest.raises(PretrainError, match="unknown option"):
+        pretrain(_config(options={"widths": [4]}), fashion, tmp_path / "c")
+    assert not any(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The checkpoint in the rest of simsearch
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _png_folder(dataset: ArrayDataset, root: Path, per_class: int, classes: int = 4) -> Path:
+    for c in range(classes):
+        folder = root / dataset.classes[c].replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in np.flatnonzero(dataset.labels == c)[:per_class]:
+            Image.fromarray(dataset.images[i]).save(folder / f"{i}.png")
+    return root
+
+
+def test_index_and_query_commands_take_the_checkpoint_as_model(conv_run, fashion, tmp_path: Path) -> None:
+    from cli.main import main
+
+    out, _ = conv_run
+    folder = _png_folder(fashion, tmp_path / "images", per_class=3)
+    collection = tmp_path / "col"
+    runner = CliRunner()
+    args = ["index", str(folder), "-c", str(collection), "--model", str(out), "--device", "cpu", "--workers", "0"]
+    indexed = runner.invoke(main, [*args, "-q", "--json"])
+    assert indexed.exit_code == 0, indexed.output
+    assert json.loads(indexed.stdout)["images"] == 12
+    query = next(folder.rglob("*.png"))
+    found = runner.invoke(main, ["query", str(query), "-c", str(collection), "-k", "3", "--json", "--device", "cpu"])
+    assert found.exit_code == 0, found.output
+    assert Path(json.loads(found.stdout)["results"][0]["path"]).resolve() == query.resolve()
+
+
+def test_metric_training_starts_from_the_pretrained_encoder(conv_run, fashion, tmp_path: Path) -> None:
+    out, _ = conv_run
+    config = TrainConfig(
+        backbone=str(out),
+        embed_dim=4,
+        loss="triplet",
+        epochs=1,
+        p=4,
+        k=2,
+        batches_per_epoch=2,
+        warmup_epochs=0,
+        patience=None,
+        device="cpu",
+    )
+    result = train(config, fashion, None, tmp_path / "metric")
+    assert result.epochs_run == 1
+    tuned = load_embedder(tmp_path / "metric")
+    assert tuned.arch == "simsearch-ae:conv" and tuned.embed_dim == 4
+    assert json.loads((tmp_path / "metric" / "config.json").read_text())["backbone_kwargs"]["code_dim"] == 8
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pictures
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _assert_png(path: Path) -> None:
+    assert path.is_file() and path.read_bytes()[:8] == PNG_MAGIC, path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert min(image.size) >= 150, image.size
+
+
+def test_pretrain_draws_the_pictures_of_its_kind(conv_run) -> None:
+    out, result = conv_run
+    names = sorted(p.name for p in result.pictures)
+    assert names == ["interpolation.png", "latent.png", "reconstructions.png"]
+    for path in result.pictures:
+        assert path.parent == out / PICTURES_DIR
+        _assert_png(path)
+
+
+def test_every_picture_function_writes_a_png(fashion, tmp_path: Path) -> None:
+    from simsearch import ae_pictures as pics
+
+    torch.manual_seed(0)
+    images, labels = _raw(fashion, 120), fashion.labels[:120]
+    conv = build_autoencoder("conv", (1, 28, 28), 2, **SMALL)
+    transposed = build_autoencoder("conv", (1, 28, 28), 2, channels=[8, 16], decoder="transposed")
+    vae = build_autoencoder("vae", (1, 28, 28), 6, **SMALL)
+    cvae = build_autoencoder("cvae", (1, 28, 28), 4, num_classes=10, **SMALL)
+    noisy = build_autoencoder("denoising", (1, 28, 28), 4, noise="mask", **SMALL)
+    paths = [
+        pics.save_reconstructions(conv, images, tmp_path / "recon.png", labels=labels),
+        pics.save_denoising(noisy, images, tmp_path / "denoise.png", labels=labels),
+        pics.save_latent_scatter(conv, images, labels, tmp_path / "latent.png", classes=fashion.classes),
+        pics.save_latent_comparison([("AE", conv), ("VAE", vae)], images, labels, tmp_path / "ae_vs_vae.png"),
+        pics.save_prior_samples(vae, tmp_path / "prior.png"),
+        pics.save_class_samples(cvae, tmp_path / "classes.png", classes=fashion.classes),
+        pics.save_interpolation(vae, images, tmp_path / "interp.png", labels=labels),
+        pics.save_decoder_comparison([("transposed", transposed), ("upsample", conv)], images, tmp_path / "dec.png"),
+    ]
+    for path in paths:
+        _assert_png(path)
+    assert sorted(p.name for p in pics.write_pictures(cvae, images, labels, tmp_path / "set")) == [
+        "interpolation.png",
+        "latent.png",
+        "reconstructions.png",
+        "samples.png",
+    ]
+    # Drawing leaves each model in the mode it was in.
+    assert conv.training and vae.training
+
+
+def test_latent_2d_is_the_code_itself_for_two_dimensional_codes(fashion) -> None:
+    from simsearch.ae_pictures import latent_2d
+
+    ae = build_autoencoder("mlp", (1, 28, 28), 2, hidden=[16]).eval()
+    points, axis = latent_2d(ae, _raw(fashion, 10))
+    with torch.no_grad():
+        codes = ae.encode(_raw(fashion, 10))
+    assert np.allclose(points, codes.numpy(), atol=1e-6) and "2-d" in axis
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _invoke(args: list[Any], env: dict[str, str] | None = None) -> Any:
+    from cli.pretrain import pretrain as command
+
+    group = click.Group(commands={"pretrain": command})
+    return CliRunner().invoke(group, ["pretrain", *[str(a) for a in args]], env=env)
+
+
+def test_pretrain_command_trains_on_a_class_folder_and_prints_json(fashion, tmp_path: Path) -> None:
+    folder = _png_folder(fashion, tmp_path / "images", per_class=8)
+    out = tmp_path / "ckpt"
+    result = _invoke(
+        [folder, "--kind", "vae", "--beta", "0.5", "--code-dim", "2", "--epochs", "1", "--batch-size", "16"]
+        + ["--option", "channels=[8,16]", "--out", out, "--device", "cpu", "--json", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["epochs_run"] == 1 and record["checkpoint"] == str(out)
+    assert sorted(Path(p).name for p in record["pictures"]) == [
+        "interpolation.png",
+        "latent.png",
+        "reconstructions.png",
+        "samples.png",
+    ]
+    options = json.loads((out / "config.json").read_text())["autoencoder"]["options"]
+    assert options["beta"] == 0.5 and options["channels"] == [8, 16]
+
+
+def test_pretrain_command_turns_bad_input_into_one_line_errors(fashion, tmp_path: Path) -> None:
+    folder = _png_folder(fashion, tmp_path / "images", per_class=2)
+    unknown = _invoke([folder, "--kind", "conv", "--option", "hidden=[4]", "--out", tmp_path / "x", "-q"])
+    assert unknown.exit_code == 1 and "Error:" in unknown.output and "Traceback" not in unknown.output
+    assert "hidden" in unknown.output
+    clash = _invoke([folder, "--kind", "vae", "--beta", "1", "--option", "beta=2", "--out", tmp_path / "y"])
+    assert clash.exit_code == 2 and "disagree" in clash.output
+    missing = _invoke(["no-such-folder", "--out", tmp_path / "z"])
+    assert missing.exit_code == 2 and "fashion-mnist" in missing.output
+
+
+def test_a_shared_set_name_without_the_data_folder_names_the_variable(tmp_path: Path) -> None:
+    result = _invoke(["omniglot", "--out", tmp_path / "o", "-q"], env={"SIMSEARCH_DATA": str(tmp_path / "nothing")})
+    assert result.exit_code == 1 and "SIMSEARCH_DATA" in result.output
+
+
+def test_the_command_lists_the_same_kinds_as_the_library() -> None:
+    from cli.pretrain import KINDS as CLI_KINDS
+
+    assert CLI_KINDS == KINDS
