@@ -112,6 +112,9 @@ def environment(device: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "faiss_threads": faiss.omp_get_max_threads(),
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+        # Other work on the machine skews every rate; a load above the core count when the record is written says
+        # so (1, 5 and 15 minute averages: the last one covers most runs).
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
