@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import mmap
 import sys
 import types
 from pathlib import Path
@@ -274,9 +275,11 @@ def test_markdown_table_takes_the_union_of_the_columns_in_order() -> None:
 def test_peak_rss_sees_memory_allocated_inside_it() -> None:
     with PeakRSS() as before:
         pass
+    # A fresh anonymous mapping, every page touched: a numpy array could reuse heap pages that earlier tests freed but
+    # left resident, and then the RSS would not grow.
     with PeakRSS() as during:
-        block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
-        block[::4096] = 2
+        block = mmap.mmap(-1, 64 * 2**20)
+        block[:: mmap.PAGESIZE] = b"\x01" * (64 * 2**20 // mmap.PAGESIZE)
     assert during.peak_self >= before.peak_self + 48 * 2**20
     assert during.as_dict()["peak_pss_with_workers_mib"] > 0
-    del block
+    block.close()
