@@ -2,17 +2,28 @@
 
 from indexes.errors import IndexLayerError
 from indexes.factory import choose_factory, default_search_params, gpu_count
-from indexes.tuning import IndexChoice, choose_index, estimate_memory, parse_memory
+from indexes.tuning import (
+    Calibration,
+    IndexChoice,
+    calibrate,
+    choose_index,
+    estimate_memory,
+    exact_neighbors_chunked,
+    parse_memory,
+)
 from indexes.vector_index import VectorIndex
 
 __all__ = [
+    "Calibration",
     "IndexChoice",
     "IndexLayerError",
     "VectorIndex",
+    "calibrate",
     "choose_factory",
     "choose_index",
     "default_search_params",
     "estimate_memory",
+    "exact_neighbors_chunked",
     "gpu_count",
     "parse_memory",
 ]

@@ -61,10 +61,18 @@ def default_search_params(factory: str) -> str:
     match = _IVF_NLIST.search(factory)
     if match is not None:
         nlist = int(match.group(1))
-        return f"nprobe={max(1, min(nlist, round(math.sqrt(nlist))))}"
+        return ivf_params(factory, max(1, min(nlist, round(math.sqrt(nlist)))))
     if "HNSW" in factory:
         return f"efSearch={HNSW_EF_SEARCH}"
     return ""
+
+
+def ivf_params(factory: str, nprobe: int) -> str:
+    """The search params that probe `nprobe` lists of an IVF `factory`. An HNSW coarse quantizer ("IVF4096_HNSW32")
+    must return nprobe centroids, so its beam is widened with them: quantizer_efSearch = max(64, 2 * nprobe)."""
+    if re.search(r"IVF\d+_HNSW", factory):
+        return f"nprobe={nprobe},quantizer_efSearch={max(HNSW_EF_SEARCH, 2 * nprobe)}"
+    return f"nprobe={nprobe}"
 
 
 def gpu_count() -> int:

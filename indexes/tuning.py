@@ -9,8 +9,9 @@ import logging
 import math
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
@@ -33,6 +34,10 @@ REFINE_K_FACTOR = 8
 #: OPQ rotation training iterations: faiss's 50 took over 5 minutes for OPQ80 on 8.7k x 1280 vectors on 2 cores.
 OPQ_ITERATIONS = 10
 
+#: From this many inverted lists on, the flat scan of the centroids costs as much as the probed lists (1280-d,
+#: nprobe 16: 4096 centroids read 21 MB per query, the lists ~20 MB), so an HNSW quantizer is a candidate too.
+HNSW_QUANTIZER_MIN_LISTS = 2048
+
 EF_SEARCH_SWEEP = (16, 32, 64, 128, 256, 512)
 NPROBE_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -40,7 +45,7 @@ _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 _OPQ = re.compile(r"^OPQ(\d+)(?:_(\d+))?$")
 _HNSW = re.compile(r"^HNSW(\d+)(?:_?Flat)?$")
-_IVF = re.compile(r"^IVF(\d+)$")
+_IVF = re.compile(r"^IVF(\d+)(?:_HNSW(\d+))?$")
 _PQ = re.compile(r"^PQ(\d+)(?:x(\d+))?(fs)?$")
 
 
@@ -69,9 +74,36 @@ class IndexChoice:
     target_recall: float = TARGET_RECALL
     measured: bool = False
     seconds: float = 0.0
+    #: Other factories that reached the target on the sample, fastest first (best params each): what the engine
+    #: falls back to when the choice misses the target at full size (see `calibrate`).
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Calibration:
+    """What `calibrate` found on the full-size index: the cheapest params from the starting point on that reach the
+    target (or the best seen when none does), with every setting it tried."""
+
+    factory: str
+    search_params: str
+    recall_at_10: float
+    reached: bool
+    queries: int
+    tried: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SearchableIndex(Protocol):
+    """What `calibrate` needs of an index (VectorIndex has it)."""
+
+    def set_search_params(self, params: str) -> None: ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass
@@ -135,7 +167,8 @@ def estimate_memory(factory: str, n: int, d: int, *, with_ids: bool = True) -> i
       - Flat: 4nd.
       - HNSW{M}: 4nd + n * (4 * (2M + M/(M-1)) + 12): full vectors, int32 links (2M on layer 0, M per upper layer,
         with on average 1/(M-1) upper layers per vector), a level (int32) and an offset (int64) per vector.
-      - IVF{nlist},Flat: 4nd + 8n list ids + 4 * nlist * d coarse centroids.
+      - IVF{nlist},Flat: 4nd + 8n list ids + 4 * nlist * d coarse centroids (IVF{nlist}_HNSW{M}: plus the HNSW
+        links of the centroids).
       - IVF{nlist},PQ{m}[x{b}]: n * ceil(m*b/8) codes + 8n ids + centroids + 4 * m * 2^b * (d/m) codebooks;
         the fast-scan layout (x4fs) pads every list to blocks of 32 codes (on average 16 wasted per list).
       - ...,Refine(SQ8) adds nd (one byte a component), ...,RFlat adds 4nd; OPQ{m}[_{dout}] adds a 4 * d * dout
@@ -169,6 +202,9 @@ def estimate_memory(factory: str, n: int, d: int, *, with_ids: bool = True) -> i
         ivf = True
         nlist = int(m.group(1))
         total += 4.0 * nlist * dim + 8.0 * n
+        if m.group(2):  # an HNSW graph over the centroids, as for HNSW{M} below
+            links = int(m.group(2))
+            total += nlist * (4.0 * (2 * links + links / max(links - 1, 1)) + 12)
         code = parts[1]
         if code == "Flat":
             total += 4.0 * n * dim
@@ -236,6 +272,7 @@ def build_index(
     *,
     with_ids: bool = True,
     opq_iterations: int = OPQ_ITERATIONS,
+    centroids: np.ndarray | None = None,
 ) -> BuiltIndex:
     """Build `factory` (inner product) as VectorIndex does: HNSW efConstruction, an id map around non-IVF indexes.
 
@@ -247,6 +284,9 @@ def build_index(
             a whole data set twice: once as numpy, once inside the index).
         with_ids: wrap non-IVF indexes in IndexIDMap2 with ids 0..N-1, as VectorIndex stores them.
         opq_iterations: OPQ rotation training iterations (faiss's default of 50 took minutes at d=1280 here).
+        centroids: (nlist, d) coarse centroids of an earlier IVF build on the same data (see `coarse_centroids`):
+            an IVF without a transform in front then skips its k-means and trains only its codes. A benchmark
+            comparing IVF variants at one nlist so trains the k-means once instead of once per variant.
     """
     try:
         index: Any = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
@@ -260,6 +300,9 @@ def build_index(
             if isinstance(transform, faiss.OPQMatrix):
                 transform.niter = opq_iterations
     native = _ivf_below_transforms(index)
+    ivf = _plain_ivf(index)
+    if centroids is not None and ivf is not None and ivf.nlist == len(centroids):
+        ivf.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))  # faiss then skips the k-means
     if with_ids and not native:
         index = faiss.IndexIDMap2(index)
     t0 = time.perf_counter()
@@ -280,6 +323,22 @@ def build_index(
     return BuiltIndex(index=index, factory=factory, train_s=t1 - t0, add_s=t2 - t1)
 
 
+def coarse_centroids(index: Any) -> np.ndarray | None:
+    """(nlist, d) centroids of an IVF index with no transform in front (None otherwise), for `build_index`."""
+    ivf = _plain_ivf(index)
+    if ivf is not None and ivf.quantizer.ntotal == ivf.nlist:
+        return np.asarray(ivf.quantizer.reconstruct_n(0, ivf.nlist), dtype=np.float32)
+    return None
+
+
+def _plain_ivf(index: Any) -> Any:
+    """The IVF of an index working in the input space (itself, or below a refine stage); None behind a transform."""
+    node = index
+    if isinstance(node, faiss.IndexRefine):
+        node = faiss.downcast_index(node.base_index)
+    return node if isinstance(node, faiss.IndexIVF) else None
+
+
 def set_params(index: Any, params: str) -> None:
     """Apply a faiss ParameterSpace string ("nprobe=16", "efSearch=64,..."); "" does nothing."""
     if params:
@@ -289,15 +348,13 @@ def set_params(index: Any, params: str) -> None:
 
 def param_sweep(factory: str, nlist: int | None = None) -> list[str]:
     """Search-parameter strings to try for `factory`, cheapest (lowest recall) first; [""] when nothing to tune."""
-    if "HNSW" in factory:
-        return [f"efSearch={ef}" for ef in EF_SEARCH_SWEEP]
     match = re.search(r"IVF(\d+)", factory)
     if match is None:
-        return [""]
+        return [f"efSearch={ef}" for ef in EF_SEARCH_SWEEP] if "HNSW" in factory else [""]
     lists = nlist or int(match.group(1))
     probes = [p for p in NPROBE_SWEEP if p < lists] + [lists]
     extra = f",k_factor_rf={REFINE_K_FACTOR}" if "Refine" in factory or "RFlat" in factory else ""
-    return [f"nprobe={p}{extra}" for p in probes]
+    return [_factory.ivf_params(factory, p) + extra for p in probes]
 
 
 # ---------------------------------------------------------------------------------------------------------- measuring
@@ -363,6 +420,8 @@ def candidate_factories(n: int, d: int, n_sample: int) -> list[tuple[str, str]]:
     nlist_s = max(1, min(nlist, round(nlist * n_sample / max(n, 1))))
     pairs = [("Flat", "Flat"), (f"HNSW{HNSW_M}", f"HNSW{HNSW_M}")]
     ivf = ["IVF{},Flat"]
+    if nlist >= HNSW_QUANTIZER_MIN_LISTS:
+        ivf.append(f"IVF{{}}_HNSW{HNSW_M},Flat")
     m8, m16 = _pq_sizes(d)
     if m8:
         ivf.append(f"IVF{{}},PQ{m8}x4fs,Refine(SQ8)")
@@ -390,6 +449,7 @@ def choose_index(
     k: int = 10,
     seed: int = 0,
     exact_max: int | None = None,
+    queries: np.ndarray | None = None,
 ) -> IndexChoice:
     """Pick the factory and search params for a collection of `n` vectors from a sample of its own vectors.
 
@@ -407,6 +467,9 @@ def choose_index(
         sample: (S, d) float32 unit vectors drawn from the collection (inner product = cosine, as the engine).
         n: the collection's size.
         max_memory: budget in bytes for the index (None: no limit).
+        queries: (Q, d) query vectors to measure with instead of held-out sample vectors, when the caller has
+            queries that look like the real ones (a query log; a benchmark's out-of-collection photos). Held-out
+            stored vectors are easy queries where the collection holds near-copies of them.
 
     Raises:
         IndexLayerError: bad sample, or no candidate fits `max_memory` (the message names the smallest).
@@ -421,7 +484,7 @@ def choose_index(
     base_info = {"n": n, "dim": d, "max_memory": max_memory, "target_recall": target_recall}
     if n <= exact_limit and (max_memory is None or flat_bytes <= max_memory):
         return IndexChoice("Flat", "", None, None, flat_bytes, **base_info)  # type: ignore[arg-type]
-    n_queries = min(n_queries, max(len(x) // 10, 1))
+    n_queries = min(n_queries, max(len(x) // 10, 1)) if queries is None else 0
     if len(x) - n_queries < MIN_SAMPLE:
         factory = _factory.choose_factory(n, d)
         logger.info("tuning sample of %d vectors is too small to measure; size rule gives %s", len(x), factory)
@@ -433,9 +496,13 @@ def choose_index(
             )
         return IndexChoice(factory, _factory.default_search_params(factory), None, None, memory, **base_info)  # type: ignore[arg-type]
 
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
-    queries, base = x[order[:n_queries]], x[order[n_queries:]]
+    if queries is None:
+        order = np.random.default_rng(seed).permutation(len(x))
+        queries, base = x[order[:n_queries]], x[order[n_queries:]]
+    else:
+        queries, base = np.asarray(queries, dtype=np.float32), x
+        if queries.ndim != 2 or queries.shape[1] != d or len(queries) == 0:
+            raise IndexLayerError(f"tuning queries must have shape (Q, {d}), got {queries.shape}")
     truth = exact_neighbors(base, queries, k)
     pairs = candidate_factories(n, d, len(base))
     fitting = [(full, small, estimate_memory(full, n, d)) for full, small in pairs]
@@ -461,9 +528,13 @@ def choose_index(
             )
     if not measured:
         raise IndexLayerError(f"no candidate index could be built on the {len(base)}-vector sample")
-    good = [r for r in measured if r["recall_at_10"] >= target_recall]
+    good = sorted((r for r in measured if r["recall_at_10"] >= target_recall), key=lambda r: -r["qps"])
+    alternatives: list[dict[str, Any]] = []
+    for r in good[1:]:
+        if r["factory"] != good[0]["factory"] and all(a["factory"] != r["factory"] for a in alternatives):
+            alternatives.append({k_: r[k_] for k_ in ("factory", "search_params", "recall_at_10", "qps")})
     if good:
-        best = max(good, key=lambda r: r["qps"])
+        best = good[0]
     else:
         best = max(measured, key=lambda r: (r["recall_at_10"], r["qps"]))
         logger.warning(
@@ -485,6 +556,7 @@ def choose_index(
         queries=len(queries),
         measured=True,
         seconds=round(time.perf_counter() - started, 3),
+        alternatives=alternatives,
         **base_info,  # type: ignore[arg-type]
     )
 
@@ -547,7 +619,9 @@ def _extrapolate(
         return params, t_sample
     if full == "Flat":
         return params, t_sample * n / n_sample
-    if "HNSW" in full:
+    if "_HNSW" in full:  # IVF over an HNSW quantizer: a probe scans as much, and the graph's cost grows ~log(nlist)
+        return params, t_sample
+    if "HNSW" in full and "IVF" not in full:
         ratio = math.log(n) / math.log(max(n_sample, 2))
         match = re.search(r"efSearch=(\d+)", params)
         if match is None:
@@ -576,6 +650,107 @@ def _coarse_seconds(nlist: int, d: int, cache: dict[int, float]) -> float:
         seconds, _ = single_query_seconds(flat, centroids[:50], 8)
         cache[nlist] = float(np.median(seconds))
     return cache[nlist]
+
+
+# ---------------------------------------------------------------------------------------------------------- checking
+
+
+def exact_neighbors_chunked(
+    queries: np.ndarray,
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+    k: int,
+    *,
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
+    """Exact top-k ids (Q, k) by inner product over a collection read as (ids, vectors) chunks, never held whole.
+
+    `exclude` (Q,) gives each query an id that must not count (the query's own, when queries are stored vectors):
+    leave-one-out ground truth. Rows with fewer than k candidates end in -1.
+    """
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    heap: Any = faiss.ResultHeap(len(q), k, keep_max=True)
+    for ids, vectors in chunks:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            continue
+        scores = q @ np.ascontiguousarray(vectors, dtype=np.float32).T  # (Q, c): one BLAS call per chunk
+        if exclude is not None:
+            scores[np.asarray(exclude)[:, None] == ids[None, :]] = -np.inf
+        take = min(k, len(ids))
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        heap.add_result(np.ascontiguousarray(np.take_along_axis(scores, top, axis=1)), np.ascontiguousarray(ids[top]))
+    heap.finalize()
+    return np.asarray(heap.I, dtype=np.int64)  # unfilled slots keep faiss's id -1
+
+
+def recall_leaving_out(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, k: int) -> float:
+    """recall@k of `found` (Q, >=k+1 when `own` is given) after dropping each query's own id from its results."""
+    f = np.asarray(found)
+    if own is not None:
+        keep = f != np.asarray(own)[:, None]
+        f = np.stack([row[mask][:k] for row, mask in zip(f, keep, strict=True)])
+    return recall_at_k(f, truth, k)
+
+
+def calibrate(
+    index: SearchableIndex,
+    factory: str,
+    start_params: str,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    *,
+    own: np.ndarray | None = None,
+    k: int = 10,
+    target_recall: float = TARGET_RECALL,
+) -> Calibration:
+    """Raise the search parameter of a built full-size index from `start_params` until recall@k reaches the target.
+
+    The sample measurement extrapolates to the full size (HNSW's beam by a log-ratio heuristic, IVF by the lists'
+    length); on data where near-copies cluster densely both were seen to overshoot by far (HNSW32 picked at
+    efSearch 48 for 1M vectors, recall@10 0.15 there). This check measures the real thing once after the build.
+
+    Args:
+        index: the built index; its search params are left at the returned ones.
+        factory: its factory string (what to sweep: efSearch or nprobe).
+        start_params: the tuner's choice; the sweep starts at it and only goes up.
+        queries: (Q, d) query vectors; `truth` (Q, >=k) their exact top-k ids at full size.
+        own: (Q,) each query's own id when the queries are stored vectors: dropped from its results (the truth must
+            leave it out too, see `exact_neighbors_chunked`).
+    """
+    sweep = _sweep_from(factory, start_params)
+    extra = 1 if own is not None else 0
+    tried: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    for params in sweep:
+        index.set_search_params(params)
+        _, found = index.search(queries, k + extra)
+        recall = round(recall_leaving_out(found, truth, own, k), 4)
+        row = {"search_params": params, "recall_at_10": recall}
+        tried.append(row)
+        if best is None or recall > best["recall_at_10"]:
+            best = row
+        if recall >= target_recall:
+            return Calibration(factory, params, recall, True, len(queries), tried)
+    assert best is not None  # the sweep is never empty
+    index.set_search_params(best["search_params"])
+    return Calibration(factory, best["search_params"], best["recall_at_10"], False, len(queries), tried)
+
+
+def _sweep_from(factory: str, start_params: str) -> list[str]:
+    """The factory's parameter sweep from `start_params` upwards (its first value >= the start's, then the rest)."""
+    sweep = param_sweep(factory)
+    if start_params in sweep:
+        return sweep[sweep.index(start_params) :]
+    first = _first_number(start_params)
+    if first is None:
+        return [start_params] if start_params and sweep == [""] else sweep
+    rest = [p for p in sweep if (_first_number(p) or 0) > first]
+    return [start_params, *rest]
+
+
+def _first_number(params: str) -> int | None:
+    match = re.search(r"(?:nprobe|efSearch)=(\d+)", params)
+    return int(match.group(1)) if match else None
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers

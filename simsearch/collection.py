@@ -19,7 +19,17 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 import numpy as np
 import PIL.Image
 
-from indexes import IndexLayerError, VectorIndex, choose_factory, choose_index, default_search_params, estimate_memory
+from indexes import (
+    Calibration,
+    IndexLayerError,
+    VectorIndex,
+    calibrate,
+    choose_factory,
+    choose_index,
+    default_search_params,
+    estimate_memory,
+    exact_neighbors_chunked,
+)
 from simsearch.errors import CollectionError, ImageError, ModelMismatchError
 from simsearch.images import DEFAULT_MAX_PIXELS, file_sha256, probe_image, scan_folder
 from simsearch.manifest import IndexInfo, Manifest, ModelInfo, now_iso
@@ -40,6 +50,10 @@ _SAVE_EVERY_S = 60.0  # a long run saves the index now and then, so a crash cost
 TUNE_SAMPLE = 20_000
 TUNE_QUERIES = 200
 RETUNE_GROWTH = 4.0
+#: The chosen index is checked once built over the whole collection, on this many stored vectors as queries...
+CALIBRATION_QUERIES = 200
+#: ...and when it misses the target there, at most this many other candidates are built and checked.
+CALIBRATION_FALLBACKS = 2
 
 ImageInput = str | os.PathLike[str] | bytes | PIL.Image.Image
 
@@ -590,8 +604,8 @@ class Collection:
     def _maybe_change_factory(self) -> None:
         """When the engine picks the factory: exact "Flat" while the size rule says so and it fits the budget;
         beyond, the index measured fastest at recall@10 >= 0.95 on a sample of the stored vectors
-        (indexes.choose_index), measured again once the size has changed RETUNE_GROWTH-fold. Rebuilds from the store
-        when the choice changes."""
+        (indexes.choose_index), then built and checked at full size (`_build_and_check`), measured again once the
+        size has changed RETUNE_GROWTH-fold. Rebuilds from the store when the choice changes."""
         info = self.manifest.index
         if not info.auto:
             return
@@ -599,27 +613,94 @@ class Collection:
         flat_fits = info.max_memory is None or estimate_memory("Flat", n, self.dim) <= info.max_memory
         if choose_factory(n, self.dim) == "Flat" and flat_fits:
             info.tuning = None
-            wanted, params = "Flat", default_search_params("Flat")
-        else:
-            tuned_n = int((info.tuning or {}).get("n") or 0)
-            if (
-                tuned_n
-                and tuned_n / RETUNE_GROWTH < n < tuned_n * RETUNE_GROWTH
-                and (info.tuning or {}).get("factory") == self.index.factory
-            ):
-                return
-            choice = self._tune(n, info.max_memory)
-            info.tuning = {**choice.as_dict(), "tuned_at": now_iso()}
-            wanted, params = choice.factory, choice.search_params
-        if wanted != self.index.factory:
-            log.info("collection size %d: rebuilding the index as %s", n, wanted)
+            self._use_index("Flat", default_search_params("Flat"))
+            return
+        tuning = info.tuning or {}
+        tuned_n = int(tuning.get("n") or 0)
+        if (
+            tuned_n
+            and tuned_n / RETUNE_GROWTH < n < tuned_n * RETUNE_GROWTH
+            and tuning.get("factory") == self.index.factory
+        ):
+            return
+        choice = self._tune(n, info.max_memory)
+        info.tuning = {
+            **choice.as_dict(),
+            "chosen_on_sample": {"factory": choice.factory, "search_params": choice.search_params},
+            "tuned_at": now_iso(),
+            **self._build_and_check(choice),
+        }
+
+    def _use_index(self, factory: str, params: str) -> None:
+        """Make the index `factory` (rebuilt from the store when it is another one, trained when it can be) and
+        apply `params`."""
+        if factory != self.index.factory:
+            log.info("collection size %d: rebuilding the index as %s", len(self.store), factory)
             try:
-                self.index = VectorIndex.create(self.dim, wanted)
+                self.index = VectorIndex.create(self.dim, factory)
             except IndexLayerError as exc:
-                raise CollectionError(f"cannot build the chosen index {wanted!r}: {exc}") from exc
+                raise CollectionError(f"cannot build the chosen index {factory!r}: {exc}") from exc
             self._index_add_from_store(self.store.ids())
+            self._train_when_possible()
         if params != self.index.search_params:
-            self.index.set_search_params(params)
+            try:
+                self.index.set_search_params(params)
+            except IndexLayerError as exc:
+                raise CollectionError(f"cannot apply the chosen search params: {exc}") from exc
+
+    def _build_and_check(self, choice: Any) -> dict[str, Any]:
+        """Build the tuner's choice over the whole collection and measure its recall@10 there, on CALIBRATION_QUERIES
+        stored vectors left out of their own results, raising nprobe/efSearch until it reaches the target; when it
+        cannot, try the next candidates that reached the target on the sample (at most CALIBRATION_FALLBACKS), and
+        keep the best. Returns what goes into the manifest's tuning record: the final factory and params, and
+        every check."""
+        options = [(choice.factory, choice.search_params)]
+        options += [(a["factory"], a["search_params"]) for a in choice.alternatives[:CALIBRATION_FALLBACKS]]
+        if not choice.measured:
+            self._use_index(choice.factory, choice.search_params)
+            return {}
+        queries, own, truth = self._calibration_queries()
+        checks: list[Calibration] = []
+        for factory, params in options:
+            self._use_index(factory, params)
+            if not self.index.is_trained or queries is None:
+                return {}  # nothing to measure yet (an IVF waiting for training vectors)
+            check = calibrate(self.index, factory, params, queries, truth, own=own)
+            log.info("full-size check of %s: %s gives recall@10 %.3f", factory, check.search_params, check.recall_at_10)
+            checks.append(check)
+            if check.reached:
+                break
+        best = next((c for c in checks if c.reached), None) or max(checks, key=lambda c: c.recall_at_10)
+        if not best.reached:
+            log.warning(
+                "no candidate index reached recall@10 %.2f on the whole collection; keeping %s %s at %.3f",
+                choice.target_recall,
+                best.factory,
+                best.search_params,
+                best.recall_at_10,
+            )
+        self._use_index(best.factory, best.search_params)
+        return {
+            "factory": best.factory,
+            "search_params": best.search_params,
+            "full_size_recall_at_10": best.recall_at_10,
+            "full_size_checks": [c.as_dict() for c in checks],
+        }
+
+    def _calibration_queries(self) -> tuple[Any, Any, Any]:
+        """(queries, their ids, leave-one-out exact top-10 ids) for CALIBRATION_QUERIES seeded stored vectors; the
+        ground truth streams the store in chunks, so the collection is never held twice in memory."""
+        ids = self.store.ids()
+        if len(ids) <= 11:
+            return None, None, None
+        rng = np.random.default_rng(1)
+        own = np.sort(rng.choice(ids, size=min(len(ids) // 2, CALIBRATION_QUERIES), replace=False))
+        queries = self.store.vectors(own.tolist(), self.dim)
+        chunks = (
+            (part, self.store.vectors(part.tolist(), self.dim))
+            for part in (ids[i : i + 50_000] for i in range(0, len(ids), 50_000))
+        )
+        return queries, own, exact_neighbors_chunked(queries, chunks, 10, exclude=own)
 
     def _tune(self, n: int, budget: int | None) -> Any:
         """Measure the candidate indexes on up to TUNE_SAMPLE stored vectors (a seeded sample)."""

@@ -17,6 +17,7 @@ from conftest import REPO, SAMPLE_PHOTOS, SAMPLES, copy_collection, unpack_calte
 from PIL import Image
 
 import simsearch.collection
+from indexes import IndexChoice
 from simsearch import Collection, CollectionError, ModelMismatchError, SearchResult, open_collection
 from simsearch.images import file_sha256
 
@@ -648,6 +649,7 @@ def test_beyond_exact_search_the_index_is_chosen_by_measurement_and_recorded(
         assert tuning["sample_size"] + tuning["queries"] == 48 and tuning["candidates_measured"]
         assert c.index.factory == tuning["factory"] and c.index.search_params == tuning["search_params"]
         assert tuning["recall_at_10"] >= 0.95
+        assert tuning["full_size_recall_at_10"] >= 0.95 and tuning["full_size_checks"][-1]["reached"]
         query = c.store.vectors([7], c.dim)[0]
         assert c.search_vectors(query, k=1)[0].id == 7
         assert_consistent(c)
@@ -655,6 +657,60 @@ def test_beyond_exact_search_the_index_is_chosen_by_measurement_and_recorded(
     assert saved["auto"] and saved["factory"] == tuning["factory"] and saved["tuning"]["qps"] == tuning["qps"]
     with open_collection(path) as c:  # reopened: the same choice, not measured again
         assert c.manifest.index.tuning == tuning and c.index.factory == tuning["factory"]
+
+
+def _choice(factory: str, params: str, alternatives: list[tuple[str, str]]) -> IndexChoice:
+    """A tuner answer as optimistic as one extrapolated from a sample can be."""
+    return IndexChoice(
+        factory,
+        params,
+        1.0,
+        1000.0,
+        0,
+        n=48,
+        dim=1280,
+        measured=True,
+        alternatives=[{"factory": f, "search_params": p, "recall_at_10": 1.0, "qps": 1.0} for f, p in alternatives],
+    )
+
+
+def test_an_optimistic_choice_is_raised_until_the_whole_collection_reaches_the_target(
+    small_thresholds: None, sample_collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(simsearch.collection, "choose_index", lambda *a, **k: _choice("IVF4,Flat", "nprobe=1", []))
+    path = copy_collection(sample_collection, tmp_path / "col")
+    with open_collection(path) as c:
+        c.set_index_factory(None)
+        tuning = c.manifest.index.tuning
+        assert tuning is not None and tuning["chosen_on_sample"] == {
+            "factory": "IVF4,Flat",
+            "search_params": "nprobe=1",
+        }
+        (check,) = tuning["full_size_checks"]
+        assert check["tried"][0] == {"search_params": "nprobe=1", "recall_at_10": check["tried"][0]["recall_at_10"]}
+        assert check["tried"][0]["recall_at_10"] < 0.95 <= check["recall_at_10"] and check["reached"]
+        assert c.index.factory == "IVF4,Flat" and c.index.search_params == check["search_params"] != "nprobe=1"
+        assert tuning["search_params"] == c.index.search_params
+        assert_consistent(c)
+
+
+def test_a_choice_that_misses_the_target_at_full_size_falls_back_to_the_next_candidate(
+    small_thresholds: None, sample_collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    choice = _choice("IVF1,PQ2x4", "nprobe=1", [("IVF4,Flat", "nprobe=2")])  # 1 byte a vector: hopeless
+    monkeypatch.setattr(simsearch.collection, "choose_index", lambda *a, **k: choice)
+    path = copy_collection(sample_collection, tmp_path / "col")
+    with open_collection(path) as c:
+        c.set_index_factory(None)
+        tuning = c.manifest.index.tuning
+        assert tuning is not None
+        first, second = tuning["full_size_checks"]
+        assert (first["factory"], first["reached"]) == ("IVF1,PQ2x4", False)
+        assert (second["factory"], second["reached"]) == ("IVF4,Flat", True)
+        assert c.index.factory == tuning["factory"] == "IVF4,Flat" and tuning["full_size_recall_at_10"] >= 0.95
+        assert_consistent(c)
+    with open_collection(path) as c:  # the final choice is what was saved
+        assert c.index.factory == "IVF4,Flat" and c.index.search_params == tuning["search_params"]
 
 
 def test_a_memory_budget_is_kept_and_one_nothing_fits_in_is_a_collection_error(

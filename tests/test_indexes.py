@@ -395,6 +395,7 @@ def test_choose_factory_goes_from_exact_to_graph_to_inverted_lists_with_size() -
     assert choose_factory(10_000_000, 128) == "IVF16384,Flat"
     assert default_search_params("IVF16384,Flat") == "nprobe=128"
     assert default_search_params("HNSW32") == "efSearch=64"
+    assert default_search_params("IVF4096_HNSW32,Flat") == "nprobe=64,quantizer_efSearch=128"
     assert default_search_params("Flat") == ""
     for n in (10, 500_000, 50_000_000):
         VectorIndex.create(16, choose_factory(n, 16))  # every default is a valid factory string

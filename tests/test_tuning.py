@@ -8,13 +8,19 @@ import pytest
 
 from indexes import IndexLayerError
 from indexes.tuning import (
+    _sweep_from,
     build_index,
+    calibrate,
     choose_index,
+    coarse_centroids,
     estimate_memory,
     exact_neighbors,
+    exact_neighbors_chunked,
     latency_percentiles,
+    param_sweep,
     parse_memory,
     recall_at_k,
+    recall_leaving_out,
     serialized_bytes,
     set_params,
 )
@@ -72,6 +78,7 @@ def test_exact_neighbors_match_numpy_inner_products() -> None:
         "Flat",
         "HNSW32",
         "IVF64,Flat",
+        "IVF64_HNSW32,Flat",
         "IVF64,PQ8",
         "IVF64,PQ16x4fs",
         "IVF64,PQ8x4fs,Refine(SQ8)",
@@ -143,3 +150,97 @@ def test_a_tight_budget_picks_a_compressed_index() -> None:
 def test_a_budget_nothing_fits_is_a_clear_error() -> None:
     with pytest.raises(IndexLayerError, match=r"no index for 4000 vectors .* fits in 1000 B: the smallest candidate"):
         choose_index(clustered(5, 4000, 64), 4000, max_memory=1000, exact_max=1000)
+
+
+# ---------------------------------------------------------------------------------------------------- full-size check
+
+
+def test_chunked_exact_neighbors_match_one_exact_search() -> None:
+    x, q = clustered(1, 900, 24), clustered(2, 30, 24)
+    ids = np.arange(1000, 1900)  # ids need not be positions
+    chunks = ((ids[i : i + 128], x[i : i + 128]) for i in range(0, 900, 128))
+    assert exact_neighbors_chunked(q, chunks, 10).tolist() == (exact_neighbors(x, q, 10) + 1000).tolist()
+
+
+def test_chunked_exact_neighbors_leave_each_query_out_as_a_plain_loop_does() -> None:
+    x = clustered(3, 300, 16)
+    own = np.array([5, 77, 123, 299])
+    chunks = ((np.arange(i, min(i + 50, 300)), x[i : i + 50]) for i in range(0, 300, 50))
+    got = exact_neighbors_chunked(x[own], chunks, 5, exclude=own)
+    for row, i in zip(got, own, strict=True):
+        scores = [(float(x[i] @ x[j]), j) for j in range(300) if j != i]
+        assert row.tolist() == [j for _, j in sorted(scores, reverse=True)[:5]]
+
+
+def test_recall_leaving_out_drops_the_own_id_before_counting() -> None:
+    found = np.array([[7, 1, 2], [3, 4, 9]])
+    truth = np.array([[1, 2], [3, 5]])
+    assert recall_leaving_out(found, truth, np.array([7, 9]), 2) == (1.0 + 0.5) / 2
+
+
+def test_the_sweep_starts_at_the_choice_even_off_its_grid() -> None:
+    assert _sweep_from("HNSW32", "efSearch=48") == [
+        "efSearch=48",
+        "efSearch=64",
+        "efSearch=128",
+        "efSearch=256",
+        "efSearch=512",
+    ]
+    assert _sweep_from("IVF64,Flat", "nprobe=16") == ["nprobe=16", "nprobe=32", "nprobe=64"]
+    assert _sweep_from("Flat", "") == [""]
+
+
+def test_calibration_raises_nprobe_until_the_full_index_reaches_the_target() -> None:
+    x = clustered(7, 6000, 32, n_clusters=60, noise=0.9)
+    built = build_index("IVF64,Flat", 32, x, x, with_ids=False)
+    own = np.arange(0, 6000, 30)
+    truth = exact_neighbors_chunked(x[own], [(np.arange(6000), x)], 10, exclude=own)
+
+    class Index:  # the calibrate protocol over a bare faiss index
+        def set_search_params(self, params: str) -> None:
+            set_params(built.index, params)
+
+        def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            return built.index.search(q, k)
+
+    check = calibrate(Index(), "IVF64,Flat", "nprobe=1", x[own], truth, own=own)
+    assert check.reached and check.recall_at_10 >= 0.95 and check.tried[0]["search_params"] == "nprobe=1"
+    assert check.tried[0]["recall_at_10"] < 0.95 and check.search_params == check.tried[-1]["search_params"]
+    _, found = built.index.search(x[own], 11)  # the index is left at the chosen params
+    assert recall_leaving_out(found, truth, own, 10) == pytest.approx(check.recall_at_10, abs=1e-4)
+
+    impossible = calibrate(Index(), "IVF64,Flat", "nprobe=1", x[own], truth, own=own, target_recall=1.01)
+    assert not impossible.reached and len(impossible.tried) == len(_sweep_from("IVF64,Flat", "nprobe=1"))
+    assert impossible.recall_at_10 == max(t["recall_at_10"] for t in impossible.tried)
+
+
+def test_the_tuner_measures_with_given_queries_and_lists_other_factories_that_reach_the_target() -> None:
+    n, d = 4000, 64
+    data = clustered(5, n + 100, d)
+    choice = choose_index(data[:n], n, exact_max=1000, queries=data[n:])
+    assert choice.sample_size == n and choice.queries == 100
+    factories = [a["factory"] for a in choice.alternatives]
+    assert choice.factory not in factories and len(set(factories)) == len(factories)
+    assert all(a["recall_at_10"] >= 0.95 and a["qps"] <= choice.qps for a in choice.alternatives)
+    assert [a["qps"] for a in choice.alternatives] == sorted((a["qps"] for a in choice.alternatives), reverse=True)
+
+
+def test_an_hnsw_quantizer_sweeps_nprobe_with_a_beam_wide_enough_for_it() -> None:
+    sweep = param_sweep("IVF4096_HNSW32,Flat")
+    assert sweep[0] == "nprobe=1,quantizer_efSearch=64" and sweep[-1] == "nprobe=4096,quantizer_efSearch=8192"
+    assert param_sweep("HNSW32")[0] == "efSearch=16" and param_sweep("IVF64,Flat")[0] == "nprobe=1"
+
+
+def test_ivf_variants_can_share_one_k_means() -> None:
+    x = clustered(4, 3000, 32)
+    # centroids trained on other data: k-means on x could never land on them, so finding them proves the reuse
+    first = build_index("IVF32,Flat", 32, clustered(9, 3000, 32), x, with_ids=False)
+    centroids = coarse_centroids(first.index)
+    assert centroids is not None and centroids.shape == (32, 32)
+    for factory in ("IVF32_HNSW32,Flat", "IVF32,SQ8", "IVF32,PQ8x4fs,Refine(SQ8)"):
+        again = build_index(factory, 32, x, x, with_ids=False, centroids=centroids)
+        assert np.array_equal(coarse_centroids(again.index), centroids), factory
+        set_params(again.index, param_sweep(factory)[-1])  # every list probed: the codes alone limit recall
+        _, found = again.index.search(x[:50], 10)
+        assert recall_at_k(found, exact_neighbors(x, x[:50], 10), 10) >= 0.5, factory
+    assert coarse_centroids(build_index("OPQ8,IVF32,PQ8", 32, x, x, opq_iterations=1).index) is None

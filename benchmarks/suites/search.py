@@ -23,6 +23,7 @@ from indexes.tuning import (
     batch_qps,
     build_index,
     choose_index,
+    coarse_centroids,
     estimate_memory,
     ivf_nlist,
     latency_percentiles,
@@ -48,6 +49,8 @@ SYNTHETIC_SPREAD = 0.6
 SYNTHETIC_NOISE = 0.1
 SYNTHETIC_DIM = 1280  # the default model's dimension, so both data sets cost the same per vector
 K = 10
+#: Queries the tuner may measure with when it is given queries like the suite's (never those the suite scores).
+TUNE_QUERIES = 200
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--factories",
         default="default",
         help="';'-separated faiss factory strings ({nlist} is filled per size), or 'default' for Flat; HNSW32; "
-        "IVF{nlist},Flat; IVF{nlist},PQ160; IVF{nlist},PQ160x4fs,Refine(SQ8); OPQ80,IVF{nlist},PQ80",
+        "IVF{nlist},Flat; IVF{nlist}_HNSW32,Flat; IVF{nlist}_HNSW32,SQ8; IVF{nlist},PQ160; "
+        "IVF{nlist},PQ160x4fs,Refine(SQ8); OPQ80,IVF{nlist},PQ80",
     )
     parser.add_argument("--queries", type=int, default=500, help="queries for recall and batched QPS")
     parser.add_argument("--single-queries", type=int, default=200, help="queries timed one at a time (latency)")
@@ -77,6 +81,8 @@ class Dataset:
 
     name = ""
     describe: dict[str, Any]
+    queries: np.ndarray
+    tune_queries: np.ndarray
 
     def __init__(self, d: int, seed: int) -> None:
         self.d, self.seed = d, seed
@@ -113,9 +119,11 @@ class CaltechGrown(Dataset):
 
     name = "caltech"
 
-    def __init__(self, real: np.ndarray, queries: np.ndarray, sigma: float, seed: int) -> None:
+    def __init__(
+        self, real: np.ndarray, queries: np.ndarray, tune_queries: np.ndarray, sigma: float, seed: int
+    ) -> None:
         super().__init__(real.shape[1], seed)
-        self.real, self.queries, self.sigma = real, queries, sigma
+        self.real, self.queries, self.tune_queries, self.sigma = real, queries, tune_queries, sigma
 
     def chunk(self, start: int, stop: int) -> np.ndarray:
         rows = np.arange(start, stop)
@@ -142,6 +150,7 @@ class Clustered(Dataset):
         basis = np.random.default_rng([seed, 4]).standard_normal((SYNTHETIC_LATENT, d), dtype=np.float32)
         self.basis = basis * (SYNTHETIC_SPREAD / math.sqrt(d * SYNTHETIC_LATENT))
         self.queries = self._draw(np.random.default_rng([seed, 2]), n_queries)
+        self.tune_queries = self._draw(np.random.default_rng([seed, 5]), TUNE_QUERIES)
 
     def _draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
         which = rng.integers(0, SYNTHETIC_CLUSTERS, count)
@@ -247,7 +256,7 @@ def copy_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
 
 def default_factories(n: int, d: int) -> list[str]:
     nlist = ivf_nlist(n)
-    out = ["Flat", "HNSW32", f"IVF{nlist},Flat"]
+    out = ["Flat", "HNSW32", f"IVF{nlist},Flat", f"IVF{nlist}_HNSW32,Flat", f"IVF{nlist}_HNSW32,SQ8"]
     if d % 8 == 0:
         out += [f"IVF{nlist},PQ{d // 8}", f"IVF{nlist},PQ{d // 8}x4fs,Refine(SQ8)"]
     if d % 16 == 0:
@@ -262,17 +271,32 @@ def train_rows(factory: str, n: int) -> int:
 
 
 def measure_factory(
-    data: Dataset, n: int, factory: str, truth: np.ndarray, args: argparse.Namespace
+    data: Dataset,
+    n: int,
+    factory: str,
+    truth: np.ndarray,
+    args: argparse.Namespace,
+    shared: dict[int, np.ndarray],
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Build one index, measure it over its parameter sweep, free it. Returns (build facts, one row per param)."""
+    """Build one index, measure it over its parameter sweep, free it. Returns (build facts, one row per param).
+
+    IVF variants at one nlist share the coarse centroids of the first one built (`shared`, by nlist): k-means over
+    160k x 1280 took minutes per variant here, and sharing also makes the variants differ only in what they claim to.
+    """
     gc.collect()
     rss0 = rss_bytes()
     train = data.rows(n, train_rows(factory, n), args.seed + 7) if train_rows(factory, n) else None
-    built = build_index(factory, data.d, train, data.chunks(n))
+    nlist = int(factory.split("IVF")[1].split(",")[0].split("_")[0]) if "IVF" in factory else 0
+    built = build_index(factory, data.d, train, data.chunks(n), centroids=shared.get(nlist))
+    centroids = coarse_centroids(built.index)
+    reused = nlist in shared and centroids is not None
+    if centroids is not None:
+        shared.setdefault(nlist, centroids)
     del train
     gc.collect()
     build = {
         "factory": factory,
+        "shared_centroids": reused,
         "train_s": round(built.train_s, 3),
         "add_s": round(built.add_s, 3),
         "serialized_bytes": serialized_bytes(built.index),
@@ -315,9 +339,10 @@ def measure_size(data: Dataset, n: int, args: argparse.Namespace, bandwidth: flo
     del exact
     gc.collect()
     result: dict[str, Any] = {"n": n, "factories": [], "seconds": {}}
+    shared: dict[int, np.ndarray] = {}
     for factory in factories:
         t0 = time.perf_counter()
-        build, rows = measure_factory(data, n, factory, truth, args)
+        build, rows = measure_factory(data, n, factory, truth, args, shared)
         result["factories"].append({**build, "sweep": rows})
         result["seconds"][factory] = round(time.perf_counter() - t0, 1)
     flat = next((f for f in result["factories"] if f["factory"] == "Flat"), None)
@@ -351,8 +376,16 @@ def measure_size(data: Dataset, n: int, args: argparse.Namespace, bandwidth: flo
         sample = data.rows(n, args.tune_sample, args.seed + 11)
         engine = choose_index(sample, n)  # what the engine does (Flat up to the exact limit)
         forced = choose_index(sample, n, exact_max=0)  # what measurement picks at any size
-        result["tuner"] = {"engine": _choice_summary(engine), "measured": _choice_summary(forced)}
-        result["tuner"]["measured"]["at_full_size"] = _lookup(result, forced.factory, forced.search_params)
+        # the same, measured with queries like the suite's (fresh ones, not those scored below) instead of
+        # held-out sample vectors
+        informed = choose_index(sample, n, exact_max=0, queries=data.tune_queries)
+        result["tuner"] = {"engine": _choice_summary(engine)}
+        for key, choice in (("measured", forced), ("measured_with_like_queries", informed)):
+            result["tuner"][key] = {
+                **_choice_summary(choice),
+                "at_full_size": _lookup(result, choice.factory, choice.search_params),
+                "raised_at_full_size": _raised(result, choice.factory, choice.search_params),
+            }
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -368,6 +401,26 @@ def _choice_summary(choice: Any) -> dict[str, Any]:
         "measured": choice.measured,
         "seconds": choice.seconds,
     }
+
+
+def _raised(result: dict[str, Any], factory: str, params: str) -> dict[str, Any] | None:
+    """What the engine's full-size check (indexes.calibrate) would settle on, read off this suite's sweep of the
+    chosen factory with the suite's own queries: the first params from the choice upwards that reach the target."""
+    for f in result["factories"]:
+        if f["factory"] == factory:
+            sweep = [r["search_params"] for r in f["sweep"]]
+            start = next((i for i, p in enumerate(sweep) if _probe(p) >= _probe(params)), len(sweep))
+            for row in f["sweep"][start:]:
+                if row["recall_at_10"] >= TARGET_RECALL:
+                    return row
+    return None
+
+
+def _probe(params: str) -> int:
+    for key in ("nprobe=", "efSearch="):
+        if params.startswith(key):
+            return int(params[len(key) :].split(",")[0])
+    return 0
 
 
 def _lookup(result: dict[str, Any], factory: str, params: str) -> dict[str, Any] | None:
@@ -452,8 +505,10 @@ def _make_dataset(name: str, args: argparse.Namespace, largest: int) -> Dataset:
         return data
     real, test = load_caltech(args)
     sigma, nn_cos = (args.sigma, None) if args.sigma is not None else auto_sigma(real)
-    queries = test[np.random.default_rng(args.seed).permutation(len(test))[: args.queries]]
-    grown = CaltechGrown(real, queries, float(sigma), args.seed)
+    order = np.random.default_rng(args.seed).permutation(len(test))
+    queries = test[order[: args.queries]]
+    tune_queries = test[order[args.queries : args.queries + TUNE_QUERIES]]
+    grown = CaltechGrown(real, queries, tune_queries, float(sigma), args.seed)
     grown.describe = {
         "kind": "default-model embeddings of Caltech-101 photos, grown by perturbed copies",
         "dim": int(real.shape[1]),
