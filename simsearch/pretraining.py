@@ -25,7 +25,8 @@ from simsearch.autoencoders import KINDS, AutoEncoder, autoencoder_from_config, 
 from simsearch.errors import ModelError, SimSearchError
 from simsearch.models import Embedder, resolve_device, save_checkpoint
 from simsearch.models.registry import AE_BACKBONE_PREFIX, CHECKPOINT_CONFIG, ae_data_config
-from simsearch.training import HISTORY_FILE, LAST_DIR, TrainProgress, _save_state, _seed_everything, _write_json
+from simsearch.runs import HISTORY_FILE, LAST_DIR, STATE_FILE, save_state, seed_everything, write_json
+from simsearch.training import TrainProgress
 
 __all__ = [
     "AE_WEIGHTS",
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 # The full autoencoder (decoder and discriminator too) beside the checkpoint's encoder-only model.safetensors.
 AE_WEIGHTS = "autoencoder.safetensors"
 PICTURES_DIR = "pictures"
-STATE_FILE = "state.pt"
 # Fields that may change between an interrupted run and its resumption without changing what is trained.
 _RESUMABLE_CHANGES = frozenset({"epochs", "device", "workers"})
 # Without an image_size, images larger than this train at _LARGE_IMAGE_SIDE (photos would otherwise train at
@@ -472,7 +472,7 @@ def pretrain(
     config.check()
     out = Path(out_dir).expanduser()
     device = resolve_device(config.device)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     data = _load_data(config, train_data, val_data)
     shape = tuple(data.train_x.shape[1:])
     ae = _build(config, shape, data.num_classes)  # type: ignore[arg-type]
@@ -566,8 +566,8 @@ def pretrain(
             " (best)" if improved else "",
         )
         # History first: a state never names an epoch that history.json lacks (resuming truncates the rest).
-        _write_json(out / HISTORY_FILE, history)
-        _save_state(
+        write_json(out / HISTORY_FILE, history)
+        save_state(
             state_path,
             {
                 "model": ae.state_dict(),

@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +23,14 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from simsearch.autoencoders import EncoderBackbone
 from simsearch.data import PKSampler, SiamesePairs
 from simsearch.errors import SimSearchError
 from simsearch.losses import MetricLoss, PairLoss, create_loss, is_pair_loss, list_losses, loss_has_parameters
 from simsearch.metrics import retrieval_metrics
 from simsearch.models import Embedder, create_transform, load_embedder, resolve_device, save_checkpoint
 from simsearch.models.registry import _create_backbone, _random_embedder
+from simsearch.runs import HISTORY_FILE, LAST_DIR, STATE_FILE, save_state, seed_everything, write_json
 
 __all__ = [
     "EVAL_KS",
@@ -52,9 +53,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LAST_DIR = "last"
-STATE_FILE = "state.pt"
-HISTORY_FILE = "history.json"
 # "random:<timm name>" builds an untrained backbone: training from scratch, and tiny models in tests.
 RANDOM_PREFIX = "random:"
 # Fields that may change between an interrupted run and its resumption without changing what is being trained.
@@ -229,9 +227,28 @@ def build_embedder(config: TrainConfig) -> Embedder:
             backbone_kwargs=base.backbone_kwargs,
         )
     if config.image_size is not None:
+        _check_fixed_input(embedder, config.image_size)
         channels = embedder.data_config.get("input_size", (3,))[0]
         embedder.data_config["input_size"] = (channels, config.image_size, config.image_size)
     return embedder
+
+
+def _check_fixed_input(embedder: Embedder, image_size: int) -> None:
+    """Refuse an `image_size` that an autoencoder's encoder cannot take, before any image is read.
+
+    Every autoencoder kind flattens its input into a Linear layer and `EncoderBackbone` checks the shape, so the
+    encoder takes its `input_shape` only: another size would fail at the first batch.
+    """
+    if not isinstance(embedder.backbone, EncoderBackbone):
+        return
+    shape = tuple(embedder.backbone.input_shape)
+    if shape[1:] != (image_size, image_size):
+        # A non-square input has no square size that fits; its own data config already resizes to it.
+        fix = f"set it to {shape[1]} or leave it unset" if shape[1] == shape[2] else "leave it unset"
+        raise TrainingError(
+            f"image_size {image_size} does not fit backbone {embedder.arch}, whose encoder takes "
+            f"{'x'.join(map(str, shape))} images only: {fix}"
+        )
 
 
 def _rebuild_backbone(embedder: Embedder, options: dict[str, Any]) -> None:
@@ -342,12 +359,6 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """Linear warm-up from ~0 to 1, then half a cosine down to 0 at `total_steps`."""
 
@@ -412,7 +423,7 @@ def train(
     config.check()
     out = Path(out_dir).expanduser()
     device = resolve_device(config.device)
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
 
     pairs = config.sampler == "pairs"
     num_classes = len(np.unique(np.asarray(train_dataset.labels)))
@@ -572,7 +583,7 @@ def train(
             f", val R@1 {record['val']['recall@1']:.4f} MAP@R {record['val']['map@r']:.4f}" if "val" in record else "",
             " (best)" if improved else "",
         )
-        _save_state(
+        save_state(
             state_path,
             {
                 "model": embedder.state_dict(),
@@ -587,7 +598,7 @@ def train(
                 "recipe": json.dumps(recipe, sort_keys=True),
             },
         )
-        _write_json(out / HISTORY_FILE, history)
+        write_json(out / HISTORY_FILE, history)
         if progress is not None:
             progress.end_epoch(epoch, record)
     seconds = time.perf_counter() - started
@@ -625,31 +636,6 @@ def _batch_loss(
     with _autocast(device):
         embeddings = embedder(images)
     return loss_fn(embeddings.float(), labels), len(labels)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _cpu(value: Any) -> Any:
-    """A copy of a (nested) state dict with every tensor on the CPU, so the state loads on any device."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu").clone()
-    if isinstance(value, dict):
-        return {k: _cpu(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_cpu(v) for v in value)
-    return value
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    """Write-then-rename: an interruption mid-write leaves the previous epoch's state intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(_cpu(state), tmp)
-    os.replace(tmp, path)
 
 
 def _load_state(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:

@@ -288,6 +288,68 @@ def test_a_backbone_option_that_changes_the_weights_of_a_loaded_model_is_refused
     assert torch.equal(model.head.weight, load_embedder(checkpoint).head.weight)
 
 
+def _ae_checkpoint(folder: Path) -> Path:
+    """A tiny untrained conv-autoencoder checkpoint for 1x28x28 images, as `simsearch pretrain` writes one."""
+    from simsearch.models import save_checkpoint
+    from simsearch.models.registry import _random_embedder
+
+    ae = _random_embedder("simsearch-ae:conv", input_shape=[1, 28, 28], code_dim=8, options={"channels": [4, 8]})
+    return save_checkpoint(ae, folder)
+
+
+class _Unreadable:
+    """A labelled dataset whose images must not be read: proves a check ran before any data loading."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> object:
+        raise AssertionError("an image was read")
+
+
+def test_an_image_size_an_autoencoder_encoder_cannot_take_is_refused_before_any_image_is_read(tmp_path: Path) -> None:
+    checkpoint = _ae_checkpoint(tmp_path / "ae")
+    data = _Unreadable(np.repeat(np.arange(4), 3))
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"image_size 32 .* takes 1x28x28 images only: set it to 28"):
+        train(_config(backbone=str(checkpoint), image_size=32, p=4, k=2), data, None, out)
+    assert not out.exists()
+    # An untrained autoencoder backbone has the same fixed input.
+    kwargs = {"input_shape": [1, 28, 28], "code_dim": 8, "options": {"channels": [4, 8]}}
+    with pytest.raises(TrainingError, match="1x28x28 images only"):
+        build_embedder(TrainConfig(backbone="random:simsearch-ae:conv", backbone_kwargs=kwargs, image_size=24))
+
+
+@pytest.mark.parametrize("image_size", [None, 28])
+def test_an_autoencoder_checkpoint_trains_at_its_own_size_or_without_image_size(
+    image_size: int | None, data_root: Path, tmp_path: Path
+) -> None:
+    checkpoint = _ae_checkpoint(tmp_path / "ae")
+    train_set, _ = _datasets(data_root)  # 32x32 RGB photos: the encoder's data config makes them 1x28x28
+    config = _config(backbone=str(checkpoint), image_size=image_size, epochs=1, p=4, k=2, batches_per_epoch=1)
+    result = train(config, train_set, None, tmp_path / "run")
+    assert result.epochs_run == 1
+    saved = json.loads((result.checkpoint / "config.json").read_text())
+    assert saved["backbone"] == "simsearch-ae:conv" and saved["data_config"]["input_size"] == [1, 28, 28]
+
+
+def test_cli_train_refuses_an_autoencoder_backbone_at_another_image_size_in_one_line(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from cli.main import main
+
+    checkpoint = _ae_checkpoint(tmp_path / "ae")
+    args = ["train", str(data_root), "--out", str(tmp_path / "run"), "--backbone", str(checkpoint)]
+    result = CliRunner().invoke(main, [*args, "--image-size", "32", "--device", "cpu", "-p", "3", "-k", "2", "-q"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: image_size 32 does not fit backbone simsearch-ae:conv")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def _loss_on_fixed_pairs(model: Embedder, data: ArrayDataset, loss_name: str) -> float:
     """The pair loss over 200 fixed pairs, all images in one batch with batch statistics (as in training)."""
     pairs = SiamesePairs(data, 200, seed=99).pairs
