@@ -332,8 +332,11 @@ def coarse_centroids(index: Any) -> np.ndarray | None:
 
 
 def _plain_ivf(index: Any) -> Any:
-    """The IVF of an index working in the input space (itself, or below a refine stage); None behind a transform."""
+    """The IVF of an index working in the input space (itself, or below an id map and/or a refine stage); None behind
+    a transform."""
     node = index
+    if isinstance(node, faiss.IndexIDMap | faiss.IndexIDMap2):
+        node = faiss.downcast_index(node.index)
     if isinstance(node, faiss.IndexRefine):
         node = faiss.downcast_index(node.base_index)
     return node if isinstance(node, faiss.IndexIVF) else None

@@ -238,7 +238,7 @@ def test_ivf_variants_can_share_one_k_means() -> None:
     centroids = coarse_centroids(first.index)
     assert centroids is not None and centroids.shape == (32, 32)
     for factory in ("IVF32_HNSW32,Flat", "IVF32,SQ8", "IVF32,PQ8x4fs,Refine(SQ8)"):
-        again = build_index(factory, 32, x, x, with_ids=False, centroids=centroids)
+        again = build_index(factory, 32, x, x, with_ids="Refine" in factory, centroids=centroids)  # + an id map
         assert np.array_equal(coarse_centroids(again.index), centroids), factory
         set_params(again.index, param_sweep(factory)[-1])  # every list probed: the codes alone limit recall
         _, found = again.index.search(x[:50], 10)

@@ -9,6 +9,7 @@ import argparse
 import gc
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,8 +273,14 @@ def default_factories(n: int, d: int) -> list[str]:
 
 def train_rows(factory: str, n: int) -> int:
     """Training vectors: 40 per inverted list (faiss warns below 39), at least 20k for the PQ codebooks, at most n."""
-    nlist = int(factory.split("IVF")[1].split(",")[0]) if "IVF" in factory else 0
+    nlist = _nlist(factory)
     return min(n, max(40 * nlist, 20_000)) if nlist or "PQ" in factory else 0
+
+
+def _nlist(factory: str) -> int:
+    """Inverted lists of a factory string ("IVF4096_HNSW32,SQ8" -> 4096), 0 without an IVF."""
+    match = re.search(r"IVF(\d+)", factory)
+    return int(match.group(1)) if match else 0
 
 
 def measure_factory(
@@ -292,7 +299,7 @@ def measure_factory(
     gc.collect()
     rss0 = rss_bytes()
     train = data.rows(n, train_rows(factory, n), args.seed + 7) if train_rows(factory, n) else None
-    nlist = int(factory.split("IVF")[1].split(",")[0].split("_")[0]) if "IVF" in factory else 0
+    nlist = _nlist(factory)
     built = build_index(factory, data.d, train, data.chunks(n), centroids=shared.get(nlist))
     centroids = coarse_centroids(built.index)
     reused = nlist in shared and centroids is not None
