@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -70,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--loss-lr", type=float, default=None)
     parser.add_argument("--augment", action="store_true", help="timm's training augmentations (random crops, flips)")
+    parser.add_argument(
+        "--augment-kwargs", default="{}", help="JSON options of timm's training transform, e.g. '{\"re_prob\": 0.25}'"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--val-images", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke runs)")
@@ -81,6 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     full_train = load_fashion_mnist("train", to_rgb=not json.loads(args.backbone_kwargs).get("in_chans") == 1)
     test = load_fashion_mnist("test", to_rgb=full_train.to_rgb)
     if args.limit:
@@ -102,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         loss_lr=args.loss_lr,
         image_size=args.image_size,
         augment=args.augment,
+        augment_kwargs=json.loads(args.augment_kwargs),
         seed=args.seed,
         device="cpu",
         patience=None,
@@ -138,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         "train_samples_per_second": round(result.samples_per_second, 1),
         "embed_images_per_second": round((len(gallery) + len(queries)) / embed_seconds, 1),
         "environment": environment(),
+        "command": "python -m benchmarks.fashion_mnist " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     out = Path(args.out or RESULTS / f"fashion_mnist_{args.loss}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

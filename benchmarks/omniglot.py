@@ -47,11 +47,23 @@ def character_slice(dataset: ArrayDataset, first: int, last: int) -> ArrayDatase
     )
 
 
+def with_rotations(dataset: ArrayDataset) -> ArrayDataset:
+    """Every character also at 90, 180 and 270 degrees, each rotation a class of its own: 4x the classes."""
+    n_classes = len(dataset.classes)
+    images = [np.rot90(dataset.images, turns, axes=(1, 2)) for turns in range(4)]
+    labels = [dataset.labels + turns * n_classes for turns in range(4)]
+    classes = [f"{name}@{90 * turns}" for turns in range(4) for name in dataset.classes]
+    return ArrayDataset(
+        np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels), classes=classes, to_rgb=dataset.to_rgb
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loss", default="triplet", help="a simsearch loss name (triplet, contrastive, center...)")
     parser.add_argument("--loss-kwargs", default="{}", help="JSON options of the loss, e.g. '{\"margin\": 0.2}'")
     parser.add_argument("--backbone", default="random:resnet10t", help="trained from scratch by default")
+    parser.add_argument("--backbone-kwargs", default="{}", help="JSON timm options, e.g. '{\"in_chans\": 1}'")
     parser.add_argument("--embed-dim", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=84, help="105 is native; 84 trains ~1.5x faster")
     parser.add_argument("--epochs", type=int, default=4)
@@ -59,6 +71,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--p", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--loss-lr", type=float, default=None, help="learning rate of the loss's own parameters")
+    parser.add_argument(
+        "--augment-kwargs",
+        default=None,
+        help="JSON options of timm's training transform, e.g. '{\"hflip\": 0}'; none: no augmentation",
+    )
+    parser.add_argument(
+        "--rotations",
+        action="store_true",
+        help="each training character at 0/90/180/270 degrees as four classes (Vinyals et al. 2016, Snell et al. 2017)",
+    )
     parser.add_argument("--backbone-lr-mult", type=float, default=1.0, help="1.0: a random backbone must learn too")
     parser.add_argument("--warmup-epochs", type=float, default=0.5)
     parser.add_argument("--val-fraction", type=float, default=0.1, help="last characters of background: validation")
@@ -79,6 +102,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     n_chars = len(background.classes) if args.train_chars is None else min(args.train_chars, len(background.classes))
     n_val = max(2, round(n_chars * args.val_fraction))
     train_ds = character_slice(background, 0, n_chars - n_val)
+    if args.rotations:
+        train_ds = with_rotations(train_ds)
     val_ds = character_slice(background, n_chars - n_val, n_chars)
     evaluation = load_omniglot("evaluation", to_rgb=False)
     if args.eval_chars is not None:
@@ -88,7 +113,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         backbone=args.backbone,
         embed_dim=args.embed_dim,
         loss=args.loss,
+        backbone_kwargs=json.loads(args.backbone_kwargs),
         loss_kwargs=json.loads(args.loss_kwargs),
+        loss_lr=args.loss_lr,
         epochs=args.epochs,
         p=args.p,
         k=args.k,
@@ -97,8 +124,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         backbone_lr_mult=args.backbone_lr_mult,
         warmup_epochs=args.warmup_epochs,
         image_size=args.image_size,
-        # timm's training augmentation flips and crops hard: a mirrored character can be another character.
-        augment=False,
+        # timm's default augmentation flips and crops hard, and a mirrored character can be another character:
+        # augmentation is off unless its options are given.
+        augment=args.augment_kwargs is not None,
+        augment_kwargs=json.loads(args.augment_kwargs or "{}"),
         seed=args.seed,
         device="cpu",
         patience=None,
@@ -121,7 +150,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "benchmark": "omniglot",
         "loss": args.loss,
         "protocol": {
-            "train": f"background split, characters 0..{n_chars - n_val - 1} ({len(train_ds)} images)",
+            "train": f"background split, characters 0..{n_chars - n_val - 1} ({len(train_ds)} images"
+            + (", each rotated by 0/90/180/270 degrees as four classes)" if args.rotations else ")"),
             "validation": f"background characters {n_chars - n_val}..{n_chars - 1} (class-disjoint, {len(val_ds)} "
             "images), MAP@R picks the best epoch",
             "one_shot": f"official all_runs.zip, {len(runs)} runs x 20-way, nearest training image by cosine",

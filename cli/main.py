@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.progress import BarProgress
+from cli.progress import BarProgress, EpochBar
 from indexes import IndexLayerError, parse_memory
 from simsearch import Collection, SimSearchError, open_collection
 from simsearch.collection import COLLECTION_ENV, default_collection_path
@@ -240,38 +240,10 @@ def remove(paths: tuple[Path, ...], collection: Path | None, as_json: bool) -> N
     click.echo(f"{len(removed)} removed, {total} images left", err=True)
 
 
-class _TrainBar:
-    """Implements ``simsearch.training.TrainProgress``: one tqdm bar per epoch with the loss and samples/s."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar: Any = None
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(
-            total=steps,
-            desc=f"epoch {epoch}/{epochs}",
-            unit="batch",
-            file=sys.stderr,
-            disable=not self.enabled,
-            dynamic_ncols=True,
-            leave=False,
-        )
-
-    def step(self, loss: float, samples_per_second: float) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_second:.1f}", refresh=False)
-            self._bar.update(1)
-
-    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        val = record.get("val")
-        scores = f", val R@1 {val['recall@1']:.4f} MAP@R {val['map@r']:.4f}" if val else ""
-        click.echo(f"epoch {epoch}: loss {record['loss']:.4f}{scores}", err=True)
+def _train_summary(epoch: int, record: dict[str, Any]) -> str:
+    val = record.get("val")
+    scores = f", val R@1 {val['recall@1']:.4f} MAP@R {val['map@r']:.4f}" if val else ""
+    return f"epoch {epoch}: loss {record['loss']:.4f}{scores}"
 
 
 def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") -> dict[str, Any]:
@@ -356,6 +328,13 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
 @click.option("--image-size", type=click.IntRange(8), help="Input resolution [default: the backbone's].")
 @click.option("--no-augment", is_flag=True, help="Train on the eval transform (no random crops or flips).")
 @click.option(
+    "--augment-option",
+    "augment_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A timm training-transform option, e.g. hflip=0, scale=[0.7,1.0] or re_prob=0.25 (repeatable).",
+)
+@click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.2,
@@ -381,6 +360,7 @@ def train(
     out_dir: Path,
     loss_options: tuple[str, ...],
     backbone_options: tuple[str, ...],
+    augment_options: tuple[str, ...],
     val_fraction: float,
     restart: bool,
     weights: str | None,
@@ -409,13 +389,19 @@ def train(
         augment=not no_augment,
         loss_kwargs=_parse_options(loss_options),
         backbone_kwargs=_parse_options(backbone_options, "--backbone-option"),
+        augment_kwargs=_parse_options(augment_options, "--augment-option"),
     )
     dataset = open_image_dataset(data)
     train_classes, val_classes = split_classes(dataset.classes, val_fraction, seed=config.seed)
     train_set = ClassSubset(dataset, train_classes)
     val_set = ClassSubset(dataset, val_classes) if val_classes else None
     result = run_training(
-        config, train_set, val_set, out_dir, _TrainBar(not quiet and sys.stderr.isatty()), resume=not restart
+        config,
+        train_set,
+        val_set,
+        out_dir,
+        EpochBar(not quiet and sys.stderr.isatty(), _train_summary),
+        resume=not restart,
     )
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))

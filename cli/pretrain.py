@@ -12,43 +12,16 @@ from typing import Any
 import click
 
 from cli.main import _parse_options, device_option, domain_errors, json_option
+from cli.progress import EpochBar
 
 KINDS = ("linear", "mlp", "conv", "denoising", "sparse", "vae", "cvae", "vaegan")
 # DATA names that mean a shared data set (its training split) rather than a folder.
 SHARED_SETS = ("fashion-mnist", "omniglot")
 
 
-class _PretrainBar:
-    """Implements ``simsearch.training.TrainProgress`` for pretraining: a tqdm bar per epoch, one line after it."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar: Any = None
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(
-            total=steps,
-            desc=f"epoch {epoch}/{epochs}",
-            unit="batch",
-            file=sys.stderr,
-            disable=not self.enabled,
-            dynamic_ncols=True,
-            leave=False,
-        )
-
-    def step(self, loss: float, samples_per_second: float) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{samples_per_second:.0f}", refresh=False)
-            self._bar.update(1)
-
-    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        val = f", val loss {record['val_loss']:.5f}" if "val_loss" in record else ""
-        click.echo(f"epoch {epoch}: loss {record['loss']:.5f}{val}", err=True)
+def _pretrain_summary(epoch: int, record: dict[str, Any]) -> str:
+    val = f", val loss {record['val_loss']:.5f}" if "val_loss" in record else ""
+    return f"epoch {epoch}: loss {record['loss']:.5f}{val}"
 
 
 def _open_data(data: str) -> Any:
@@ -175,7 +148,7 @@ def pretrain(
         config,
         dataset,
         out_dir,
-        progress=_PretrainBar(not quiet and sys.stderr.isatty()),
+        progress=EpochBar(not quiet and sys.stderr.isatty(), _pretrain_summary),
         resume=not restart,
         pictures=not no_pictures,
     )

@@ -1,8 +1,11 @@
-"""A tqdm progress bar on stderr for indexing runs, and the one-line reports of skipped files."""
+"""tqdm progress bars on stderr: per stage for indexing runs (with one-line reports of skipped files), per epoch for
+training and pretraining runs."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from tqdm import tqdm
 
@@ -38,3 +41,35 @@ class BarProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class EpochBar:
+    """Implements ``simsearch.training.TrainProgress``: one bar per epoch with the loss and samples/s, then the line
+    that `summary(epoch, record)` writes for the finished epoch (each kind of run reports its own scores)."""
+
+    def __init__(self, enabled: bool, summary: Callable[[int, dict[str, Any]], str]) -> None:
+        self.enabled = enabled
+        self.summary = summary
+        self._bar: tqdm | None = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self._bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{epochs}",
+            unit="batch",
+            file=sys.stderr,
+            disable=not self.enabled,
+            dynamic_ncols=True,
+            leave=False,
+        )
+
+    def step(self, loss: float, samples_per_second: float) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_second:.1f}", refresh=False)
+            self._bar.update(1)
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        tqdm.write(self.summary(epoch, record), file=sys.stderr)

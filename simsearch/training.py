@@ -36,6 +36,7 @@ __all__ = [
     "EVAL_KS",
     "LAST_DIR",
     "RANDOM_PREFIX",
+    "AUGMENT_OPTIONS",
     "SAMPLERS",
     "TrainConfig",
     "TrainProgress",
@@ -59,6 +60,10 @@ RANDOM_PREFIX = "random:"
 _RESUMABLE_CHANGES = frozenset({"epochs", "device", "workers", "patience"})
 # "pk": P x K class-balanced batches for any loss; "pairs": explicit Siamese pairs for the pair losses.
 SAMPLERS = ("pk", "pairs")
+# The training options of `timm.data.create_transform` that a recipe may set; the data config supplies the rest.
+AUGMENT_OPTIONS = frozenset(
+    {"scale", "ratio", "hflip", "vflip", "color_jitter", "auto_augment", "re_prob", "re_mode", "re_count"}
+)
 # The k of recall@k that `evaluate` reports (hit rate), as in the deep-metric-learning literature and the eval plot.
 EVAL_KS = (1, 2, 4, 8, 16, 32)
 
@@ -93,6 +98,8 @@ class TrainConfig:
         freeze_bn: keep every BatchNorm's running statistics fixed (small batches give poor statistics).
         image_size: override the backbone's input resolution (square); stored in the checkpoint's data config.
         augment: timm's training augmentations (random resized crop, flip); False uses the eval transform.
+        augment_kwargs: options of `timm.data.create_transform` for training, e.g. {"scale": [0.7, 1.0], "hflip": 0}
+            (a mirrored character can be another character) or {"re_prob": 0.25} (random erasing).
         device: "auto", "cpu", "cuda"...; mixed precision (bfloat16) is used on CUDA only.
         patience: stop after this many epochs without a better validation MAP@R; None never stops early.
     """
@@ -121,6 +128,7 @@ class TrainConfig:
     freeze_bn: bool = False
     image_size: int | None = None
     augment: bool = True
+    augment_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -153,6 +161,12 @@ class TrainConfig:
             raise TrainingError(f"pair_batch_size must be >= 1, got {self.pair_batch_size}")
         if not isinstance(self.backbone_kwargs, dict):
             raise TrainingError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
+        unknown = sorted(set(self.augment_kwargs) - AUGMENT_OPTIONS)
+        if unknown:
+            raise TrainingError(
+                f"unknown augmentation option(s) {', '.join(unknown)}; known: {', '.join(sorted(AUGMENT_OPTIONS))}"
+            )
+        _check_augment_kwargs(self.augment_kwargs)
         in_chans = self.backbone_kwargs.get("in_chans", 3)
         if in_chans not in (1, 3):
             # Images reach the model through PIL as grey ("L") or RGB: other channel counts have no source.
@@ -168,6 +182,25 @@ class TrainConfig:
                     f"loss {self.loss!r} trains on P x K batches, not on Siamese pairs: "
                     f"use a pair loss ({pair_losses}) or the pk sampler"
                 )
+
+
+def _check_augment_kwargs(options: dict[str, Any]) -> None:
+    """timm takes a bad range or probability with a warning and fails later, in a loader: refuse them up front."""
+    for key in ("scale", "ratio"):
+        value = options.get(key)
+        if value is None:
+            continue
+        pair = list(value) if isinstance(value, list | tuple) else None
+        if not pair or len(pair) != 2 or not all(_is_number(v) and v > 0 for v in pair) or pair[0] > pair[1]:
+            raise TrainingError(f"augmentation option {key} must be [low, high] with 0 < low <= high, got {value!r}")
+    for key in ("hflip", "vflip", "re_prob"):
+        value = options.get(key)
+        if value is not None and not (_is_number(value) and 0 <= value <= 1):
+            raise TrainingError(f"augmentation option {key} is a probability in [0, 1], got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass
@@ -320,10 +353,16 @@ class _Transformed(Dataset):
         return image, int(label)
 
 
-def _train_transform(embedder: Embedder, augment: bool) -> Callable[[Image.Image], torch.Tensor]:
+def _train_transform(
+    embedder: Embedder, augment: bool, options: dict[str, Any] | None = None
+) -> Callable[[Image.Image], torch.Tensor]:
     if not augment:
         return create_transform(embedder)
-    return timm.data.create_transform(**embedder.data_config, is_training=True)  # type: ignore[no-any-return]
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in (options or {}).items()}
+    try:
+        return timm.data.create_transform(**embedder.data_config, is_training=True, **kwargs)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise TrainingError(f"bad augmentation options {options}: {exc}".splitlines()[0]) from None
 
 
 def _mode(embedder: Embedder) -> str:
@@ -458,7 +497,9 @@ def train(
     groups = [g for g in groups if g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
-    train_data = _Transformed(train_dataset, _train_transform(embedder, config.augment), _mode(embedder))
+    train_data = _Transformed(
+        train_dataset, _train_transform(embedder, config.augment, config.augment_kwargs), _mode(embedder)
+    )
     sampler: PKSampler | None = None
     pair_data: SiamesePairs | None = None
     if pairs:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from simsearch.errors import ModelError
+from simsearch.models import convnet as _convnet  # noqa: F401 - registers the simsearch_* timm models
 from simsearch.models.embedder import Embedder
 from simsearch.models.weights import (
     BUNDLED_ARCH,
