@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         "train_samples_per_second": round(result.samples_per_second, 1),
         "embed_images_per_second": round((len(gallery) + len(queries)) / embed_seconds, 1),
         "environment": environment(),
-        "command": "python -m benchmarks.fashion_mnist " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": shlex.join(["python", "-m", "benchmarks.fashion_mnist", *(sys.argv[1:] if argv is None else argv)]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     out = Path(args.out or RESULTS / f"fashion_mnist_{args.loss}.json")

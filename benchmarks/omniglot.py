@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
         },
-        "command": "python -m benchmarks.omniglot " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["python", "-m", "benchmarks.omniglot", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
 

@@ -396,6 +396,22 @@ def test_center_loss_equals_cross_entropy_plus_weighted_half_squared_distance_to
     torch.testing.assert_close(loss_fn(x, y).item(), ce(x, y).item() + 0.3 * lc)
 
 
+def test_center_loss_with_a_temperature_equals_a_loop_over_samples_and_classes() -> None:
+    x, y = batch(8, requires_grad=True)
+    loss_fn = CenterLoss(3, 5, weight=0.2, alpha=0.5, temperature=0.1).double().eval()
+    w, b = loss_fn.head.weight, loss_fn.head.bias
+    total = 0.0
+    for i in range(8):
+        logits = [(sum(w[j, d] * x[i, d] for d in range(5)) + b[j]) / 0.1 for j in range(3)]
+        ce = -logits[int(y[i])] + torch.log(sum(torch.exp(z) for z in logits))
+        lc = 0.5 * sum((x[i, d] - loss_fn.centers[int(y[i]), d]) ** 2 for d in range(5))
+        total = total + ce + 0.2 * lc
+    ref = total / 8
+    loss = loss_fn(x, y)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(grads(loss, x), grads(ref, x))  # type: ignore[arg-type]
+
+
 def test_center_loss_moves_centres_by_the_papers_rule_over_two_steps() -> None:
     loss_fn = CenterLoss(4, 5, weight=0.1, alpha=0.5).double().train()
     centers = loss_fn.centers.clone().numpy()

@@ -107,3 +107,20 @@ def test_benchmark_main_writes_a_well_formed_record(runs: list[OneShotRun], tmp_
     assert record["timing"]["training_seconds"] > 0 and record["timing"]["training_samples_per_second"] > 0
     assert {"torch", "timm", "device", "torch_threads"} <= set(record["environment"])
     assert (tmp_path / "ckpt" / "config.json").is_file()
+
+
+def test_rotations_make_each_character_four_classes_of_turned_images() -> None:
+    from benchmarks.omniglot import with_rotations
+    from simsearch.data import ArrayDataset
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 5, 5), dtype=np.uint8)
+    base = ArrayDataset(images, np.array([0, 0, 1, 1, 2, 2]), classes=["a", "b", "c"])
+    turned = with_rotations(base)
+    assert len(turned) == 24 and turned.classes[:4] == ["a@0", "b@0", "c@0", "a@90"]
+    for turns in range(4):
+        rows = slice(6 * turns, 6 * turns + 6)
+        assert np.array_equal(turned.images[rows], np.rot90(images, turns, axes=(1, 2)))
+        assert turned.labels[rows].tolist() == [3 * turns + c for c in (0, 0, 1, 1, 2, 2)]
+    # 90 degrees counter-clockwise: the first row becomes the first column, read bottom-up.
+    assert np.array_equal(turned.images[6][:, 0][::-1], images[0][0])

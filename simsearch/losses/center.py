@@ -31,19 +31,26 @@ class CenterLoss(MetricLoss):
     Args:
         weight: lambda, the weight of Lc against the cross-entropy.
         alpha: the centres' own update rate in ``[0, 1]``.
+        temperature: divides the head's logits, as in `SoftmaxLoss`. Wen et al.'s features are unnormalised; on
+            L2-normalised embeddings the logits start near zero, and with thousands of classes the cross-entropy
+            then barely moves from log(C) for epochs (measured on Omniglot's 3,468 rotated characters). About 0.05
+            fixes that.
     """
 
     centers: Tensor
 
-    def __init__(self, num_classes: int, embed_dim: int, weight: float = 0.01, alpha: float = 0.5) -> None:
+    def __init__(
+        self, num_classes: int, embed_dim: int, weight: float = 0.01, alpha: float = 0.5, temperature: float = 1.0
+    ) -> None:
         super().__init__()
-        check_positive(num_classes=num_classes, embed_dim=embed_dim)
+        check_positive(num_classes=num_classes, embed_dim=embed_dim, temperature=temperature)
         check_non_negative(weight=weight, alpha=alpha)
         if alpha > 1:
             raise LossError(f"alpha must be in [0, 1], got {alpha}")
         self.num_classes = num_classes
         self.weight = float(weight)
         self.alpha = float(alpha)
+        self.temperature = float(temperature)
         self.head = nn.Linear(embed_dim, num_classes)
         # Roughly unit-norm random centres: the scale of the L2-normalised embeddings they will chase.
         self.register_buffer("centers", torch.randn(num_classes, embed_dim) / math.sqrt(embed_dim))
@@ -56,7 +63,9 @@ class CenterLoss(MetricLoss):
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         check_batch(embeddings, labels, self.num_classes)
         labels = labels.long()
-        loss = F.cross_entropy(self.head(embeddings), labels) + self.weight * self.center_term(embeddings, labels)
+        loss = F.cross_entropy(self.head(embeddings) / self.temperature, labels) + self.weight * self.center_term(
+            embeddings, labels
+        )
         if self.training and self.alpha > 0:
             self.update_centers(embeddings.detach(), labels)
         return loss
@@ -72,4 +81,6 @@ class CenterLoss(MetricLoss):
         self.centers.sub_(self.alpha * delta)
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, weight={self.weight}, alpha={self.alpha}"
+        return (
+            f"num_classes={self.num_classes}, weight={self.weight}, alpha={self.alpha}, temperature={self.temperature}"
+        )
