@@ -28,6 +28,19 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 64
 
 _IVF_NLIST = re.compile(r"IVF(\d+)")
+_PROBE = re.compile(r"(?:nprobe|efSearch)=(\d+)")
+
+
+def factory_nlist(factory: str) -> int | None:
+    """Inverted lists of a factory string ("IVF4096_HNSW32,SQ8" -> 4096); None without an IVF."""
+    match = _IVF_NLIST.search(factory)
+    return int(match.group(1)) if match else None
+
+
+def params_probe(params: str) -> int | None:
+    """The knob of a search-parameter string, nprobe or efSearch ("nprobe=16,quantizer_efSearch=64" -> 16)."""
+    match = _PROBE.search(params)
+    return int(match.group(1)) if match else None
 
 
 def choose_factory(n: int, dim: int) -> str:
@@ -58,9 +71,8 @@ def default_search_params(factory: str) -> str:
     IVF: nprobe = round(sqrt(nlist)) (e.g. 32 of 1024 lists); HNSW: efSearch=HNSW_EF_SEARCH; anything else
     (Flat, PQ, ...) has nothing to tune and gets "".
     """
-    match = _IVF_NLIST.search(factory)
-    if match is not None:
-        nlist = int(match.group(1))
+    nlist = factory_nlist(factory)
+    if nlist is not None:
         return ivf_params(factory, max(1, min(nlist, round(math.sqrt(nlist)))))
     if "HNSW" in factory:
         return f"efSearch={HNSW_EF_SEARCH}"

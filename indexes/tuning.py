@@ -351,10 +351,10 @@ def set_params(index: Any, params: str) -> None:
 
 def param_sweep(factory: str, nlist: int | None = None) -> list[str]:
     """Search-parameter strings to try for `factory`, cheapest (lowest recall) first; [""] when nothing to tune."""
-    match = re.search(r"IVF(\d+)", factory)
-    if match is None:
+    own = _factory.factory_nlist(factory)
+    if own is None:
         return [f"efSearch={ef}" for ef in EF_SEARCH_SWEEP] if "HNSW" in factory else [""]
-    lists = nlist or int(match.group(1))
+    lists = nlist or own
     probes = [p for p in NPROBE_SWEEP if p < lists] + [lists]
     extra = f",k_factor_rf={REFINE_K_FACTOR}" if "Refine" in factory or "RFlat" in factory else ""
     return [_factory.ivf_params(factory, p) + extra for p in probes]
@@ -632,15 +632,10 @@ def _extrapolate(
         ef = int(match.group(1))
         wider = 8 * math.ceil(ef * ratio / 8)
         return params.replace(match.group(0), f"efSearch={wider}"), t_sample * wider / ef
-    big, little = _nlist_of(full), _nlist_of(small)
+    big, little = _factory.factory_nlist(full), _factory.factory_nlist(small)
     if big and little and big != little:
         return params, max(t_sample + _coarse_seconds(big, d, cache) - _coarse_seconds(little, d, cache), t_sample)
     return params, t_sample
-
-
-def _nlist_of(factory: str) -> int | None:
-    match = re.search(r"IVF(\d+)", factory)
-    return int(match.group(1)) if match else None
 
 
 def _coarse_seconds(nlist: int, d: int, cache: dict[int, float]) -> float:
@@ -744,16 +739,11 @@ def _sweep_from(factory: str, start_params: str) -> list[str]:
     sweep = param_sweep(factory)
     if start_params in sweep:
         return sweep[sweep.index(start_params) :]
-    first = _first_number(start_params)
+    first = _factory.params_probe(start_params)
     if first is None:
         return [start_params] if start_params and sweep == [""] else sweep
-    rest = [p for p in sweep if (_first_number(p) or 0) > first]
+    rest = [p for p in sweep if (_factory.params_probe(p) or 0) > first]
     return [start_params, *rest]
-
-
-def _first_number(params: str) -> int | None:
-    match = re.search(r"(?:nprobe|efSearch)=(\d+)", params)
-    return int(match.group(1)) if match else None
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers

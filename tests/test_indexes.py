@@ -470,3 +470,12 @@ def test_an_index_searched_on_the_gpu_saves_and_loads_on_the_cpu(tmp_path: Path)
 
     assert not loaded.on_gpu
     np.testing.assert_array_equal(loaded.search(x[:20], 5)[1], expected)
+
+
+def test_factory_and_param_strings_give_their_list_count_and_probe() -> None:
+    from indexes.factory import factory_nlist, params_probe
+
+    assert factory_nlist("IVF4096_HNSW32,SQ8") == 4096 and factory_nlist("OPQ80,IVF1024,PQ80") == 1024
+    assert factory_nlist("HNSW32") is None and factory_nlist("Flat") is None
+    assert params_probe("nprobe=16,quantizer_efSearch=64") == 16 and params_probe("efSearch=48") == 48
+    assert params_probe("") is None and params_probe("k_factor_rf=4") is None

@@ -9,7 +9,6 @@ import argparse
 import gc
 import logging
 import math
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import faiss
 import numpy as np
 
 from benchmarks.suites import BenchmarkError
+from indexes.factory import factory_nlist, params_probe
 from indexes.tuning import (
     TARGET_RECALL,
     batch_qps,
@@ -273,14 +273,8 @@ def default_factories(n: int, d: int) -> list[str]:
 
 def train_rows(factory: str, n: int) -> int:
     """Training vectors: 40 per inverted list (faiss warns below 39), at least 20k for the PQ codebooks, at most n."""
-    nlist = _nlist(factory)
+    nlist = factory_nlist(factory) or 0
     return min(n, max(40 * nlist, 20_000)) if nlist or "PQ" in factory else 0
-
-
-def _nlist(factory: str) -> int:
-    """Inverted lists of a factory string ("IVF4096_HNSW32,SQ8" -> 4096), 0 without an IVF."""
-    match = re.search(r"IVF(\d+)", factory)
-    return int(match.group(1)) if match else 0
 
 
 def measure_factory(
@@ -299,7 +293,7 @@ def measure_factory(
     gc.collect()
     rss0 = rss_bytes()
     train = data.rows(n, train_rows(factory, n), args.seed + 7) if train_rows(factory, n) else None
-    nlist = _nlist(factory)
+    nlist = factory_nlist(factory) or 0
     built = build_index(factory, data.d, train, data.chunks(n), centroids=shared.get(nlist))
     centroids = coarse_centroids(built.index)
     reused = nlist in shared and centroids is not None
@@ -434,18 +428,12 @@ def _raised(result: dict[str, Any], factory: str, params: str) -> dict[str, Any]
     for f in result["factories"]:
         if f["factory"] == factory:
             sweep = [r["search_params"] for r in f["sweep"]]
-            start = next((i for i, p in enumerate(sweep) if _probe(p) >= _probe(params)), len(sweep))
+            chosen = params_probe(params) or 0
+            start = next((i for i, p in enumerate(sweep) if (params_probe(p) or 0) >= chosen), len(sweep))
             for row in f["sweep"][start:]:
                 if row["recall_at_10"] >= TARGET_RECALL:
                     return row
     return None
-
-
-def _probe(params: str) -> int:
-    for key in ("nprobe=", "efSearch="):
-        if params.startswith(key):
-            return int(params[len(key) :].split(",")[0])
-    return 0
 
 
 def _lookup(result: dict[str, Any], factory: str, params: str) -> dict[str, Any] | None:
