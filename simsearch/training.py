@@ -28,8 +28,15 @@ from simsearch.data import PKSampler, SiamesePairs
 from simsearch.errors import SimSearchError
 from simsearch.losses import MetricLoss, PairLoss, create_loss, is_pair_loss, list_losses, loss_has_parameters
 from simsearch.metrics import retrieval_metrics
-from simsearch.models import Embedder, create_transform, load_embedder, resolve_device, save_checkpoint
-from simsearch.models.registry import _create_backbone, _random_embedder
+from simsearch.models import (
+    Embedder,
+    create_backbone,
+    create_transform,
+    load_embedder,
+    random_embedder,
+    resolve_device,
+    save_checkpoint,
+)
 from simsearch.runs import HISTORY_FILE, LAST_DIR, STATE_FILE, save_state, seed_everything, write_json
 
 __all__ = [
@@ -241,7 +248,7 @@ def build_embedder(config: TrainConfig) -> Embedder:
     """The model to train: the backbone of `config.backbone` (with `config.backbone_kwargs`) and a fresh projection
     head of `config.embed_dim`; its data config matches the backbone's input channels."""
     if config.backbone.startswith(RANDOM_PREFIX):
-        base = _random_embedder(config.backbone[len(RANDOM_PREFIX) :], **config.backbone_kwargs)
+        base = random_embedder(config.backbone[len(RANDOM_PREFIX) :], **config.backbone_kwargs)
     else:
         base = load_embedder(config.backbone, weights=config.weights, device="cpu")
         base.use_channels_last(False)
@@ -293,7 +300,7 @@ def _rebuild_backbone(embedder: Embedder, options: dict[str, Any]) -> None:
     from timm.models import adapt_input_conv
 
     kwargs = {**embedder.backbone_kwargs, **options}
-    backbone = _create_backbone(embedder.arch, **kwargs)
+    backbone = create_backbone(embedder.arch, **kwargs)
     state = embedder.backbone.state_dict()
     first_conv = (getattr(backbone, "pretrained_cfg", None) or {}).get("first_conv")
     for name in [first_conv] if isinstance(first_conv, str) else list(first_conv or ()):

@@ -214,9 +214,9 @@ def test_a_collection_built_with_another_model_is_a_one_line_error(
     indexed: tuple[Path, Path, Result], tmp_path: Path
 ) -> None:
     from simsearch.models import save_checkpoint
-    from simsearch.models.registry import _random_embedder
+    from simsearch.models.registry import random_embedder
 
-    checkpoint = save_checkpoint(_random_embedder("test_efficientnet", embed_dim=8), tmp_path / "tiny")
+    checkpoint = save_checkpoint(random_embedder("test_efficientnet", embed_dim=8), tmp_path / "tiny")
     col, photos, _ = indexed
     message = one_line_error(run("index", photos, "-c", col, "--model", checkpoint, "--workers", "0"))
     assert "built with model" in message

@@ -445,9 +445,9 @@ def test_add_embeds_new_files_and_removes_nothing(sample_collection: Path, tmp_p
 def tiny_model_collection(tmp_path: Path) -> tuple[Path, Path]:
     """A collection built with a tiny random checkpoint (16-d): any other model must be refused."""
     from simsearch.models import save_checkpoint
-    from simsearch.models.registry import _random_embedder
+    from simsearch.models.registry import random_embedder
 
-    checkpoint = save_checkpoint(_random_embedder("test_efficientnet", embed_dim=16), tmp_path / "tiny-model")
+    checkpoint = save_checkpoint(random_embedder("test_efficientnet", embed_dim=16), tmp_path / "tiny-model")
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("airplanes", "pizza", "watch"):

@@ -154,7 +154,7 @@ def test_default_transform_comes_from_the_data_config_with_mean_and_std_one_half
 
 
 def test_checkpoint_round_trip_reproduces_outputs_and_config(tmp_path: Path) -> None:
-    original = registry._random_embedder("test_efficientnet", embed_dim=32)
+    original = registry.random_embedder("test_efficientnet", embed_dim=32)
     folder = save_checkpoint(original, tmp_path / "ckpt", extra_config={"recipe": {"loss": "triplet"}})
     config = json.loads((folder / "config.json").read_text())
     assert config["format"] == "simsearch-checkpoint" and config["version"] == 1
@@ -174,7 +174,7 @@ def test_checkpoint_round_trip_reproduces_outputs_and_config(tmp_path: Path) -> 
 
 
 def test_checkpoint_without_head_has_only_backbone_keys_and_round_trips(tmp_path: Path) -> None:
-    original = registry._random_embedder("test_resnet")
+    original = registry.random_embedder("test_resnet")
     folder = save_checkpoint(original, tmp_path / "plain")
     assert json.loads((folder / "config.json").read_text())["embed_dim"] is None
     assert all(k.startswith("backbone.") for k in safetensors.torch.load_file(str(folder / "model.safetensors")))
@@ -186,7 +186,7 @@ def test_checkpoint_without_head_has_only_backbone_keys_and_round_trips(tmp_path
 
 
 def test_checkpoint_of_a_newer_format_version_or_a_plain_folder_is_refused(tmp_path: Path) -> None:
-    folder = save_checkpoint(registry._random_embedder("test_resnet"), tmp_path / "future")
+    folder = save_checkpoint(registry.random_embedder("test_resnet"), tmp_path / "future")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "version": 99}))
     with pytest.raises(ModelError, match="newer"):

@@ -12,7 +12,7 @@ from torch import nn
 
 from simsearch.data import OneShotRun
 from simsearch.models import Embedder
-from simsearch.models.registry import _random_embedder
+from simsearch.models.registry import random_embedder
 from simsearch.training import one_shot_eval
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def _pixel_embedder() -> Embedder:
 
 
 def _tiny_embedder(**backbone_kwargs: object) -> Embedder:
-    embedder = _random_embedder("test_resnet", embed_dim=8, **backbone_kwargs)
+    embedder = random_embedder("test_resnet", embed_dim=8, **backbone_kwargs)
     embedder.data_config["input_size"] = (embedder.data_config["input_size"][0], 32, 32)
     return embedder
 

@@ -277,9 +277,9 @@ def test_a_pretrained_backbone_with_in_chans_1_sums_its_rgb_stem_filters(default
 
 def test_a_backbone_option_that_changes_the_weights_of_a_loaded_model_is_refused(tmp_path: Path) -> None:
     from simsearch.models import save_checkpoint
-    from simsearch.models.registry import _random_embedder
+    from simsearch.models.registry import random_embedder
 
-    checkpoint = save_checkpoint(_random_embedder("test_resnet", embed_dim=8), tmp_path / "ckpt")
+    checkpoint = save_checkpoint(random_embedder("test_resnet", embed_dim=8), tmp_path / "ckpt")
     with pytest.raises(TrainingError, match="stem_width change .* do not fit"):
         build_embedder(TrainConfig(backbone=str(checkpoint), backbone_kwargs={"stem_width": 24}))
     # An option that leaves the weights' shapes alone keeps the checkpoint's weights and records the option.
@@ -291,9 +291,9 @@ def test_a_backbone_option_that_changes_the_weights_of_a_loaded_model_is_refused
 def _ae_checkpoint(folder: Path) -> Path:
     """A tiny untrained conv-autoencoder checkpoint for 1x28x28 images, as `simsearch pretrain` writes one."""
     from simsearch.models import save_checkpoint
-    from simsearch.models.registry import _random_embedder
+    from simsearch.models.registry import random_embedder
 
-    ae = _random_embedder("simsearch-ae:conv", input_shape=[1, 28, 28], code_dim=8, options={"channels": [4, 8]})
+    ae = random_embedder("simsearch-ae:conv", input_shape=[1, 28, 28], code_dim=8, options={"channels": [4, 8]})
     return save_checkpoint(ae, folder)
 
 

@@ -3,8 +3,10 @@
 from simsearch.models.embedder import Embedder, create_transform
 from simsearch.models.registry import (
     DEFAULT_MODEL,
+    create_backbone,
     load_embedder,
     load_embedder_from_spec,
+    random_embedder,
     resolve_device,
     save_checkpoint,
 )
@@ -12,9 +14,11 @@ from simsearch.models.registry import (
 __all__ = [
     "DEFAULT_MODEL",
     "Embedder",
+    "create_backbone",
     "create_transform",
     "load_embedder",
     "load_embedder_from_spec",
+    "random_embedder",
     "resolve_device",
     "save_checkpoint",
 ]

@@ -227,7 +227,7 @@ def _check_model_name(name: str) -> None:
     raise ModelError(f"unknown model {name!r} (not a timm model name nor an existing path){hint}")
 
 
-def _create_backbone(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+def create_backbone(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """timm backbone with its classifier removed (num_classes=0): forward gives pooled (N, F) features.
 
     A "simsearch-ae:<kind>" name builds an autoencoder's encoder instead (see `_create_ae_backbone`).
@@ -284,9 +284,9 @@ def ae_data_config(input_shape: tuple[int, ...] | list[int]) -> dict[str, Any]:
     }
 
 
-def _random_embedder(name: str, embed_dim: int | None = None, **backbone_kwargs: Any) -> Embedder:
+def random_embedder(name: str, embed_dim: int | None = None, **backbone_kwargs: Any) -> Embedder:
     """A randomly initialised Embedder (no download): for tests and for training from scratch."""
-    backbone = _create_backbone(name, **backbone_kwargs)
+    backbone = create_backbone(name, **backbone_kwargs)
     embedder = Embedder(
         backbone,
         arch=_arch_name(backbone, name),
@@ -305,7 +305,7 @@ def _arch_name(backbone: nn.Module, fallback: str) -> str:
 
 def _load_default() -> Embedder:
     path = bundled_weights_path()
-    backbone = _create_backbone(BUNDLED_ARCH)
+    backbone = create_backbone(BUNDLED_ARCH)
     state = lukemelas_to_timm(load_weights_file(path), backbone)
     load_state_dict_strict(backbone, drop_keys(state, classifier_prefixes(backbone)), str(path))
     return Embedder(
@@ -318,7 +318,7 @@ def _load_default() -> Embedder:
 
 
 def _load_timm_with_file(name: str, weights: Path) -> Embedder:
-    backbone = _create_backbone(name)
+    backbone = create_backbone(name)
     state = load_weights_file(weights)
     if is_lukemelas_efficientnet(state):
         state = lukemelas_to_timm(state, backbone)
@@ -442,7 +442,7 @@ def _load_checkpoint(folder: Path) -> Embedder:
     config = _read_checkpoint_config(folder)
     weights = folder / CHECKPOINT_WEIGHTS
     backbone_kwargs = dict(config.get("backbone_kwargs") or {})
-    backbone = _create_backbone(config["backbone"], **backbone_kwargs)
+    backbone = create_backbone(config["backbone"], **backbone_kwargs)
     embedder = Embedder(
         backbone,
         arch=config["backbone"],
