@@ -30,6 +30,7 @@ from simsearch.losses import MetricLoss, PairLoss, create_loss, is_pair_loss, li
 from simsearch.metrics import retrieval_metrics
 from simsearch.models import (
     Embedder,
+    channel_data_config,
     create_backbone,
     create_transform,
     load_embedder,
@@ -317,26 +318,6 @@ def _rebuild_backbone(embedder: Embedder, options: dict[str, Any]) -> None:
         ) from None
     embedder.backbone = backbone
     embedder.backbone_kwargs = kwargs
-
-
-def channel_data_config(data_config: dict[str, Any], in_chans: int | None) -> dict[str, Any]:
-    """`data_config` for a backbone of `in_chans` input channels (None: leave as is).
-
-    timm resolves a model's data config from its pretrained config, which says (3, H, W) and three means even for a
-    model built with `in_chans=1`: its transforms would then give 3-channel tensors. The channel count of
-    input_size follows the backbone; one channel averages the means and stds, matching how timm folds the RGB
-    filters of a pretrained stem into one.
-    """
-    config = dict(data_config)
-    size = tuple(config.get("input_size", (3, 224, 224)))
-    if in_chans is None or (size[0] == in_chans and len(config.get("mean", (0,) * in_chans)) == in_chans):
-        return config
-    config["input_size"] = (int(in_chans), *size[1:])
-    for key in ("mean", "std"):
-        if key in config:
-            values = tuple(float(v) for v in config[key])
-            config[key] = (float(np.mean(values)),) if in_chans == 1 else (values * in_chans)[:in_chans]
-    return config
 
 
 class _Transformed(Dataset):

@@ -327,3 +327,13 @@ def test_default_model_on_cuda_matches_cpu(default_embedder: Embedder) -> None:
         expected = default_embedder(x)
     assert y.is_cuda and y.dtype == torch.float32
     torch.testing.assert_close(y.cpu(), expected, atol=2e-3, rtol=1e-2)
+
+
+def test_an_embedder_of_a_one_channel_backbone_gets_a_one_channel_data_config() -> None:
+    from simsearch.models import random_embedder
+
+    grey = random_embedder("resnet10t", embed_dim=4, in_chans=1)
+    assert grey.data_config["input_size"][0] == 1 and len(grey.data_config["mean"]) == 1
+    assert grey.data_config["mean"][0] == pytest.approx(sum((0.485, 0.456, 0.406)) / 3)
+    colour = random_embedder("resnet10t", embed_dim=4)
+    assert colour.data_config["input_size"][0] == 3 and len(colour.data_config["std"]) == 3

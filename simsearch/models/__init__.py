@@ -1,6 +1,6 @@
 """Models: the Embedder (timm backbone + projection + L2 norm), resolving model specs, weights and checkpoints."""
 
-from simsearch.models.embedder import Embedder, create_transform
+from simsearch.models.embedder import Embedder, channel_data_config, create_transform
 from simsearch.models.registry import (
     DEFAULT_MODEL,
     create_backbone,
@@ -14,6 +14,7 @@ from simsearch.models.registry import (
 __all__ = [
     "DEFAULT_MODEL",
     "Embedder",
+    "channel_data_config",
     "create_backbone",
     "create_transform",
     "load_embedder",

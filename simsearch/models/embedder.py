@@ -26,6 +26,26 @@ def _normalise_data_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
 
 
+def channel_data_config(data_config: dict[str, Any], in_chans: int | None) -> dict[str, Any]:
+    """`data_config` for a backbone of `in_chans` input channels (None: leave as is).
+
+    timm resolves a model's data config from its pretrained config, which says (3, H, W) and three means even for a
+    model built with `in_chans=1`: its transforms would then give 3-channel tensors. The channel count of
+    input_size follows the backbone; one channel averages the means and stds, matching how timm folds the RGB
+    filters of a pretrained stem into one.
+    """
+    config = dict(data_config)
+    size = tuple(config.get("input_size", (3, 224, 224)))
+    if in_chans is None or (size[0] == in_chans and len(config.get("mean", (0,) * in_chans)) == in_chans):
+        return config
+    config["input_size"] = (int(in_chans), *size[1:])
+    for key in ("mean", "std"):
+        if key in config:
+            values = tuple(float(v) for v in config[key])
+            config[key] = (sum(values) / len(values),) if in_chans == 1 else (values * in_chans)[:in_chans]
+    return config
+
+
 class Embedder(nn.Module):
     """Backbone (timm, num_classes=0, global-pooled features) + optional linear projection + L2 normalisation.
 
@@ -65,7 +85,8 @@ class Embedder(nn.Module):
         self.spec = dict(spec) if spec else {"kind": "custom", "name": arch, "path": None}
         self.backbone_kwargs = dict(backbone_kwargs or {})
         if data_config is None:
-            data_config = timm.data.resolve_data_config(model=backbone)
+            resolved = timm.data.resolve_data_config(model=backbone)
+            data_config = channel_data_config(resolved, self.backbone_kwargs.get("in_chans"))
         self.data_config = _normalise_data_config(dict(data_config))
         self._channels_last = False
 
