@@ -265,7 +265,7 @@ def test_vaegan_discriminator_steps_lower_its_loss(fashion) -> None:
     model = build("vaegan", channels=(16, 32))
     optimizer = torch.optim.Adam(model.discriminator_parameters(), lr=1e-3)
     torch.manual_seed(1)
-    before = float(model.discriminator_loss(x)["loss"])
+    before = model.discriminator_loss(x)["loss"].item()
     for _ in range(10):
         optimizer.zero_grad()
         model.discriminator_loss(x)["loss"].backward()

@@ -120,6 +120,9 @@ def test_an_unreadable_image_raises_with_its_path_on_access_or_is_skipped_on_req
     checked = ImageFolderDataset(class_tree, skip_unreadable=True)
     assert len(checked) == len(ds) - 1
     assert not any(p.endswith("broken.png") for p, _ in checked.samples)
+    # What `train`, `eval` and `pretrain` open: the bad file is dropped there too, not met mid-epoch.
+    opened = open_image_dataset(class_tree)
+    assert len(opened) == len(ds) - 1 and not any(p.endswith("broken.png") for p, _ in opened.samples)
 
 
 # --------------------------------------------------------------------------------------------------------------------

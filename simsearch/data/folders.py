@@ -513,11 +513,13 @@ def is_lmdb_dataset(path: str | os.PathLike[str]) -> bool:
 
 
 def open_image_dataset(
-    path: str | os.PathLike[str], *, min_side: int | None = None
+    path: str | os.PathLike[str], *, min_side: int | None = None, skip_unreadable: bool = True
 ) -> ImageFolderDataset | LMDBImageDataset:
     """A labelled image set from either a class-per-folder tree or an LMDB folder (one holding `data.mdb`).
 
-    Items are `(RGB PIL image, label)`, no transform set.
+    Items are `(RGB PIL image, label)`, no transform set. A folder tree's unreadable files are dropped with a
+    warning by default (`ImageFolderDataset(skip_unreadable=True)`): one corrupt file must not stop a training run
+    mid-epoch. An LMDB store holds only images that decoded when it was packed.
 
     Raises:
         DataNotFoundError: `path` is missing.
@@ -525,7 +527,7 @@ def open_image_dataset(
     """
     if is_lmdb_dataset(path):
         return LMDBImageDataset(path, min_side=min_side)
-    return ImageFolderDataset(path, min_side=min_side)
+    return ImageFolderDataset(path, min_side=min_side, skip_unreadable=skip_unreadable)
 
 
 class ClassSubset(Dataset):
