@@ -271,7 +271,7 @@ def test_vaegan_discriminator_steps_lower_its_loss(fashion) -> None:
         model.discriminator_loss(x)["loss"].backward()
         optimizer.step()
     torch.manual_seed(1)
-    assert float(model.discriminator_loss(x)["loss"]) < before
+    assert model.discriminator_loss(x)["loss"].item() < before
 
 
 def test_the_linear_autoencoder_reaches_the_pca_error_on_fashion_mnist(fashion) -> None:
