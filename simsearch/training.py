@@ -169,11 +169,6 @@ class TrainConfig:
             raise TrainingError(f"pair_batch_size must be >= 1, got {self.pair_batch_size}")
         if not isinstance(self.backbone_kwargs, dict):
             raise TrainingError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
-        unknown = sorted(set(self.augment_kwargs) - AUGMENT_OPTIONS)
-        if unknown:
-            raise TrainingError(
-                f"unknown augmentation option(s) {', '.join(unknown)}; known: {', '.join(sorted(AUGMENT_OPTIONS))}"
-            )
         _check_augment_kwargs(self.augment_kwargs)
         in_chans = self.backbone_kwargs.get("in_chans", 3)
         if in_chans not in (1, 3):
@@ -194,6 +189,11 @@ class TrainConfig:
 
 def _check_augment_kwargs(options: dict[str, Any]) -> None:
     """timm takes a bad range or probability with a warning and fails later, in a loader: refuse them up front."""
+    unknown = sorted(set(options) - AUGMENT_OPTIONS)
+    if unknown:
+        raise TrainingError(
+            f"unknown augmentation option(s) {', '.join(unknown)}; known: {', '.join(sorted(AUGMENT_OPTIONS))}"
+        )
     for key in ("scale", "ratio"):
         value = options.get(key)
         if value is None:
@@ -275,21 +275,37 @@ def build_embedder(config: TrainConfig) -> Embedder:
 
 
 def _check_fixed_input(embedder: Embedder, image_size: int) -> None:
-    """Refuse an `image_size` that an autoencoder's encoder cannot take, before any image is read.
+    """Refuse an `image_size` the backbone cannot take, before any image is read.
 
     Every autoencoder kind flattens its input into a Linear layer and `EncoderBackbone` checks the shape, so the
-    encoder takes its `input_shape` only: another size would fail at the first batch.
+    encoder takes its `input_shape` only. Some timm models (ViTs and other patch-grid nets) also fix their input
+    size when built; one zero image through the backbone finds those, since they would fail at the first batch.
     """
-    if not isinstance(embedder.backbone, EncoderBackbone):
+    if isinstance(embedder.backbone, EncoderBackbone):
+        shape = tuple(embedder.backbone.input_shape)
+        if shape[1:] != (image_size, image_size):
+            # A non-square input has no square size that fits; its own data config already resizes to it.
+            fix = f"set it to {shape[1]} or leave it unset" if shape[1] == shape[2] else "leave it unset"
+            raise TrainingError(
+                f"image_size {image_size} does not fit backbone {embedder.arch}, whose encoder takes "
+                f"{'x'.join(map(str, shape))} images only: {fix}"
+            )
         return
-    shape = tuple(embedder.backbone.input_shape)
-    if shape[1:] != (image_size, image_size):
-        # A non-square input has no square size that fits; its own data config already resizes to it.
-        fix = f"set it to {shape[1]} or leave it unset" if shape[1] == shape[2] else "leave it unset"
+    channels = embedder.data_config.get("input_size", (3,))[0]
+    backbone = embedder.backbone
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            backbone(torch.zeros(1, channels, image_size, image_size, device=next(backbone.parameters()).device))
+    except (AssertionError, RuntimeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TrainingError(
-            f"image_size {image_size} does not fit backbone {embedder.arch}, whose encoder takes "
-            f"{'x'.join(map(str, shape))} images only: {fix}"
-        )
+            f"image_size {image_size} does not fit backbone {embedder.arch} ({reason}); a timm ViT takes other "
+            "sizes with --backbone-option dynamic_img_size=true, or leave image_size unset"
+        ) from None
+    finally:
+        backbone.train(was_training)
 
 
 def _rebuild_backbone(embedder: Embedder, options: dict[str, Any]) -> None:
@@ -776,15 +792,11 @@ def one_shot_eval(embedder: Embedder, runs: list[Any] | None = None, *, batch_si
         runs = omniglot_one_shot_runs()
     if not runs:
         raise TrainingError("no one-shot runs to evaluate")
-    # A model whose data config disagrees with its backbone's in_chans (built outside `build_embedder`) still gets
-    # tensors of the channels its stem takes.
-    config = channel_data_config(embedder.data_config, embedder.backbone_kwargs.get("in_chans"))
-    transform = timm.data.create_transform(**config, is_training=False)
-    mode = "L" if config.get("input_size", (3,))[0] == 1 else "RGB"
+    transform = create_transform(embedder)
     device = next(embedder.parameters(), torch.empty(0)).device
 
     def embed(images: list[np.ndarray]) -> np.ndarray:
-        tensors = [transform(Image.fromarray(np.asarray(im, dtype=np.uint8)).convert(mode)) for im in images]
+        tensors = [transform(Image.fromarray(np.asarray(im, dtype=np.uint8))) for im in images]
         was_training = embedder.training
         embedder.eval()
         chunks: list[np.ndarray] = []

@@ -337,3 +337,7 @@ def test_an_embedder_of_a_one_channel_backbone_gets_a_one_channel_data_config() 
     assert grey.data_config["mean"][0] == pytest.approx(sum((0.485, 0.456, 0.406)) / 3)
     colour = random_embedder("resnet10t", embed_dim=4)
     assert colour.data_config["input_size"][0] == 3 and len(colour.data_config["std"]) == 3
+    # A three-channel config handed in with a one-channel stem is held to the stem too.
+    given = Embedder(grey.backbone, arch="resnet10t", data_config=colour.data_config, backbone_kwargs={"in_chans": 1})
+    assert given.data_config["input_size"][0] == 1 and len(given.data_config["std"]) == 1
+    assert create_transform(given)(Image.new("RGB", (40, 40))).shape[0] == 1

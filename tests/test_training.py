@@ -323,6 +323,22 @@ def test_an_image_size_an_autoencoder_encoder_cannot_take_is_refused_before_any_
         build_embedder(TrainConfig(backbone="random:simsearch-ae:conv", backbone_kwargs=kwargs, image_size=24))
 
 
+def test_an_image_size_a_fixed_size_timm_backbone_cannot_take_is_refused_and_dynamic_size_fixes_it() -> None:
+    # A ViT is built for 224 x 224 and asserts it at its first forward; the check runs it once, on a zero image.
+    with pytest.raises(TrainingError, match=r"image_size 64 does not fit backbone vit_tiny_patch16_224 .*224"):
+        build_embedder(TrainConfig(backbone="random:vit_tiny_patch16_224", image_size=64))
+    fixed = build_embedder(
+        TrainConfig(backbone="random:vit_tiny_patch16_224", backbone_kwargs={"dynamic_img_size": True}, image_size=64)
+    )
+    assert fixed.data_config["input_size"] == (3, 64, 64)
+    unprobed = build_embedder(
+        TrainConfig(backbone="random:vit_tiny_patch16_224", backbone_kwargs={"dynamic_img_size": True})
+    )
+    assert fixed.backbone.training == unprobed.backbone.training  # the probe leaves the mode as it found it
+    # A convolutional net takes any size and passes.
+    assert build_embedder(TrainConfig(backbone="random:simsearch_conv4", image_size=20)).embed_dim is not None
+
+
 @pytest.mark.parametrize("image_size", [None, 28])
 def test_an_autoencoder_checkpoint_trains_at_its_own_size_or_without_image_size(
     image_size: int | None, data_root: Path, tmp_path: Path

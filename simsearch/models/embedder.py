@@ -85,9 +85,10 @@ class Embedder(nn.Module):
         self.spec = dict(spec) if spec else {"kind": "custom", "name": arch, "path": None}
         self.backbone_kwargs = dict(backbone_kwargs or {})
         if data_config is None:
-            resolved = timm.data.resolve_data_config(model=backbone)
-            data_config = channel_data_config(resolved, self.backbone_kwargs.get("in_chans"))
-        self.data_config = _normalise_data_config(dict(data_config))
+            data_config = timm.data.resolve_data_config(model=backbone)
+        # A given config is held to the stem's channels too, so every transform built from it fits the backbone.
+        in_chans = self.backbone_kwargs.get("in_chans")
+        self.data_config = _normalise_data_config(channel_data_config(data_config, in_chans))
         self._channels_last = False
 
     def use_channels_last(self, enabled: bool = True) -> Embedder:
