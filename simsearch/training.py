@@ -255,7 +255,6 @@ def build_embedder(config: TrainConfig) -> Embedder:
         base.use_channels_last(False)
         if config.backbone_kwargs:
             _rebuild_backbone(base, config.backbone_kwargs)
-    base.data_config = channel_data_config(base.data_config, base.backbone_kwargs.get("in_chans"))
     if config.embed_dim is None:
         embedder = base
     else:
@@ -334,6 +333,8 @@ def _rebuild_backbone(embedder: Embedder, options: dict[str, Any]) -> None:
         ) from None
     embedder.backbone = backbone
     embedder.backbone_kwargs = kwargs
+    # The config was resolved for the old stem: a changed in_chans changes the channels its transforms give.
+    embedder.data_config = channel_data_config(embedder.data_config, kwargs.get("in_chans"))
 
 
 class _Transformed(Dataset):

@@ -273,6 +273,9 @@ def test_a_pretrained_backbone_with_in_chans_1_sums_its_rgb_stem_filters(default
     # Every other weight is the pretrained one.
     assert torch.equal(model.backbone.conv_head.weight, default_embedder.backbone.conv_head.weight)
     assert model.data_config["input_size"][0] == 1 and model.data_config["mean"] == (0.5,)
+    # Without a projection head the rebuilt base model itself is returned: its config follows the new stem too.
+    bare = build_embedder(TrainConfig(backbone="default", backbone_kwargs={"in_chans": 1}, embed_dim=None))
+    assert bare.data_config["input_size"][0] == 1 and bare.data_config["mean"] == (0.5,)
 
 
 def test_a_backbone_option_that_changes_the_weights_of_a_loaded_model_is_refused(tmp_path: Path) -> None:
