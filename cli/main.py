@@ -273,7 +273,7 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
     "--loss",
     default="triplet",
     show_default=True,
-    help="A loss name: triplet, contrastive, center, "
+    help="A loss name: triplet, contrastive, center, prototypical, "
     "softmax, multi_similarity, arcface, cosface, proxy_anchor, pair_regression.",
 )
 @click.option(

@@ -23,6 +23,7 @@ from simsearch.losses import (
     LossError,
     MultiSimilarityLoss,
     PairRegressionLoss,
+    PrototypicalLoss,
     ProxyAnchorLoss,
     SoftmaxLoss,
     TripletMarginLoss,
@@ -485,6 +486,47 @@ def test_multi_similarity_mining_drops_easy_pairs() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Prototypical
+
+
+def ref_prototypical(x: Tensor, y: Tensor, dist: Distance, scale: float) -> Tensor:
+    n = len(x)
+    labels = sorted(set(y.tolist()))
+    terms = []
+    for i in range(n):
+        mates = [j for j in range(n) if j != i and y[j] == y[i]]
+        if not mates:
+            continue
+        logits = []
+        for c in labels:
+            members = mates if c == y[i] else [j for j in range(n) if y[j] == c]
+            prototype = sum(x[j] for j in members) / len(members)
+            logits.append(-scale * dist.farness(ref_dist(dist, x[i], prototype)))
+        stacked = torch.stack(logits)
+        terms.append(torch.logsumexp(stacked, 0) - stacked[labels.index(int(y[i]))])
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("dist", DISTANCES, ids=DISTANCE_IDS)
+def test_prototypical_loss_equals_a_loop_over_queries_and_leave_one_out_prototypes(dist: Distance) -> None:
+    x, y = batch(11, classes=4, requires_grad=True)
+    y = torch.where(y == 3, torch.tensor(7), y)  # arbitrary label values
+    y[0] = 42  # a class with no classmate: never a query, still a prototype for the others
+    loss = PrototypicalLoss(scale=3.0, distance=dist)(x, y)
+    ref = ref_prototypical(x, y, dist, 3.0)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(grads(loss, x), grads(ref, x))
+
+
+def test_prototypical_loss_defaults_to_the_papers_squared_euclidean() -> None:
+    loss_fn = create_loss("prototypical", embed_dim=8)
+    assert isinstance(loss_fn, PrototypicalLoss) and loss_fn.scale == 10.0
+    assert isinstance(loss_fn.distance, EuclideanDistance) and loss_fn.distance.squared
+    x, y = batch(6, classes=1, requires_grad=True)  # one class: no wrong answer to push away from
+    assert loss_fn(x, y).item() == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Edge cases
 
 
@@ -498,7 +540,7 @@ def all_losses(num_classes: int = 3, embed_dim: int = 5) -> dict[str, nn.Module]
 
 
 @pytest.mark.parametrize(
-    "name", ["contrastive", "pair_regression", "multi_similarity"] + [f"triplet_{m}" for m in MININGS]
+    "name", ["contrastive", "pair_regression", "multi_similarity", "prototypical"] + [f"triplet_{m}" for m in MININGS]
 )
 def test_a_batch_without_positive_pairs_gives_a_zero_that_still_backpropagates(name: str) -> None:
     loss_fn = all_losses()[name]
@@ -542,7 +584,13 @@ def test_every_loss_rejects_malformed_batches_with_a_domain_error(name: str) -> 
 def test_pair_losses_accept_any_integer_labels() -> None:
     x, y = batch(8)
     relabelled = torch.tensor([-7, 1000, 3])[y]
-    for loss_fn in (ContrastiveLoss(), PairRegressionLoss(), TripletMarginLoss(), MultiSimilarityLoss()):
+    for loss_fn in (
+        ContrastiveLoss(),
+        PairRegressionLoss(),
+        TripletMarginLoss(),
+        MultiSimilarityLoss(),
+        PrototypicalLoss(),
+    ):
         torch.testing.assert_close(loss_fn(x, relabelled.int()), loss_fn(x, y))
 
 
@@ -582,6 +630,7 @@ def test_registry_lists_builds_and_explains_losses() -> None:
             "arcface",
             "cosface",
             "proxy_anchor",
+            "prototypical",
         ]
     )
     assert list_losses("*face") == ["arcface", "cosface"]

@@ -21,6 +21,7 @@ from simsearch.losses.distances import (
 from simsearch.losses.margin_softmax import ArcFaceLoss, CosFaceLoss
 from simsearch.losses.miners import TRIPLET_MINING
 from simsearch.losses.multi_similarity import MultiSimilarityLoss
+from simsearch.losses.prototypical import PrototypicalLoss
 from simsearch.losses.proxy_anchor import ProxyAnchorLoss
 from simsearch.losses.softmax import SoftmaxLoss
 from simsearch.losses.triplet import TripletMarginLoss
@@ -42,6 +43,7 @@ _LOSSES: dict[str, _Entry] = {
     "arcface": _Entry(ArcFaceLoss, True),
     "cosface": _Entry(CosFaceLoss, True),
     "proxy_anchor": _Entry(ProxyAnchorLoss, True),
+    "prototypical": _Entry(PrototypicalLoss, False),
 }
 
 
@@ -108,6 +110,7 @@ __all__ = [
     "MultiSimilarityLoss",
     "PairLoss",
     "PairRegressionLoss",
+    "PrototypicalLoss",
     "ProxyAnchorLoss",
     "SoftmaxLoss",
     "TripletMarginLoss",
