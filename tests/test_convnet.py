@@ -1,4 +1,4 @@
-"""The Conv-N backbones (timm-registered) and the training-augmentation options of a recipe."""
+"""The small-image backbones (Conv-N, ResNet-20; timm-registered) and the training-augmentation options of a recipe."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import simsearch  # noqa: F401 - registers the simsearch_* timm models
 from simsearch.data import ArrayDataset
 from simsearch.errors import ModelError
 from simsearch.models import create_transform, load_embedder
-from simsearch.models.convnet import ConvNet
+from simsearch.models.convnet import ConvNet, SmallResNet
 from simsearch.training import TrainConfig, TrainingError, build_embedder, embed_dataset, train
 
 
@@ -53,6 +53,51 @@ def test_a_classifier_and_its_reset_follow_timm_conventions() -> None:
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 512)
     with pytest.raises(ValueError, match="widths"):
         ConvNet(widths=())
+
+
+def test_resnet20_keeps_a_28_px_image_whole_until_its_second_stage() -> None:
+    model = timm.create_model("simsearch_resnet20", in_chans=1, num_classes=0).eval()
+    assert model.num_features == 64 and sum(p.numel() for p in model.parameters()) == 271_536  # He et al.: 0.27 M
+    with torch.no_grad():
+        assert model.forward_features(torch.rand(2, 1, 28, 28)).shape == (2, 64, 7, 7)
+        assert model(torch.rand(2, 1, 32, 32)).shape == (2, 64)
+    assert len(model.stages) == 3 and [len(stage) for stage in model.stages] == [3, 3, 3]
+    assert timm.data.resolve_data_config(model=model)["input_size"] == (3, 32, 32)
+    with pytest.raises(ValueError, match="one length"):
+        SmallResNet(depths=(1, 1), widths=(8,))
+
+
+def test_resnet20_blocks_match_a_plain_residual_loop() -> None:
+    """Every block is relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)); checked with random BatchNorm statistics, since
+    the zero-initialised last BatchNorm would otherwise hide the residual branch."""
+    torch.manual_seed(0)
+    model = SmallResNet(depths=(1, 2), widths=(4, 8), in_chans=1).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+
+    def bn(y: torch.Tensor, norm: torch.nn.BatchNorm2d) -> torch.Tensor:
+        y = (y - norm.running_mean[None, :, None, None]) / torch.sqrt(norm.running_var[None, :, None, None] + norm.eps)
+        return y * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]
+
+    x = torch.rand(2, 1, 12, 12)
+    y = bn(torch.nn.functional.conv2d(x, model.stem[0].weight, padding=1), model.stem[1]).clamp_min(0)
+    for stage in model.stages:
+        for block in stage:
+            stride = block.conv1.stride[0]
+            inner = bn(torch.nn.functional.conv2d(y, block.conv1.weight, stride=stride, padding=1), block.bn1)
+            inner = bn(torch.nn.functional.conv2d(inner.clamp_min(0), block.conv2.weight, padding=1), block.bn2)
+            shortcut = y
+            if block.downsample is not None:
+                projected = torch.nn.functional.conv2d(y, block.downsample[0].weight, stride=stride)
+                shortcut = bn(projected, block.downsample[1])
+            y = (inner + shortcut).clamp_min(0)
+    assert y.shape == (2, 8, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(model(x), y.mean(dim=(2, 3)), atol=1e-5)
 
 
 def test_conv4_has_no_pretrained_weights_to_load_by_name() -> None:
