@@ -89,6 +89,20 @@ def prefix_forward(backbone: nn.Module, x: torch.Tensor, cut: int) -> torch.Tens
     return x
 
 
+def tail_inputs(
+    embedder: Embedder, dataset: Any, cut: int, flips: tuple[bool, ...] = (False,), batch_size: int = 32
+) -> list[np.ndarray]:
+    """float16 tail inputs of every image of `dataset`, one array per entry of `flips` (True: its mirror image)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=1)
+    chunks: list[list[np.ndarray]] = [[] for _ in flips]
+    with torch.inference_mode():
+        for images, _ in loader:
+            images = images.contiguous(memory_format=torch.channels_last)
+            for out, flip in zip(chunks, flips, strict=True):
+                out.append(prefix_forward(embedder.backbone, images.flip(3) if flip else images, cut).half().numpy())
+    return [np.concatenate(out) for out in chunks]
+
+
 def cache_features(embedder: Embedder, split: str, cut: int, batch_size: int = 32) -> dict[str, np.ndarray]:
     """(N, C, h, w) float16 inputs of the tail for each image and its mirror image, computed once and kept on disk."""
     path = CACHE / f"caltech101_{split}_{embedder.arch}_cut{cut}.npz"
@@ -96,16 +110,10 @@ def cache_features(embedder: Embedder, split: str, cut: int, batch_size: int = 3
         with np.load(path) as saved:
             return {key: saved[key] for key in saved.files}
     dataset = caltech101_split(split, transform=create_transform(embedder))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=1)
-    plain, mirrored = [], []
     started = time.perf_counter()
-    with torch.inference_mode():
-        for images, _ in loader:
-            images = images.contiguous(memory_format=torch.channels_last)
-            plain.append(prefix_forward(embedder.backbone, images, cut).half().numpy())
-            mirrored.append(prefix_forward(embedder.backbone, images.flip(3), cut).half().numpy())
+    plain, mirrored = tail_inputs(embedder, dataset, cut, flips=(False, True), batch_size=batch_size)
     logger.info("cached %s tail inputs of %d photos in %.0f s", split, len(dataset), time.perf_counter() - started)
-    features = {"plain": np.concatenate(plain), "mirrored": np.concatenate(mirrored), "labels": dataset.labels}
+    features = {"plain": plain, "mirrored": mirrored, "labels": dataset.labels}
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(path, **features)
     return features
@@ -126,17 +134,10 @@ def cache_random_views(
         if not path.is_file():
             torch.manual_seed(1000 + view)
             dataset = caltech101_split("train", transform=transform)
-            loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=1)
             started = time.perf_counter()
-            with torch.inference_mode():
-                chunks = [
-                    prefix_forward(embedder.backbone, images.contiguous(memory_format=torch.channels_last), cut)
-                    .half()
-                    .numpy()
-                    for images, _ in loader
-                ]
+            (inputs,) = tail_inputs(embedder, dataset, cut, batch_size=batch_size)
             CACHE.mkdir(parents=True, exist_ok=True)
-            np.save(path, np.concatenate(chunks))
+            np.save(path, inputs)
             seconds = time.perf_counter() - started
             logger.info("cached random view %d of %d photos in %.0f s", view, len(dataset), seconds)
         out.append(np.load(path, mmap_mode="r"))

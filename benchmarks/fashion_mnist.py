@@ -5,7 +5,8 @@ Run from the repo root:  python -m benchmarks.fashion_mnist --threads 1   (about
 The defaults are the recipe of the best committed record (fashion_mnist_conv4_wide.json): the wide Conv-4 on grey
 28 x 28 images (no ImageNet stem to shrink them to 8 x 8), CosFace (s 30, m 0.25), 20 epochs of 10 x 16 P x K
 batches, mild crops and flips with a little random erasing.
-Writes benchmarks/results/fashion_mnist_<loss>.json (or --out). Real data only, from $SIMSEARCH_DATA.
+Writes benchmarks/results/fashion_mnist_<loss>_<net>_<epochs>ep_seed<seed>.json (or --out). Real data only, from
+$SIMSEARCH_DATA.
 Anchor: 0.899, "AlexNet with triplet loss" in the Fashion-MNIST benchmark table; target >= 0.94.
 
 Five thousand training images, drawn with the seed, are held out for validation (best epoch); the gallery is the full
@@ -28,13 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.record import default_result_path
 from simsearch.data import ArrayDataset, load_fashion_mnist
 from simsearch.metrics import knn, retrieval_metrics
 from simsearch.models import load_embedder
 from simsearch.training import TrainConfig, embed_dataset, train
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 ANCHOR = 0.899
 TARGET = 0.94
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loss-kwargs", default='{"scale": 30, "margin": 0.25}', help="JSON options of the loss")
     parser.add_argument("--backbone", default="random:simsearch_conv4_wide", help="trained from scratch by default")
     parser.add_argument("--backbone-kwargs", default='{"in_chans": 1}', help="JSON timm options of the backbone")
-    parser.add_argument("--embed-dim", type=int, default=128)
+    parser.add_argument("--embed-dim", type=int, default=128, help="0: keep the head of a checkpoint --backbone")
     parser.add_argument("--image-size", type=int, default=28, help="28x28 is resized to this")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batches", type=int, default=None, help="batches per epoch [default: 55k / (P x K)]")
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     val_rows, train_rows = np.sort(order[: args.val_images]), np.sort(order[args.val_images :])
     config_kwargs: dict[str, Any] = dict(
         backbone=args.backbone,
-        embed_dim=args.embed_dim,
+        embed_dim=args.embed_dim or None,
         loss=args.loss,
         loss_kwargs=json.loads(args.loss_kwargs),
         epochs=args.epochs,
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": shlex.join(["python", "-m", "benchmarks.fashion_mnist", *(sys.argv[1:] if argv is None else argv)]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
-    out = Path(args.out or RESULTS / f"fashion_mnist_{args.loss}.json")
+    out = Path(args.out or default_result_path("fashion_mnist", args))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({"p@1": p_at_1, "best_val": result.best_metrics, "train_seconds": round(train_seconds)}))

@@ -6,8 +6,9 @@ The defaults are the recipe that meets the 96% target: triplet loss on the wide 
 at 28 x 28, each background character also rotated by 90/180/270 degrees as new classes, 30 epochs of 150 P x K
 batches (32 characters x 4 drawings). `--backbone random:simsearch_conv4 --epochs 40` is the 64-channel Conv-4 of
 the few-shot literature (about 25 minutes on one core).
-Writes benchmarks/results/omniglot_<loss>.json (or --out). Real data only, from $SIMSEARCH_DATA (default
-../shared/data). Anchors: Koch et al. 2015 Siamese nets 92.0%, Prototypical Networks (Snell et al. 2017) 96.0%.
+Writes benchmarks/results/omniglot_<loss>_<net>_<epochs>ep_seed<seed>.json (or --out). Real data only, from
+$SIMSEARCH_DATA (default ../shared/data). Anchors: Koch et al. 2015 Siamese nets 92.0%, Prototypical Networks
+(Snell et al. 2017) 96.0%.
 """
 
 from __future__ import annotations
@@ -29,12 +30,11 @@ import numpy as np
 import timm
 import torch
 
+from benchmarks.record import default_result_path
 from simsearch.data import ArrayDataset, load_omniglot, omniglot_one_shot_runs
 from simsearch.models import load_embedder
 from simsearch.training import TrainConfig, evaluate, one_shot_eval, train
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 ANCHORS = {"koch2015_siamese": 0.920, "snell2017_prototypical": 0.960}
 TARGET = 0.96
 # Mild scale and aspect jitter, no flips (a mirrored character can be another character), no colour on grey ink.
@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="checkpoint folder (default: a temporary one)")
-    parser.add_argument("--out", default=None, help="result JSON (default: benchmarks/results/omniglot_<loss>.json)")
+    parser.add_argument("--out", default=None, help="result JSON [default: named for the recipe]")
     return parser.parse_args(argv)
 
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark and write its JSON record; returns the record."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
-    out = Path(args.out) if args.out else RESULTS / f"omniglot_{args.loss}.json"
+    out = Path(args.out or default_result_path("omniglot", args))
     if args.workdir:
         record = run(args, Path(args.workdir))
     else:

@@ -43,6 +43,13 @@ ENVIRONMENT_KEYS = (
 )
 
 
+def default_result_path(benchmark: str, args: Any) -> Path:
+    """`benchmarks/results/<benchmark>_<loss>_<net>_<epochs>ep_seed<seed>.json` for parsed arguments with those
+    fields: a name for each recipe, so that a run with the defaults never overwrites a committed record of another."""
+    net = Path(args.backbone.removeprefix("random:")).name or "net"
+    return REPO / "benchmarks" / "results" / f"{benchmark}_{args.loss}_{net}_{args.epochs}ep_seed{args.seed}.json"
+
+
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
     try:

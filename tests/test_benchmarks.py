@@ -19,7 +19,7 @@ from conftest import DATA
 
 from benchmarks import __main__ as bench_main
 from benchmarks import suites
-from benchmarks.record import ENVIRONMENT_KEYS, PeakRSS, markdown_table
+from benchmarks.record import ENVIRONMENT_KEYS, PeakRSS, default_result_path, markdown_table
 from benchmarks.suites import BenchmarkError, class_balanced_rows
 from cli.bench import bench
 
@@ -270,6 +270,17 @@ def test_markdown_table_takes_the_union_of_the_columns_in_order() -> None:
     lines = table.strip().splitlines()
     assert lines[0] == "| a | b | c |" and lines[1] == "|---|---|---|"
     assert lines[2] == "| 1 | 0.123 |  |" and lines[3] == "| 2 |  | x\\|y |"
+
+
+def test_default_result_names_tell_recipes_apart() -> None:
+    def name(**recipe: Any) -> str:
+        fields = {"loss": "triplet", "backbone": "random:simsearch_conv4_wide", "epochs": 30, "seed": 0, **recipe}
+        return default_result_path("omniglot", types.SimpleNamespace(**fields)).name
+
+    assert name() == "omniglot_triplet_simsearch_conv4_wide_30ep_seed0.json"
+    others = {name(loss="center"), name(backbone="random:simsearch_conv4"), name(epochs=40), name(seed=1)}
+    assert len(others) == 4 and name() not in others
+    assert name(backbone="/work/runs/fashion_c4w/") == "omniglot_triplet_fashion_c4w_30ep_seed0.json"
 
 
 def test_peak_rss_sees_memory_allocated_inside_it() -> None:
