@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import math
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.record import environment
 from simsearch.ae_pictures import (
     save_decoder_comparison,
     save_denoising,
@@ -69,22 +69,6 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
 TRANSFER_MODEL = "conv_upsample"
 
 logger = logging.getLogger("benchmarks.autoencoders")
-
-
-def environment(threads: int) -> dict[str, Any]:
-    import faiss
-    import timm
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "faiss": faiss.__version__,
-        "numpy": np.__version__,
-        "threads": threads,
-        "device": "cpu",
-        "cpu": platform.processor() or platform.machine(),
-    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -427,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
 
     stages["total"] = time.perf_counter() - started
     record["seconds"] = {k: round(v, 1) for k, v in stages.items()}
-    record["environment"] = environment(args.threads)
+    record["environment"] = environment("cpu")
     (out / "autoencoders.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "autoencoders.md").write_text(markdown(record))
     if work_ctx is not None:
@@ -531,7 +515,7 @@ def markdown(record: dict[str, Any]) -> str:
         f"Autoencoders trained on a seeded subset of {data['train_images_for_autoencoders']} training images "
         f"({data['autoencoder_split']}), batch {s['batch_size']}, Adam lr {s['lr']}; conv/VAE {s['epochs']} epochs, "
         f"MLP {s['mlp_epochs']}, linear {s['linear_epochs']}. PCA on {data['pca_train_images']} training images. "
-        f"Scored on {data['test_images']} test images. CPU, {env['threads']} thread(s), "
+        f"Scored on {data['test_images']} test images. CPU, {env.get('torch_threads', env.get('threads'))} thread(s), "
         f"torch {env['torch']}; whole run {record['seconds']['total'] / 60:.1f} min.",
         "",
         "## 1. Test reconstruction MSE per pixel (images in [0, 1])",

@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import math
-import platform
 import shlex
 import sys
 import time
@@ -36,6 +35,7 @@ import timm
 import torch
 from torch import nn
 
+from benchmarks.record import environment
 from simsearch.data import caltech101_split
 from simsearch.losses import create_loss, loss_has_parameters
 from simsearch.metrics import retrieval_metrics
@@ -50,21 +50,6 @@ TARGET_MAP_AT_R = 0.76
 TARGET_R_AT_1 = 0.944
 
 logger = logging.getLogger("benchmarks.caltech")
-
-
-def environment() -> dict[str, Any]:
-    import faiss
-    import timm
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "faiss": faiss.__version__,
-        "numpy": np.__version__,
-        "threads": torch.get_num_threads(),
-        "device": "cpu",
-    }
 
 
 class Tail(nn.Module):
@@ -300,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         "protocol": "train: first 50 sorted classes (5,526; 10 held out for validation); "
         "test: last 51 classes (3,151), leave-one-out exact k-NN, cosine",
         "target": {"map@r": TARGET_MAP_AT_R, "recall@1": TARGET_R_AT_1},
-        "environment": environment(),
+        "environment": environment("cpu"),
         "runs": {k: v for k, v in previous.get("runs", {}).items() if k not in {n + args.tag for n in args.loss}},
     }
     if args.skip_baseline and "off_the_shelf" in previous:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shlex
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.record import default_result_path
+from benchmarks.record import default_result_path, environment
 from simsearch.data import ArrayDataset, load_fashion_mnist
 from simsearch.metrics import knn, retrieval_metrics
 from simsearch.models import load_embedder
@@ -39,21 +38,6 @@ ANCHOR = 0.899
 TARGET = 0.94
 
 logger = logging.getLogger("benchmarks.fashion_mnist")
-
-
-def environment() -> dict[str, Any]:
-    import faiss
-    import timm
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "faiss": faiss.__version__,
-        "numpy": np.__version__,
-        "threads": torch.get_num_threads(),
-        "device": "cpu",
-    }
 
 
 def subset(dataset: ArrayDataset, rows: np.ndarray) -> ArrayDataset:
@@ -153,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         "train_seconds": round(train_seconds, 1),
         "train_samples_per_second": round(result.samples_per_second, 1),
         "embed_images_per_second": round((len(gallery) + len(queries)) / embed_seconds, 1),
-        "environment": environment(),
+        "environment": environment("cpu"),
         "command": shlex.join(["python", "-m", "benchmarks.fashion_mnist", *(sys.argv[1:] if argv is None else argv)]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }

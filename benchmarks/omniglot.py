@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -25,12 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
-import timm
 import torch
 
-from benchmarks.record import default_result_path
+from benchmarks.record import default_result_path, environment
 from simsearch.data import ArrayDataset, load_omniglot, omniglot_one_shot_runs
 from simsearch.models import load_embedder
 from simsearch.training import TrainConfig, evaluate, one_shot_eval, train
@@ -192,17 +188,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "one_shot_seconds": one_shot_seconds,
             "retrieval_seconds": retrieval_seconds,
         },
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "faiss": faiss.__version__,
-            "numpy": np.__version__,
-            "device": "cpu",
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-        },
+        "environment": environment("cpu"),
         "command": shlex.join(["python", "-m", "benchmarks.omniglot", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
