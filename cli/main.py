@@ -298,7 +298,13 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
     help="A timm option for the backbone, e.g. in_chans=1 (grey input) or drop_path_rate=0.1 (repeatable).",
 )
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --backbone.")
-@click.option("--embed-dim", type=click.IntRange(1), default=128, show_default=True)
+@click.option(
+    "--embed-dim",
+    type=click.IntRange(0),
+    default=128,
+    show_default=True,
+    help="Size of a fresh projection head; 0 keeps the backbone's own output (a checkpoint's trained head).",
+)
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option(
     "--sampler",
@@ -321,6 +327,11 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
 @click.option("--pair-batch-size", type=click.IntRange(1), default=32, show_default=True, help="With --sampler pairs.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--backbone-lr-mult", type=click.FloatRange(min=0), default=0.1, show_default=True)
+@click.option(
+    "--loss-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Learning rate of the loss's own parameters (proxies, class weights) [default: --lr].",
+)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--freeze-backbone-epochs", type=click.IntRange(0), default=0, show_default=True)
@@ -343,10 +354,10 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
 )
 @click.option(
     "--patience",
-    type=click.IntRange(1),
+    type=click.IntRange(0),
     default=5,
     show_default=True,
-    help="Stop after this many epochs without a better validation MAP@R.",
+    help="Stop after this many epochs without a better validation MAP@R; 0 never stops early.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
@@ -383,6 +394,10 @@ def train(
     from simsearch.training import TrainConfig, split_classes
     from simsearch.training import train as run_training
 
+    if no_augment and augment_options:
+        raise click.UsageError("--augment-option has no effect with --no-augment: drop one of them")
+    recipe["embed_dim"] = recipe["embed_dim"] or None
+    recipe["patience"] = recipe["patience"] or None
     config = TrainConfig(
         **recipe,
         weights=weights,

@@ -157,6 +157,10 @@ class TrainConfig:
             raise TrainingError("warmup_epochs and freeze_backbone_epochs must be >= 0")
         if self.patience is not None and self.patience < 1:
             raise TrainingError(f"patience must be >= 1 (or None), got {self.patience}")
+        if self.loss_lr is not None and not self.loss_lr > 0:
+            raise TrainingError(f"loss_lr must be > 0 (or None: the head's lr), got {self.loss_lr}")
+        if self.weights is not None and self.backbone.startswith(RANDOM_PREFIX):
+            raise TrainingError(f"backbone {self.backbone} is untrained by definition: it takes no weights file")
         if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
             raise TrainingError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
         if self.sampler not in SAMPLERS:
@@ -551,7 +555,11 @@ def train(
         frozen = epoch <= config.freeze_backbone_epochs
         _set_backbone_frozen(embedder, frozen)
         _set_train_mode(embedder, backbone_frozen=frozen, freeze_bn=config.freeze_bn)
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        epoch_seed = config.seed * 1_000_003 + epoch
+        # Every random draw of an epoch (crops and flips in this process, dropout, the loader) starts from (seed,
+        # epoch): a resumed run replays the epochs it missed, not the first one's augmentations.
+        seed_everything(epoch_seed)
+        generator = torch.Generator().manual_seed(epoch_seed)
         loader: DataLoader[Any]
         if pair_data is not None:
             pair_data.set_epoch(epoch)

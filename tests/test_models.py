@@ -120,6 +120,15 @@ def test_bundled_lite0_classifies_real_caltech101_photos(lite0_classifier: torch
     assert hits1 >= 8, f"top-1 right for only {hits1}/10 photos"
 
 
+def test_the_bare_name_of_the_bundled_architecture_is_the_bundled_model(default_embedder: Embedder) -> None:
+    """The issue's `--backbone tf_efficientnet_lite0` must work offline: the name alone means the bundled weights."""
+    e = load_embedder("tf_efficientnet_lite0")
+    assert e.model_id == default_embedder.model_id and e.weights_sha256 == default_embedder.weights_sha256
+    x = _random_images(2, 224)
+    with torch.no_grad():
+        assert torch.equal(e(x), default_embedder(x))
+
+
 def test_default_embedder_gives_deterministic_unit_norm_1280d_lite0_features(
     default_embedder: Embedder, lite0_classifier: torch.nn.Module
 ) -> None:

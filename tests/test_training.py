@@ -122,9 +122,13 @@ class _InterruptAfter:
             raise KeyboardInterrupt
 
 
-def test_resume_continues_from_the_saved_epoch_with_the_same_optimizer_steps(data_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+def test_resume_continues_from_the_saved_epoch_with_the_same_optimizer_steps(
+    data_root: Path, tmp_path: Path, augment: bool
+) -> None:
+    """With augmentation too: a resumed epoch must draw the crops the uninterrupted run drew, not epoch 1's again."""
     train_set, val_set = _datasets(data_root)
-    config = _config(epochs=3, batches_per_epoch=2)
+    config = _config(epochs=3, batches_per_epoch=2, augment=augment)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(config, train_set, val_set, out, _InterruptAfter(1))
@@ -221,6 +225,38 @@ def test_cli_train_then_eval_then_index_with_the_checkpoint(data_root: Path, tmp
     with Collection.open(tmp_path / "col", model=str(out), device="cpu", create=True) as col:
         col.index_folder(data_root, workers=0)
         assert len(col) == 36
+
+
+def test_cli_train_options_reach_the_recipe_and_embed_dim_0_keeps_a_checkpoint_head(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from cli.main import main
+
+    runner = CliRunner()
+    base = ["--device", "cpu", "-p", "3", "-k", "2", "--epochs", "1", "--image-size", "32", "--no-augment"]
+    first = tmp_path / "first"
+    args = ["train", str(data_root), "--out", str(first), "--backbone", TINY, "--embed-dim", "8", *base]
+    assert runner.invoke(main, args).exit_code == 0
+    # Phase two from the checkpoint: its trained 8-d head stays (embed_dim 0), with its own loss lr, no early stop.
+    second = tmp_path / "second"
+    args = ["train", str(data_root), "--out", str(second), "--backbone", str(first), "--embed-dim", "0", *base]
+    args += ["--loss", "proxy_anchor", "--loss-lr", "0.05", "--patience", "0"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((second / "config.json").read_text())
+    assert config["embed_dim"] == 8 and config["recipe"]["embed_dim"] is None
+    assert config["recipe"]["loss_lr"] == 0.05 and config["recipe"]["patience"] is None
+    state = torch.load(second / LAST_DIR / STATE_FILE, map_location="cpu", weights_only=True)
+    assert sorted(group["initial_lr"] for group in state["optimizer"]["param_groups"]) == [1e-4, 1e-3, 0.05]
+
+    conflicts = {
+        "--augment-option has no effect with --no-augment": ["--augment-option", "hflip=0"],
+        "takes no weights file": ["--weights", str(first / "model.safetensors")],
+    }
+    for message, extra in conflicts.items():
+        args = ["train", str(data_root), "--out", str(tmp_path / "bad"), "--backbone", TINY, *base, *extra]
+        result = runner.invoke(main, args)
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
 def test_cli_train_reports_a_bad_loss_option_in_one_line(data_root: Path, tmp_path: Path) -> None:

@@ -86,13 +86,16 @@ def load_embedder(
     """Build an Embedder in eval mode on `device`.
 
     Args:
-        spec: None or "default" (bundled ImageNet EfficientNet-Lite0, works offline), a timm model name (pretrained
-            weights from timm's hub, or from `weights`), or a simsearch checkpoint folder.
+        spec: None or "default" (bundled ImageNet EfficientNet-Lite0, works offline; its bare timm name
+            "tf_efficientnet_lite0" is the same model), a timm model name (pretrained weights from timm's hub, or from
+            `weights`), or a simsearch checkpoint folder.
         weights: A local weights file (.safetensors preferred, or .pth/.pt/.bin) for the timm name in `spec`.
         device: "cpu", "cuda", "cuda:N" or "auto"/None.
     """
     dev = resolve_device(device)
-    if spec is None or str(spec) == DEFAULT_MODEL:
+    # The bare name of the bundled architecture without a weights file is the bundled model: the issue's own
+    # `--backbone tf_efficientnet_lite0` works offline, with one model id whether or not the hub is reachable.
+    if spec is None or str(spec) == DEFAULT_MODEL or (str(spec) == BUNDLED_ARCH and weights is None):
         if weights is not None:
             raise ModelError(
                 f"--weights needs the architecture it belongs to, e.g. `--model resnet18 --weights {weights}`"
