@@ -441,7 +441,8 @@ def train(
     "--out",
     "record_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the JSON record here, and its plot beside it (same name, .png).",
+    help="Write the JSON record here, and its plot beside it (same name, .png) [default for a checkpoint folder: "
+    "MODEL/eval-<DATA's name>.json].",
 )
 @click.option(
     "--plot",
@@ -480,10 +481,11 @@ def evaluate(
 ) -> None:
     """Score a model by exact k-NN retrieval on DATA (one sub-folder per class, or an LMDB folder), leave-one-out.
 
-    Prints recall@1/2/4/8/16/32 (hit rate), MAP@R, R-precision and NMI; with --out or --plot also draws them. Example:
+    Prints recall@1/2/4/8/16/32 (hit rate), MAP@R, R-precision and NMI, and writes them with their plot: beside a
+    checkpoint folder's weights by default, or where --out and --plot say. Example:
 
     \b
-        simsearch eval ./labeled_test --model runs/products --out runs/products/eval.json
+        simsearch eval ./labeled_test --model runs/products   # + runs/products/eval-labeled_test.json, .png
         simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval.json
     """
     from simsearch.data import open_image_dataset
@@ -496,6 +498,8 @@ def evaluate(
     vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
     record = evaluate_embeddings(embedder, vectors, labels)
     record["data"] = str(data.resolve())
+    if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
+        record_path = Path(embedder.spec["path"]) / f"eval-{data.resolve().name}.json"
     if plot_path is None and record_path is not None:
         plot_path = record_path.with_suffix(".png")
     if plot_path is not None:
@@ -513,8 +517,8 @@ def evaluate(
     click.echo(f"{record['model']} on {record['images']} images of {record['classes']} classes ({record['protocol']})")
     for name, value in record["metrics"].items():
         click.echo(f"  {name:<16} {value:.4f}" if isinstance(value, float) else f"  {name:<16} {value}")
-    if plot_path is not None:
-        click.echo(f"wrote {plot_path}", err=True)
+    if record_path is not None or plot_path is not None:
+        click.echo(f"wrote {', '.join(str(p) for p in (record_path, plot_path) if p is not None)}", err=True)
 
 
 def _read_record(path: Path) -> dict[str, Any]:

@@ -221,6 +221,12 @@ def test_cli_train_then_eval_then_index_with_the_checkpoint(data_root: Path, tmp
     for key in ("recall@1", "recall@8", "map@r", "r_precision", "nmi"):
         assert 0.0 <= metrics[key] <= 1.0
     assert record["images"] == 36 and record["classes"] == 6
+    # The issue's own command, without --out: the record and its plot land beside the checkpoint's weights.
+    result = runner.invoke(main, ["eval", str(data_root), "--model", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    default_record = out / f"eval-{data_root.name}.json"
+    assert json.loads(default_record.read_text())["metrics"] == metrics
+    assert default_record.with_suffix(".png").stat().st_size > 0
 
     with Collection.open(tmp_path / "col", model=str(out), device="cpu", create=True) as col:
         col.index_folder(data_root, workers=0)
