@@ -246,6 +246,43 @@ def _train_summary(epoch: int, record: dict[str, Any]) -> str:
     return f"epoch {epoch}: loss {record['loss']:.4f}{scores}"
 
 
+#: `simsearch eval` DATA that means the official Omniglot 20-way one-shot runs rather than a labelled set.
+ONE_SHOT_DATA = "omniglot:one-shot"
+
+
+def open_data(data: str, param_hint: str = "DATA") -> Any:
+    """DATA of train, eval and pretrain: a folder (one sub-folder per class, or a `simsearch pack` LMDB folder), or a
+    shared set's split by name ("fashion-mnist:test", "omniglot:evaluation", "caltech101:train"; a bare name is the
+    training split), read from $SIMSEARCH_DATA."""
+    from simsearch.data import (
+        SHARED_SPLITS,
+        DataNotFoundError,
+        is_shared_split_name,
+        open_image_dataset,
+        open_shared_split,
+    )
+
+    path = Path(data).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            message = f"{data} is a file: expected a folder with one sub-folder per class"
+            raise click.BadParameter(message, param_hint=param_hint)
+        return open_image_dataset(path)
+    if is_shared_split_name(data):
+        try:
+            return open_shared_split(data)
+        except DataNotFoundError as exc:
+            raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
+    names = ", ".join(f"{name}:{split}" for name, splits in SHARED_SPLITS.items() for split in splits)
+    raise click.BadParameter(f"no such folder {data!r} (or a shared set: {names})", param_hint=param_hint)
+
+
+def _data_name(data: str) -> str:
+    """A file-name-safe name of DATA, for default record names."""
+    path = Path(data).expanduser()
+    return path.resolve().name if path.exists() else data.replace(":", "-")
+
+
 def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") -> dict[str, Any]:
     """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, true/false), else kept as a string."""
     options: dict[str, Any] = {}
@@ -261,7 +298,7 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
 
 
 @main.command()
-@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data")
 @click.option(
     "--out",
     "out_dir",
@@ -367,7 +404,7 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @domain_errors
 def train(
-    data: Path,
+    data: str,
     out_dir: Path,
     loss_options: tuple[str, ...],
     backbone_options: tuple[str, ...],
@@ -380,8 +417,8 @@ def train(
     quiet: bool,
     **recipe: Any,
 ) -> None:
-    """Fine-tune an embedding model with a metric loss on DATA (one sub-folder per class, or an LMDB folder written
-    by `simsearch pack`).
+    """Fine-tune an embedding model with a metric loss on DATA (one sub-folder per class, an LMDB folder written by
+    `simsearch pack`, or a shared set such as omniglot:background).
 
     A run interrupted can be resumed by running the same command again. Example:
 
@@ -390,7 +427,7 @@ def train(
         simsearch train ./labeled --sampler pairs --loss contrastive --out runs/siamese
         simsearch index ./catalog --model runs/products
     """
-    from simsearch.data import ClassSubset, open_image_dataset
+    from simsearch.data import ClassSubset
     from simsearch.training import TrainConfig, split_classes
     from simsearch.training import train as run_training
 
@@ -406,7 +443,7 @@ def train(
         backbone_kwargs=_parse_options(backbone_options, "--backbone-option"),
         augment_kwargs=_parse_options(augment_options, "--augment-option"),
     )
-    dataset = open_image_dataset(data)
+    dataset = open_data(data)
     train_classes, val_classes = split_classes(dataset.classes, val_fraction, seed=config.seed)
     train_set = ClassSubset(dataset, train_classes)
     val_set = ClassSubset(dataset, val_classes) if val_classes else None
@@ -431,7 +468,7 @@ def train(
 
 
 @main.command(name="eval")
-@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data")
 @click.option("--model", required=True, help="A checkpoint folder, 'default', or a timm model name.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --model.")
 @device_option
@@ -451,6 +488,11 @@ def train(
     help="Write the PNG here: recall@k curve and a 2-D projection of the embeddings [default: beside --out].",
 )
 @click.option(
+    "--gallery",
+    help="Search this labelled set (folder or shared set) instead of DATA itself: DATA's images are then queries "
+    "only, e.g. fashion-mnist:test against fashion-mnist:train. Classes match by name.",
+)
+@click.option(
     "--projection",
     type=click.Choice(["pca", "tsne"]),
     default="pca",
@@ -467,7 +509,8 @@ def train(
 @json_option
 @domain_errors
 def evaluate(
-    data: Path,
+    data: str,
+    gallery: str | None,
     model: str,
     weights: str | None,
     device: str,
@@ -479,7 +522,9 @@ def evaluate(
     compare_paths: tuple[Path, ...],
     as_json: bool,
 ) -> None:
-    """Score a model by exact k-NN retrieval on DATA (one sub-folder per class, or an LMDB folder), leave-one-out.
+    """Score a model by exact k-NN retrieval on DATA (one sub-folder per class, an LMDB folder, or a shared set such
+    as caltech101:test), leave-one-out, or against --gallery; DATA omniglot:one-shot scores the 20 official Omniglot
+    20-way one-shot runs.
 
     Prints recall@1/2/4/8/16/32 (hit rate), MAP@R, R-precision and NMI, and writes them with their plot: beside a
     checkpoint folder's weights by default, or where --out and --plot say. Example:
@@ -488,18 +533,31 @@ def evaluate(
         simsearch eval ./labeled_test --model runs/products   # + runs/products/eval-labeled_test.json, .png
         simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval.json
     """
-    from simsearch.data import open_image_dataset
     from simsearch.models import load_embedder
     from simsearch.training import embed_dataset, evaluate_embeddings
 
     compared = [_read_record(path) for path in compare_paths]
+    if data == ONE_SHOT_DATA and (gallery or plot_path or compared):
+        raise click.UsageError(f"{ONE_SHOT_DATA} is scored by its own runs: no --gallery, --plot or --compare")
     embedder = load_embedder(model, weights=weights, device=device)
-    dataset = open_image_dataset(data)
-    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
-    record = evaluate_embeddings(embedder, vectors, labels)
-    record["data"] = str(data.resolve())
     if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
-        record_path = Path(embedder.spec["path"]) / f"eval-{data.resolve().name}.json"
+        record_path = Path(embedder.spec["path"]) / f"eval-{_data_name(data)}.json"
+    if data == ONE_SHOT_DATA:
+        _one_shot(embedder, record_path, batch_size, as_json)
+        return
+    dataset = open_data(data)
+    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
+    gallery_set = None
+    if gallery is not None:
+        gallery_set = open_data(gallery, "--gallery")
+        gallery_vectors, gallery_labels = embed_dataset(embedder, gallery_set, batch_size=batch_size, workers=workers)
+        record = evaluate_embeddings(
+            embedder, vectors, labels, gallery=(gallery_vectors, _by_name(gallery_labels, gallery_set, dataset))
+        )
+        record["gallery"] = gallery if not Path(gallery).expanduser().exists() else str(Path(gallery).resolve())
+    else:
+        record = evaluate_embeddings(embedder, vectors, labels)
+    record["data"] = data if not Path(data).expanduser().exists() else str(Path(data).resolve())
     if plot_path is None and record_path is not None:
         plot_path = record_path.with_suffix(".png")
     if plot_path is not None:
@@ -519,6 +577,47 @@ def evaluate(
         click.echo(f"  {name:<16} {value:.4f}" if isinstance(value, float) else f"  {name:<16} {value}")
     if record_path is not None or plot_path is not None:
         click.echo(f"wrote {', '.join(str(p) for p in (record_path, plot_path) if p is not None)}", err=True)
+
+
+def _by_name(gallery_labels: Any, gallery_set: Any, query_set: Any) -> Any:
+    """Gallery labels in the queries' numbering, matched by class name; a class the queries lack gets a new number."""
+    import numpy as np
+
+    index = {name: i for i, name in enumerate(query_set.classes)}
+    for name in gallery_set.classes:
+        index.setdefault(name, len(index))
+    mapping = np.array([index[name] for name in gallery_set.classes], dtype=np.int64)
+    return mapping[np.asarray(gallery_labels, dtype=np.int64)]
+
+
+def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json: bool) -> None:
+    """`simsearch eval omniglot:one-shot`: 20-way accuracy over the official runs, as a record like eval's."""
+    from simsearch.data import DataNotFoundError
+    from simsearch.training import one_shot_eval
+
+    try:
+        scores = one_shot_eval(embedder, batch_size=batch_size)
+    except DataNotFoundError as exc:
+        raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
+    record = {
+        "model": embedder.model_id,
+        "embed_dim": embedder.embed_dim,
+        "data": ONE_SHOT_DATA,
+        "protocol": "Omniglot 20-way one-shot (Lake et al. 2015), official runs, nearest training image by cosine",
+        "metrics": {"one_shot_accuracy": scores["accuracy"], "runs": scores["runs"]},
+        "per_run": scores["per_run"],
+    }
+    text = json.dumps(record, indent=2)
+    if record_path is not None:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(text + "\n", encoding="utf-8")
+    if as_json:
+        click.echo(text)
+        return
+    click.echo(f"{record['model']} on {ONE_SHOT_DATA} ({scores['runs']} runs of 20 queries)")
+    click.echo(f"  one_shot_accuracy {scores['accuracy']:.4f}")
+    if record_path is not None:
+        click.echo(f"wrote {record_path}", err=True)
 
 
 def _read_record(path: Path) -> dict[str, Any]:

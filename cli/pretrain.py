@@ -11,38 +11,15 @@ from typing import Any
 
 import click
 
-from cli.main import _parse_options, device_option, domain_errors, json_option
+from cli.main import _parse_options, device_option, domain_errors, json_option, open_data
 from cli.progress import EpochBar
 
 KINDS = ("linear", "mlp", "conv", "denoising", "sparse", "vae", "cvae", "vaegan")
-# DATA names that mean a shared data set (its training split) rather than a folder.
-SHARED_SETS = ("fashion-mnist", "omniglot")
 
 
 def _pretrain_summary(epoch: int, record: dict[str, Any]) -> str:
     val = f", val loss {record['val_loss']:.5f}" if "val_loss" in record else ""
     return f"epoch {epoch}: loss {record['loss']:.5f}{val}"
-
-
-def _open_data(data: str) -> Any:
-    """A folder (class-per-folder images or a `simsearch pack` LMDB), or a shared set's training split."""
-    from simsearch.data import DataNotFoundError, load_fashion_mnist, load_omniglot, open_image_dataset
-
-    path = Path(data).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise click.BadParameter(
-                f"{data} is a file: DATA is a folder with one sub-folder per class", param_hint="DATA"
-            )
-        return open_image_dataset(path)
-    if data in SHARED_SETS:
-        try:
-            return load_fashion_mnist("train") if data == "fashion-mnist" else load_omniglot("background")
-        except DataNotFoundError as exc:
-            raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
-    raise click.BadParameter(
-        f"no such folder {data!r} (or use a shared set: {', '.join(SHARED_SETS)})", param_hint="DATA"
-    )
 
 
 @click.command()
@@ -112,8 +89,8 @@ def pretrain(
     **recipe: Any,
 ) -> None:
     """Train an autoencoder on DATA: a folder with one sub-folder per class (labels only matter to cvae and the
-    pictures), an LMDB folder from `simsearch pack`, or `fashion-mnist` / `omniglot` (the shared data sets, found
-    via $SIMSEARCH_DATA). The encoder becomes an embedding model.
+    pictures), an LMDB folder from `simsearch pack`, or a shared set: `fashion-mnist`, `omniglot` (their training
+    splits) or a split such as `caltech101:train`, found via $SIMSEARCH_DATA. The encoder becomes an embedding model.
 
     Running the same command again resumes an interrupted run. Example:
 
@@ -143,7 +120,7 @@ def pretrain(
             )
         model_options[key] = value
     config = PretrainConfig(**recipe, channels=int(channels) if channels is not None else None, options=model_options)
-    dataset = _open_data(data)
+    dataset = open_data(data)
     result = run_pretraining(
         config,
         dataset,

@@ -755,6 +755,7 @@ def evaluate_embeddings(
     vectors: np.ndarray,
     labels: np.ndarray,
     *,
+    gallery: tuple[np.ndarray, np.ndarray] | None = None,
     ks: tuple[int, ...] = EVAL_KS,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -764,20 +765,25 @@ def evaluate_embeddings(
         embedder: the model that made `vectors`; only its identity goes into the record.
         vectors: `(N, D)` embeddings.
         labels: `(N,)` classes.
+        gallery: `(vectors, labels)` to search instead of `vectors` themselves (labels in the same numbering); without
+            it the search is leave-one-out.
     """
-    usable = tuple(k for k in ks if k <= len(vectors) - 1)
+    size = len(vectors) - 1 if gallery is None else len(gallery[0])
+    usable = tuple(k for k in ks if k <= size)
     if not usable:
         raise TrainingError(f"evaluation needs at least two images, got {len(vectors)}")
+    searched: dict[str, Any] = {} if gallery is None else {"gallery": gallery[0], "gallery_labels": gallery[1]}
     try:
-        scores = retrieval_metrics(vectors, labels, ks=usable, seed=seed)
+        scores = retrieval_metrics(vectors, labels, ks=usable, seed=seed, **searched)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
+    protocol = "exact k-NN, cosine, leave-one-out" if gallery is None else "exact k-NN, cosine, against a gallery"
     return {
         "model": embedder.model_id,
         "embed_dim": embedder.embed_dim,
         "images": len(vectors),
         "classes": len(np.unique(labels)),
-        "protocol": "exact k-NN, cosine, leave-one-out",
+        "protocol": protocol,
         "metrics": {k: (float(v) if isinstance(v, float) else v) for k, v in scores.items()},
     }
 

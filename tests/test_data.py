@@ -28,10 +28,12 @@ from simsearch.data import (
     SiamesePairs,
     caltech101_split,
     data_root,
+    is_shared_split_name,
     load_fashion_mnist,
     load_omniglot,
     omniglot_one_shot_runs,
     open_image_dataset,
+    open_shared_split,
     pairs_from_batch,
     triplets_from_batch,
     write_lmdb_dataset,
@@ -450,6 +452,20 @@ def test_fashion_mnist_has_60k_train_and_10k_test_images_in_ten_balanced_classes
     assert np.array_equal(np.bincount(test.labels), np.full(10, 1_000))
     assert train.classes[9] == "Ankle boot"
     assert test.labels[:4].tolist() == [9, 2, 1, 1]  # the first test labels of the official file
+
+
+def test_shared_splits_open_by_name_and_a_bare_name_is_the_training_split() -> None:
+    _require("fashion-mnist", "t10k-images-idx3-ubyte.gz")
+    _require("omniglot", "images_evaluation.npz")
+    test = open_shared_split("fashion-mnist:test", root=DATA)
+    assert len(test) == 10_000 and np.array_equal(test.labels, load_fashion_mnist("test", root=DATA).labels)
+    assert len(open_shared_split("omniglot", root=DATA)) == 964 * 20  # background
+    assert len(open_shared_split("omniglot:evaluation", root=DATA)) == 659 * 20
+    assert is_shared_split_name("caltech101:test") and not is_shared_split_name("./caltech101")
+    with pytest.raises(DatasetError, match="no split 'test'"):
+        open_shared_split("omniglot:test", root=DATA)
+    with pytest.raises(DatasetError, match="unknown shared data set"):
+        open_shared_split("mnist:train", root=DATA)
 
 
 def test_caltech101_class_disjoint_split_has_5526_train_and_3151_test_images() -> None:

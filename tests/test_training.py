@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,48 @@ def test_cli_train_options_reach_the_recipe_and_embed_dim_0_keeps_a_checkpoint_h
         args = ["train", str(data_root), "--out", str(tmp_path / "bad"), "--backbone", TINY, *base, *extra]
         result = runner.invoke(main, args)
         assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_cli_eval_against_a_gallery_matches_classes_by_name_and_is_not_leave_one_out(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from cli.main import _by_name, main
+    from simsearch.models import random_embedder, save_checkpoint
+
+    # Gallery classes in another order, one the queries lack: labels follow the names.
+    queries, gallery = types.SimpleNamespace(classes=["a", "b"]), types.SimpleNamespace(classes=["c", "b", "a"])
+    assert _by_name(np.array([0, 1, 2, 1]), gallery, queries).tolist() == [2, 1, 0, 1]
+
+    # Each query is in the gallery too: against a gallery it finds itself first, so R@1 is 1 exactly.
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
+    record_path = tmp_path / "gallery.json"
+    args = ["eval", str(data_root), "--gallery", str(data_root), "--model", str(checkpoint), "--device", "cpu"]
+    result = CliRunner().invoke(main, [*args, "--out", str(record_path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(record_path.read_text())
+    assert record["metrics"]["leave_one_out"] is False and record["metrics"]["gallery"] == 36
+    assert record["metrics"]["recall@1"] == 1.0 and record["protocol"].endswith("against a gallery")
+
+
+def test_cli_eval_omniglot_one_shot_scores_the_official_runs(tmp_path: Path) -> None:
+    from cli.main import main
+    from simsearch.data import omniglot_one_shot_runs
+    from simsearch.models import random_embedder, save_checkpoint
+    from simsearch.training import one_shot_eval
+
+    try:
+        runs = omniglot_one_shot_runs()
+    except FileNotFoundError as exc:
+        pytest.skip(f"Omniglot runs not found ({exc}); set SIMSEARCH_DATA to the shared data folder")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(random_embedder("simsearch_conv4", in_chans=1), tmp_path / "conv4")
+    result = CliRunner().invoke(main, ["eval", "omniglot:one-shot", "--model", str(checkpoint), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((checkpoint / "eval-omniglot-one-shot.json").read_text())
+    expected = one_shot_eval(load_embedder(checkpoint), runs)
+    assert record["metrics"] == {"one_shot_accuracy": expected["accuracy"], "runs": 20}
+    assert record["per_run"] == expected["per_run"]
 
 
 def test_cli_train_reports_a_bad_loss_option_in_one_line(data_root: Path, tmp_path: Path) -> None:

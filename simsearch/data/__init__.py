@@ -17,14 +17,17 @@ from simsearch.data.folders import (
 from simsearch.data.real import (
     DATA_ENV,
     FASHION_MNIST_CLASSES,
+    SHARED_SPLITS,
     OneShotRun,
     caltech101_classes,
     caltech101_split,
     data_root,
     default_cache_dir,
+    is_shared_split_name,
     load_fashion_mnist,
     load_omniglot,
     omniglot_one_shot_runs,
+    open_shared_split,
 )
 from simsearch.data.samplers import PKSampler, SiamesePairs, pairs_from_batch, triplets_from_batch
 
@@ -32,6 +35,7 @@ __all__ = [
     "DATA_ENV",
     "FASHION_MNIST_CLASSES",
     "IMAGE_EXTENSIONS",
+    "SHARED_SPLITS",
     "ArrayDataset",
     "ClassSubset",
     "DataNotFoundError",
@@ -46,10 +50,12 @@ __all__ = [
     "data_root",
     "default_cache_dir",
     "is_lmdb_dataset",
+    "is_shared_split_name",
     "load_fashion_mnist",
     "load_omniglot",
     "omniglot_one_shot_runs",
     "open_image_dataset",
+    "open_shared_split",
     "pairs_from_batch",
     "triplets_from_batch",
     "write_lmdb_dataset",

@@ -393,3 +393,41 @@ def _unpacked_caltech(cache_dir: str | os.PathLike[str] | None, root: str | os.P
         raise
     logger.info("unpacked %d images of %d classes", sum(counts.values()), len(counts))
     return folder
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The shared sets by name
+# --------------------------------------------------------------------------------------------------------------------
+
+#: Each shared set's splits, training split first: what `open_shared_split` and the CLI's DATA names take.
+SHARED_SPLITS: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("train", "test"),
+    "omniglot": ("background", "evaluation"),
+    "caltech101": ("train", "test"),
+}
+
+
+def is_shared_split_name(name: str) -> bool:
+    """Whether `name` reads as "<set>" or "<set>:<split>" of a shared set (the split is checked on opening)."""
+    return name.partition(":")[0] in SHARED_SPLITS
+
+
+def open_shared_split(name: str, *, root: str | os.PathLike[str] | None = None) -> ArrayDataset | ImageFolderDataset:
+    """A split of a shared set by name: "fashion-mnist:test", "omniglot:evaluation", "caltech101:train"...; a bare set
+    name is its training split. Items are `(PIL image, label)` with the set's class names, no transform set.
+
+    Raises:
+        DatasetError: an unknown set or split.
+        DataNotFoundError: the set's files are not in the data folder.
+    """
+    set_name, _, split = name.partition(":")
+    if set_name not in SHARED_SPLITS:
+        raise DatasetError(f"unknown shared data set {set_name!r}: one of {', '.join(SHARED_SPLITS)}")
+    split = split or SHARED_SPLITS[set_name][0]
+    if split not in SHARED_SPLITS[set_name]:
+        raise DatasetError(f"{set_name} has no split {split!r}: one of {', '.join(SHARED_SPLITS[set_name])}")
+    if set_name == "fashion-mnist":
+        return load_fashion_mnist(split, root=root)  # type: ignore[arg-type]
+    if set_name == "omniglot":
+        return load_omniglot(split, root=root)  # type: ignore[arg-type]
+    return caltech101_split(split, root=root)  # type: ignore[arg-type]
