@@ -439,6 +439,21 @@ def _recipe_dict(config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))  # type: ignore[no-any-return]
 
 
+def _data_summary(train_dataset: Any, val_dataset: Any | None) -> dict[str, Any]:
+    """The classes and image counts a run trains and validates on: kept in the checkpoint (so the validation classes
+    can be scored again later), and a resumed run must see the same, or it would mix two splits in one run."""
+
+    def part(dataset: Any | None) -> dict[str, Any]:
+        if dataset is None:
+            return {"classes": [], "images": 0}
+        names = getattr(dataset, "classes", None)
+        if names is None:
+            names = np.unique(np.asarray(dataset.labels)).tolist()
+        return {"classes": [str(name) for name in names], "images": len(dataset)}
+
+    return {"train": part(train_dataset), "val": part(val_dataset)}
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------------------------------
@@ -527,12 +542,13 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup_steps))
 
     recipe = _recipe_dict(config)
+    data_summary = _data_summary(train_dataset, val_dataset)
     start_epoch, best_map, best_epoch, bad_epochs = 0, -math.inf, 0, 0
     best_metrics: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     state_path = out / LAST_DIR / STATE_FILE
     if resume and state_path.is_file():
-        state = _load_state(state_path, recipe)
+        state = _load_state(state_path, recipe, data_summary)
         embedder.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         optimizer.load_state_dict(state["optimizer"])
@@ -624,6 +640,7 @@ def train(
                 extra_config={
                     "loss": {"name": config.loss, **loss_kwargs},
                     "recipe": recipe,
+                    "data": data_summary,
                     "metrics": {"epoch": epoch, **best_metrics},
                 },
             )
@@ -650,6 +667,7 @@ def train(
                 "best_map": best_map,
                 "bad_epochs": bad_epochs,
                 "recipe": json.dumps(recipe, sort_keys=True),
+                "data": json.dumps(data_summary, sort_keys=True),
             },
         )
         write_json(out / HISTORY_FILE, history)
@@ -692,7 +710,7 @@ def _batch_loss(
     return loss_fn(embeddings.float(), labels), len(labels)
 
 
-def _load_state(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
+def _load_state(path: Path, recipe: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     # weights_only: tensors, numbers, strings and containers only, never arbitrary pickled objects.
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -706,6 +724,18 @@ def _load_state(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     if changed:
         raise TrainingError(
             f"{path.parent} holds a run with another recipe ({', '.join(changed)} differ): "
+            "use another output folder, or delete it to start over"
+        )
+    saved_data = json.loads(state.get("data", "null"))  # absent in states written before it was kept
+    if saved_data is not None and saved_data != data:
+        differ = [
+            f"{part} {key}"
+            for part in ("train", "val")
+            for key in ("classes", "images")
+            if saved_data[part][key] != data[part][key]
+        ]
+        raise TrainingError(
+            f"{path.parent} holds a run on other data ({', '.join(differ)} differ): "
             "use another output folder, or delete it to start over"
         )
     return state  # type: ignore[no-any-return]

@@ -155,6 +155,29 @@ def test_resuming_with_another_recipe_is_refused(data_root: Path, tmp_path: Path
         train(_config(epochs=2, batches_per_epoch=1, lr=0.5), train_set, val_set, tmp_path / "run")
 
 
+def test_resuming_on_other_classes_is_refused_and_the_checkpoint_names_its_split(
+    data_root: Path, tmp_path: Path
+) -> None:
+    train_set, val_set = _datasets(data_root)
+    config = _config(epochs=2, batches_per_epoch=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_set, val_set, tmp_path / "run", _InterruptAfter(1))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert saved["val"] == {"classes": val_set.classes, "images": len(val_set)}
+    assert saved["train"]["classes"] == train_set.classes
+    # Another validation split (e.g. another --val-fraction) under the same recipe: not the same run.
+    classes = sorted(p.name for p in data_root.iterdir())
+    other_train, other_val = (
+        ImageFolderDataset(data_root, classes=classes[:5]),
+        ImageFolderDataset(data_root, classes=classes[5:]),
+    )
+    with pytest.raises(
+        TrainingError, match="other data \\(train classes, train images, val classes, val images differ"
+    ):
+        train(config, other_train, other_val, tmp_path / "run")
+    assert train(config, train_set, val_set, tmp_path / "run").epochs_run == 2
+
+
 def test_frozen_backbone_epochs_change_the_head_only(data_root: Path, tmp_path: Path) -> None:
     train_set, val_set = _datasets(data_root)
     # Both runs start from the same weights (same seed); one trains its backbone, the other keeps it frozen.
