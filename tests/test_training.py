@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 from pathlib import Path
 
@@ -194,6 +195,54 @@ def test_frozen_backbone_epochs_change_the_head_only(data_root: Path, tmp_path: 
     assert not torch.equal(after["head.weight"], start["head.weight"])
     # The unfrozen run moved its backbone.
     assert any(not torch.equal(before[n], start[n]) for n in before if n.startswith("backbone."))
+
+
+def test_the_schedule_warms_up_linearly_then_follows_half_a_cosine_to_zero() -> None:
+    from simsearch.training import _lr_lambda
+
+    total, warmup = 20, 4
+    factor = _lr_lambda(total, warmup)
+    expected = []
+    for step in range(total + 2):  # two steps past the end stay at zero
+        if step < warmup:
+            expected.append((step + 1) / warmup)
+        else:
+            t = min(1.0, (step - warmup) / (total - warmup))
+            expected.append((1 + math.cos(math.pi * t)) / 2)
+    assert [factor(step) for step in range(total + 2)] == pytest.approx(expected)
+    assert factor(warmup - 1) == 1.0 and factor(warmup) == 1.0 and factor(total) == pytest.approx(0.0)
+    assert _lr_lambda(10, 0)(0) == 1.0  # no warm-up: the cosine starts at once
+
+
+def _bn_means(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value for name, value in state.items() if name.endswith("running_mean")}
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False], ids=["frozen", "free"])
+def test_freeze_bn_keeps_every_running_statistic_while_the_weights_train(
+    data_root: Path, tmp_path: Path, freeze_bn: bool
+) -> None:
+    train_set, val_set = _datasets(data_root)
+    config = _config(epochs=1, batches_per_epoch=2, freeze_bn=freeze_bn)
+    torch.manual_seed(config.seed)
+    start = build_embedder(config).state_dict()
+    train(config, train_set, val_set, tmp_path / "run")
+    after = _state(tmp_path / "run")["model"]
+    means = _bn_means(after)
+    assert means, "the test backbone has no BatchNorm"
+    moved = [name for name, value in means.items() if not torch.equal(value, start[name])]
+    assert (not moved) if freeze_bn else (len(moved) == len(means))
+    assert not torch.equal(after["backbone.conv_stem.weight"], start["backbone.conv_stem.weight"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (mixed precision runs on CUDA only)")
+def test_training_on_a_gpu_with_mixed_precision_still_learns(data_root: Path, tmp_path: Path) -> None:
+    train_set, val_set = _datasets(data_root)
+    result = train(_config(epochs=3, batches_per_epoch=3, device="cuda"), train_set, val_set, tmp_path / "run")
+    losses = [h["loss"] for h in result.history]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert load_embedder(result.checkpoint, device="cuda").embed_dim == 16
 
 
 def test_early_stopping_ends_the_run_after_patience_epochs_without_progress(data_root: Path, tmp_path: Path) -> None:
