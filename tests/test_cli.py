@@ -297,7 +297,7 @@ def test_pack_then_eval_on_the_lmdb_store_writes_a_record_and_a_png_beside_it(
     assert [k for k in record["metrics"] if k.startswith("recall@")] == [f"recall@{k}" for k in (1, 2, 4, 8, 16, 32)]
     assert record["metrics"]["recall@1"] > 0.8  # five visually distinct classes
     png = record_path.with_suffix(".png")
-    assert record["plot"] == str(png) and f"wrote {png}" in result.stderr
+    assert record["plot"] == str(png) and f"wrote {record_path}, {png}" in result.stderr
     with Image.open(png) as image:
         image.verify()
     with Image.open(png) as image:
