@@ -401,7 +401,7 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Decoding processes.")
 @click.option("--restart", is_flag=True, help="Ignore OUT/last/ instead of resuming from it.")
 @json_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @domain_errors
 def train(
     data: str,
@@ -452,7 +452,7 @@ def train(
         train_set,
         val_set,
         out_dir,
-        EpochBar(not quiet and sys.stderr.isatty(), _train_summary),
+        EpochBar(quiet, _train_summary),
         resume=not restart,
     )
     if as_json:
@@ -531,7 +531,7 @@ def evaluate(
 
     \b
         simsearch eval ./labeled_test --model runs/products   # + runs/products/eval-labeled_test.json, .png
-        simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval.json
+        simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval-labeled_test.json
     """
     from simsearch.models import load_embedder
     from simsearch.training import embed_dataset, evaluate_embeddings

@@ -5,7 +5,6 @@ checkpoint whose encoder serves as ``--model`` / ``--backbone``. Registered on t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ def _pretrain_summary(epoch: int, record: dict[str, Any]) -> str:
 @click.option("--restart", is_flag=True, help="Ignore OUT/last/ instead of resuming from it.")
 @click.option("--no-pictures", is_flag=True, help="Do not draw OUT/pictures/*.png at the end.")
 @json_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @domain_errors
 def pretrain(
     data: str,
@@ -125,7 +124,7 @@ def pretrain(
         config,
         dataset,
         out_dir,
-        progress=EpochBar(not quiet and sys.stderr.isatty(), _pretrain_summary),
+        progress=EpochBar(quiet, _pretrain_summary),
         resume=not restart,
         pictures=not no_pictures,
     )

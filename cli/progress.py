@@ -45,10 +45,13 @@ class BarProgress:
 
 class EpochBar:
     """Implements ``simsearch.training.TrainProgress``: one bar per epoch with the loss and samples/s, then the line
-    that `summary(epoch, record)` writes for the finished epoch (each kind of run reports its own scores)."""
+    that `summary(epoch, record)` writes for the finished epoch (each kind of run reports its own scores).
 
-    def __init__(self, enabled: bool, summary: Callable[[int, dict[str, Any]], str]) -> None:
-        self.enabled = enabled
+    `quiet` drops both: a quiet run reports only its final line."""
+
+    def __init__(self, quiet: bool, summary: Callable[[int, dict[str, Any]], str]) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.quiet = quiet
         self.summary = summary
         self._bar: tqdm | None = None
 
@@ -72,4 +75,5 @@ class EpochBar:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        tqdm.write(self.summary(epoch, record), file=sys.stderr)
+        if not self.quiet:
+            tqdm.write(self.summary(epoch, record), file=sys.stderr)

@@ -315,13 +315,15 @@ def test_cli_train_options_reach_the_recipe_and_embed_dim_0_keeps_a_checkpoint_h
     base = ["--device", "cpu", "-p", "3", "-k", "2", "--epochs", "1", "--image-size", "32", "--no-augment"]
     first = tmp_path / "first"
     args = ["train", str(data_root), "--out", str(first), "--backbone", TINY, "--embed-dim", "8", *base]
-    assert runner.invoke(main, args).exit_code == 0
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0 and "epoch 1: loss" in result.stderr
     # Phase two from the checkpoint: its trained 8-d head stays (embed_dim 0), with its own loss lr, no early stop.
     second = tmp_path / "second"
     args = ["train", str(data_root), "--out", str(second), "--backbone", str(first), "--embed-dim", "0", *base]
-    args += ["--loss", "proxy_anchor", "--loss-lr", "0.05", "--patience", "0"]
+    args += ["--loss", "proxy_anchor", "--loss-lr", "0.05", "--patience", "0", "-q"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
+    assert "epoch 1: loss" not in result.stderr and "best epoch 1" in result.stderr  # quiet: the final line only
     config = json.loads((second / "config.json").read_text())
     assert config["embed_dim"] == 8 and config["recipe"]["embed_dim"] is None
     assert config["recipe"]["loss_lr"] == 0.05 and config["recipe"]["patience"] is None
