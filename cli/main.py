@@ -632,26 +632,28 @@ def _read_record(path: Path) -> dict[str, Any]:
 
 
 @main.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--max-side", type=click.IntRange(1), help="Shrink larger images to this side (stored as JPEG).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @json_option
 @domain_errors
-def pack(folder: Path, out: Path, max_side: int | None, overwrite: bool, as_json: bool) -> None:
-    """Pack a class-per-folder image tree into one LMDB folder that `train` and `eval` read faster.
+def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: bool) -> None:
+    """Pack a class-per-folder image tree (or a shared set such as caltech101:train) into one LMDB folder that
+    `train` and `eval` read faster.
 
-    Images are stored as their original bytes (unless --max-side shrinks them); unreadable files are skipped. Example:
+    Files are stored as their original bytes (unless --max-side shrinks them), arrays as PNG; unreadable files are
+    skipped. Example:
 
     \b
         simsearch pack ./labeled labeled.lmdb --max-side 512
         simsearch train labeled.lmdb --out runs/products
     """
-    from simsearch.data import ImageFolderDataset, write_lmdb_dataset
+    from simsearch.data import write_lmdb_dataset
 
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} already exists (pass --overwrite to replace it)")
-    dataset = ImageFolderDataset(folder, skip_unreadable=True)
+    dataset = open_data(data)
     count = write_lmdb_dataset(dataset, out, max_side=max_side, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps({"out": str(out), "images": count, "classes": len(dataset.classes)}, indent=2))

@@ -278,6 +278,24 @@ def test_the_cli_end_to_end_on_caltech_photos_from_the_shared_data(
     assert hits["results"][0]["score"] < 0.999  # its own entry, which would score 1.0, is gone
 
 
+def test_pack_takes_a_shared_set_by_name_losslessly(tmp_path: Path) -> None:
+    import numpy as np
+
+    from simsearch.data import DataNotFoundError, open_image_dataset, open_shared_split
+
+    try:
+        source = open_shared_split("fashion-mnist:test")
+    except DataNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST not found ({exc}); set SIMSEARCH_DATA to the shared data folder")
+    store = tmp_path / "fashion_test.lmdb"
+    packed = json.loads(ok(run("pack", "fashion-mnist:test", store, "--json")).stdout)
+    assert packed == {"out": str(store), "images": 10_000, "classes": 10}
+    back = open_image_dataset(store)
+    assert back.classes == list(source.classes) and np.array_equal(np.asarray(back.labels), source.labels)
+    for i in (0, 4_321, 9_999):  # grey arrays come back pixel for pixel (PNG)
+        assert np.array_equal(np.asarray(back[i][0].convert("L")), np.asarray(source[i][0]))
+
+
 def test_pack_then_eval_on_the_lmdb_store_writes_a_record_and_a_png_beside_it(
     caltech_photos: dict[str, list[Path]], tmp_path: Path
 ) -> None:
