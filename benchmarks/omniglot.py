@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="trained from scratch; random:simsearch_conv4 is the 64-channel Conv-4 the anchors used",
     )
     parser.add_argument("--backbone-kwargs", default='{"in_chans": 1}', help="JSON timm options of the backbone")
-    parser.add_argument("--embed-dim", type=int, default=64)
+    parser.add_argument("--embed-dim", type=int, default=64, help="0: keep the head of a checkpoint --backbone")
     parser.add_argument("--image-size", type=int, default=28, help="105 is native; 28 as in the few-shot literature")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batches", type=int, default=150, help="batches per epoch (P x K images each)")
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     augment = args.augment_kwargs is not None and args.augment_kwargs.strip().lower() != "none"
     config = TrainConfig(
         backbone=args.backbone,
-        embed_dim=args.embed_dim,
+        embed_dim=args.embed_dim or None,
         loss=args.loss,
         backbone_kwargs=json.loads(args.backbone_kwargs),
         loss_kwargs=json.loads(args.loss_kwargs),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -257,6 +258,7 @@ def open_data(data: str, param_hint: str = "DATA") -> Any:
     from simsearch.data import (
         SHARED_SPLITS,
         DataNotFoundError,
+        DatasetError,
         is_shared_split_name,
         open_image_dataset,
         open_shared_split,
@@ -267,7 +269,13 @@ def open_data(data: str, param_hint: str = "DATA") -> Any:
         if not path.is_dir():
             message = f"{data} is a file: expected a folder with one sub-folder per class"
             raise click.BadParameter(message, param_hint=param_hint)
-        return open_image_dataset(path)
+        try:
+            return open_image_dataset(path)
+        except DatasetError:
+            if not is_shared_split_name(data):
+                raise
+            # A folder named like a shared set (run from the shared data folder itself) that holds no classes.
+            click.echo(f"{data}: no class folders here, so the shared set {data} is read instead", err=True)
     if is_shared_split_name(data):
         try:
             return open_shared_split(data)
@@ -281,6 +289,12 @@ def _data_name(data: str) -> str:
     """A file-name-safe name of DATA, for default record names."""
     path = Path(data).expanduser()
     return path.resolve().name if path.exists() else data.replace(":", "-")
+
+
+def _data_label(data: str) -> str:
+    """DATA as a record keeps it: a folder's absolute path, or a shared set's name."""
+    path = Path(data).expanduser()
+    return str(path.resolve()) if path.exists() else data
 
 
 def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") -> dict[str, Any]:
@@ -340,7 +354,8 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
     type=click.IntRange(0),
     default=128,
     show_default=True,
-    help="Size of a fresh projection head; 0 keeps the backbone's own output (a checkpoint's trained head).",
+    help="Size of a fresh projection head; 0 keeps the backbone's own output (a checkpoint's trained head; with no "
+    "head at all the backbone trains at --lr x --backbone-lr-mult).",
 )
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option(
@@ -541,23 +556,27 @@ def evaluate(
         raise click.UsageError(f"{ONE_SHOT_DATA} is scored by its own runs: no --gallery, --plot or --compare")
     embedder = load_embedder(model, weights=weights, device=device)
     if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
-        record_path = Path(embedder.spec["path"]) / f"eval-{_data_name(data)}.json"
+        folder = Path(embedder.spec["path"])
+        name = _data_name(data) + (f"-vs-{_data_name(gallery)}" if gallery else "")
+        if os.access(folder, os.W_OK):
+            record_path = folder / f"eval-{name}.json"
+        else:
+            click.echo(f"{folder} is not writable: no record written (pass --out)", err=True)
     if data == ONE_SHOT_DATA:
         _one_shot(embedder, record_path, batch_size, as_json)
         return
     dataset = open_data(data)
+    gallery_set = open_data(gallery, "--gallery") if gallery is not None else None  # a bad name fails before any work
     vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
-    gallery_set = None
-    if gallery is not None:
-        gallery_set = open_data(gallery, "--gallery")
+    if gallery_set is not None:
         gallery_vectors, gallery_labels = embed_dataset(embedder, gallery_set, batch_size=batch_size, workers=workers)
         record = evaluate_embeddings(
             embedder, vectors, labels, gallery=(gallery_vectors, _by_name(gallery_labels, gallery_set, dataset))
         )
-        record["gallery"] = gallery if not Path(gallery).expanduser().exists() else str(Path(gallery).resolve())
+        record["gallery"] = _data_label(gallery)
     else:
         record = evaluate_embeddings(embedder, vectors, labels)
-    record["data"] = data if not Path(data).expanduser().exists() else str(Path(data).resolve())
+    record["data"] = _data_label(data)
     if plot_path is None and record_path is not None:
         plot_path = record_path.with_suffix(".png")
     if plot_path is not None:

@@ -519,6 +519,11 @@ def train(
         if loss_params:
             groups.append({"params": loss_params, "lr": config.loss_lr or config.lr, "name": "loss"})
     groups = [g for g in groups if g["params"]]
+    if config.freeze_backbone_epochs and all(g["name"] == "backbone" for g in groups):
+        raise TrainingError(
+            f"nothing to train while the backbone is frozen: {embedder.arch} has no projection head here and loss "
+            f"{config.loss!r} no parameters; set embed_dim (a head) or freeze_backbone_epochs 0"
+        )
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
     train_data = _Transformed(
@@ -553,7 +558,6 @@ def train(
         loss_fn.load_state_dict(state["loss"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
         start_epoch, best_epoch, bad_epochs = int(state["epoch"]), int(state["best_epoch"]), int(state["bad_epochs"])
         best_map = float(state["best_map"])
         history = json.loads((out / HISTORY_FILE).read_text()) if (out / HISTORY_FILE).is_file() else []
@@ -661,7 +665,6 @@ def train(
                 "loss": loss_fn.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
                 "epoch": epoch,
                 "best_epoch": best_epoch,
                 "best_map": best_map,

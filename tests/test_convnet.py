@@ -64,6 +64,10 @@ def test_resnet20_keeps_a_28_px_image_whole_until_its_second_stage() -> None:
     assert timm.data.resolve_data_config(model=model)["input_size"] == (3, 32, 32)
     with pytest.raises(ValueError, match="one length"):
         SmallResNet(depths=(1, 1), widths=(8,))
+    # An option these nets do not have is refused, not silently dropped (timm's ResNets take drop_path_rate).
+    for name in ("simsearch_resnet20", "simsearch_conv4"):
+        with pytest.raises(TypeError, match="drop_path_rate"):
+            timm.create_model(name, drop_path_rate=0.1)
 
 
 def test_resnet20_blocks_match_a_plain_residual_loop() -> None:

@@ -360,6 +360,25 @@ def test_cli_eval_against_a_gallery_matches_classes_by_name_and_is_not_leave_one
     record = json.loads(record_path.read_text())
     assert record["metrics"]["leave_one_out"] is False and record["metrics"]["gallery"] == 36
     assert record["metrics"]["recall@1"] == 1.0 and record["protocol"].endswith("against a gallery")
+    # Without --out the record lands beside the checkpoint, named for both sets (not over the leave-one-out one).
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert json.loads((checkpoint / f"eval-{data_root.name}-vs-{data_root.name}.json").read_text())["gallery"]
+
+
+def test_a_folder_named_like_a_shared_set_without_classes_reads_the_shared_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli.main import open_data
+    from simsearch.data import DataNotFoundError, open_shared_split
+
+    try:
+        expected = len(open_shared_split("omniglot"))
+    except DataNotFoundError as exc:
+        pytest.skip(f"Omniglot not found ({exc}); set SIMSEARCH_DATA to the shared data folder")
+    (tmp_path / "omniglot").mkdir()  # as in the shared data folder itself: files, no class folders
+    (tmp_path / "omniglot" / "images_background.npz").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert len(open_data("omniglot")) == expected == 964 * 20
 
 
 def test_cli_eval_omniglot_one_shot_scores_the_official_runs(tmp_path: Path) -> None:

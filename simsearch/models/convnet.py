@@ -41,7 +41,6 @@ class ConvNet(nn.Module):
         in_chans: int = 3,
         num_classes: int = 0,
         drop_rate: float = 0.0,
-        **_: Any,
     ) -> None:
         super().__init__()
         if not widths or any(int(w) < 1 for w in widths):
@@ -106,7 +105,6 @@ class SmallResNet(nn.Module):
         in_chans: int = 3,
         num_classes: int = 0,
         drop_rate: float = 0.0,
-        **_: Any,
     ) -> None:
         super().__init__()
         if len(depths) != len(widths) or not widths or any(int(v) < 1 for v in (*depths, *widths)):
