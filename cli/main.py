@@ -584,6 +584,14 @@ def evaluate(
 
         save_eval_plot(plot_path, [record, *compared], vectors, labels, classes=dataset.classes, projection=projection)
         record["plot"] = str(plot_path)
+    headline = f"{record['model']} on {record['images']} images of {record['classes']} classes ({record['protocol']})"
+    _report(record, headline, record_path, plot_path, as_json)
+
+
+def _report(
+    record: dict[str, Any], headline: str, record_path: Path | None, plot_path: Path | None, as_json: bool
+) -> None:
+    """Write an eval record where asked, then print it: as JSON, or a headline and one line a metric."""
     text = json.dumps(record, indent=2)
     if record_path is not None:
         record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -591,9 +599,9 @@ def evaluate(
     if as_json:
         click.echo(text)
         return
-    click.echo(f"{record['model']} on {record['images']} images of {record['classes']} classes ({record['protocol']})")
+    click.echo(headline)
     for name, value in record["metrics"].items():
-        click.echo(f"  {name:<16} {value:.4f}" if isinstance(value, float) else f"  {name:<16} {value}")
+        click.echo(f"  {name:<17} {value:.4f}" if isinstance(value, float) else f"  {name:<17} {value}")
     if record_path is not None or plot_path is not None:
         click.echo(f"wrote {', '.join(str(p) for p in (record_path, plot_path) if p is not None)}", err=True)
 
@@ -626,17 +634,13 @@ def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json:
         "metrics": {"one_shot_accuracy": scores["accuracy"], "runs": scores["runs"]},
         "per_run": scores["per_run"],
     }
-    text = json.dumps(record, indent=2)
-    if record_path is not None:
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(text + "\n", encoding="utf-8")
-    if as_json:
-        click.echo(text)
-        return
-    click.echo(f"{record['model']} on {ONE_SHOT_DATA} ({scores['runs']} runs of 20 queries)")
-    click.echo(f"  one_shot_accuracy {scores['accuracy']:.4f}")
-    if record_path is not None:
-        click.echo(f"wrote {record_path}", err=True)
+    _report(
+        record,
+        f"{record['model']} on {ONE_SHOT_DATA} ({scores['runs']} runs of 20 queries)",
+        record_path,
+        None,
+        as_json,
+    )
 
 
 def _read_record(path: Path) -> dict[str, Any]:

@@ -25,7 +25,39 @@ from torch import nn
 __all__ = ["ConvNet", "SmallResNet"]
 
 
-class ConvNet(nn.Module):
+class _PooledNet(nn.Module):
+    """What both small nets share after their feature map: average pooling, dropout and an optional linear
+    classifier, behind timm's hooks (`get_classifier`, `reset_classifier`, `forward_head`)."""
+
+    num_features: int
+
+    def _init_head(self, channels: int, num_classes: int, drop_rate: float) -> None:
+        self.num_features = channels
+        self.head_hidden_size = channels
+        self.drop = nn.Dropout(drop_rate)
+        self.num_classes = num_classes
+        self.fc: nn.Module = nn.Linear(channels, num_classes) if num_classes else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """timm's hook for swapping the classifier; only average pooling exists here."""
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x.mean(dim=(2, 3)))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class ConvNet(_PooledNet):
     """`len(widths)` conv blocks, each halving the side; `(N, C, H, W)` -> `(N, widths[-1])` pooled features.
 
     Args:
@@ -59,33 +91,14 @@ class ConvNet(nn.Module):
             )
             channels = int(width)
         self.blocks = nn.Sequential(*blocks)
-        self.num_features = channels
-        self.head_hidden_size = channels
-        self.drop = nn.Dropout(drop_rate)
-        self.num_classes = num_classes
-        self.fc: nn.Module = nn.Linear(channels, num_classes) if num_classes else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """timm's hook for swapping the classifier; only average pooling exists here."""
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self._init_head(channels, num_classes, drop_rate)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """`(N, C, H, W)` -> `(N, widths[-1], H / 2^n, W / 2^n)` feature map."""
         return self.blocks(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x.mean(dim=(2, 3)))
-        return x if pre_logits else self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class SmallResNet(nn.Module):
+class SmallResNet(_PooledNet):
     """The CIFAR ResNet of He et al. 2016 (section 4.2): a 3x3 stem at full resolution, then stages of timm's basic
     blocks, each stage after the first halving the side. ImageNet ResNets quarter a 28 px image in their stem, which
     leaves too little of it; this keeps it whole, at about the compute of Conv-4 wide for ResNet-20.
@@ -128,30 +141,11 @@ class SmallResNet(nn.Module):
         for module in self.modules():  # each residual branch starts as the identity, as timm's ResNet does
             if isinstance(module, BasicBlock):
                 module.zero_init_last()
-        self.num_features = channels
-        self.head_hidden_size = channels
-        self.drop = nn.Dropout(drop_rate)
-        self.num_classes = num_classes
-        self.fc: nn.Module = nn.Linear(channels, num_classes) if num_classes else nn.Identity()
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """timm's hook for swapping the classifier; only average pooling exists here."""
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self._init_head(channels, num_classes, drop_rate)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """`(N, C, H, W)` -> `(N, widths[-1], H / 2^(stages-1), W / 2^(stages-1))` feature map."""
         return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x.mean(dim=(2, 3)))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**overrides: Any) -> dict[str, Any]:
