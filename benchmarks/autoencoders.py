@@ -45,11 +45,12 @@ from simsearch.ae_pictures import (
 )
 from simsearch.autoencoders import AutoEncoder, gaussian_noise
 from simsearch.data import ArrayDataset, load_fashion_mnist
+from simsearch.evaluation import embed_dataset
 from simsearch.metrics import retrieval_metrics
 from simsearch.models import load_embedder
 from simsearch.models.registry import AE_BACKBONE_PREFIX, CHECKPOINT_CONFIG
 from simsearch.pretraining import PretrainConfig, load_autoencoder, pretrain
-from simsearch.training import RANDOM_PREFIX, TrainConfig, embed_dataset, train
+from simsearch.training import RANDOM_PREFIX, TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"

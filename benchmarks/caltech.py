@@ -37,10 +37,10 @@ from torch import nn
 
 from benchmarks.record import environment
 from simsearch.data import caltech101_split
+from simsearch.evaluation import evaluate
 from simsearch.losses import create_loss, loss_has_parameters
 from simsearch.metrics import retrieval_metrics
 from simsearch.models import Embedder, create_transform, load_embedder, save_checkpoint
-from simsearch.training import evaluate
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"

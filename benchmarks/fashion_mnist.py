@@ -30,9 +30,10 @@ import torch
 
 from benchmarks.record import default_result_path, environment
 from simsearch.data import ArrayDataset, load_fashion_mnist
+from simsearch.evaluation import embed_dataset
 from simsearch.metrics import knn, retrieval_metrics
 from simsearch.models import load_embedder
-from simsearch.training import TrainConfig, embed_dataset, train
+from simsearch.training import TrainConfig, train
 
 ANCHOR = 0.899
 TARGET = 0.94

@@ -28,8 +28,9 @@ import torch
 
 from benchmarks.record import default_result_path, environment
 from simsearch.data import ArrayDataset, load_omniglot, omniglot_one_shot_runs
+from simsearch.evaluation import evaluate, one_shot_eval
 from simsearch.models import load_embedder
-from simsearch.training import TrainConfig, evaluate, one_shot_eval, train
+from simsearch.training import TrainConfig, train
 
 ANCHORS = {"koch2015_siamese": 0.920, "snell2017_prototypical": 0.960}
 TARGET = 0.96

@@ -252,49 +252,16 @@ ONE_SHOT_DATA = "omniglot:one-shot"
 
 
 def open_data(data: str, param_hint: str = "DATA") -> Any:
-    """DATA of train, eval and pretrain: a folder (one sub-folder per class, or a `simsearch pack` LMDB folder), or a
-    shared set's split by name ("fashion-mnist:test", "omniglot:evaluation", "caltech101:train"; a bare name is the
-    training split), read from $SIMSEARCH_DATA."""
-    from simsearch.data import (
-        SHARED_SPLITS,
-        DataNotFoundError,
-        DatasetError,
-        is_shared_split_name,
-        open_image_dataset,
-        open_shared_split,
-    )
+    """DATA of train, eval and pretrain (`simsearch.data.open_data`), with a missing one as a usage error."""
+    from simsearch.data import DataNotFoundError, is_shared_split_name
+    from simsearch.data import open_data as open_spec
 
-    path = Path(data).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            message = f"{data} is a file: expected a folder with one sub-folder per class"
-            raise click.BadParameter(message, param_hint=param_hint)
-        try:
-            return open_image_dataset(path)
-        except DatasetError:
-            if not is_shared_split_name(data):
-                raise
-            # A folder named like a shared set (run from the shared data folder itself) that holds no classes.
-            click.echo(f"{data}: no class folders here, so the shared set {data} is read instead", err=True)
-    if is_shared_split_name(data):
-        try:
-            return open_shared_split(data)
-        except DataNotFoundError as exc:
+    try:
+        return open_spec(data)
+    except DataNotFoundError as exc:
+        if is_shared_split_name(data):
             raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
-    names = ", ".join(f"{name}:{split}" for name, splits in SHARED_SPLITS.items() for split in splits)
-    raise click.BadParameter(f"no such folder {data!r} (or a shared set: {names})", param_hint=param_hint)
-
-
-def _data_name(data: str) -> str:
-    """A file-name-safe name of DATA, for default record names."""
-    path = Path(data).expanduser()
-    return path.resolve().name if path.exists() else data.replace(":", "-")
-
-
-def _data_label(data: str) -> str:
-    """DATA as a record keeps it: a folder's absolute path, or a shared set's name."""
-    path = Path(data).expanduser()
-    return str(path.resolve()) if path.exists() else data
+        raise click.BadParameter(str(exc), param_hint=param_hint) from None
 
 
 def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") -> dict[str, Any]:
@@ -548,8 +515,9 @@ def evaluate(
         simsearch eval ./labeled_test --model runs/products   # + runs/products/eval-labeled_test.json, .png
         simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval-labeled_test.json
     """
+    from simsearch.data import data_file_name, data_label
+    from simsearch.evaluation import embed_dataset, evaluate_embeddings, labels_by_class_name
     from simsearch.models import load_embedder
-    from simsearch.training import embed_dataset, evaluate_embeddings
 
     compared = [_read_record(path) for path in compare_paths]
     if data == ONE_SHOT_DATA and (gallery or plot_path or compared):
@@ -557,7 +525,7 @@ def evaluate(
     embedder = load_embedder(model, weights=weights, device=device)
     if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
         folder = Path(embedder.spec["path"])
-        name = _data_name(data) + (f"-vs-{_data_name(gallery)}" if gallery else "")
+        name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "")
         if os.access(folder, os.W_OK):
             record_path = folder / f"eval-{name}.json"
         else:
@@ -570,13 +538,12 @@ def evaluate(
     vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
     if gallery_set is not None:
         gallery_vectors, gallery_labels = embed_dataset(embedder, gallery_set, batch_size=batch_size, workers=workers)
-        record = evaluate_embeddings(
-            embedder, vectors, labels, gallery=(gallery_vectors, _by_name(gallery_labels, gallery_set, dataset))
-        )
-        record["gallery"] = _data_label(gallery)
+        matched = labels_by_class_name(gallery_labels, gallery_set.classes, dataset.classes)
+        record = evaluate_embeddings(embedder, vectors, labels, gallery=(gallery_vectors, matched))
+        record["gallery"] = data_label(gallery)
     else:
         record = evaluate_embeddings(embedder, vectors, labels)
-    record["data"] = _data_label(data)
+    record["data"] = data_label(data)
     if plot_path is None and record_path is not None:
         plot_path = record_path.with_suffix(".png")
     if plot_path is not None:
@@ -606,21 +573,10 @@ def _report(
         click.echo(f"wrote {', '.join(str(p) for p in (record_path, plot_path) if p is not None)}", err=True)
 
 
-def _by_name(gallery_labels: Any, gallery_set: Any, query_set: Any) -> Any:
-    """Gallery labels in the queries' numbering, matched by class name; a class the queries lack gets a new number."""
-    import numpy as np
-
-    index = {name: i for i, name in enumerate(query_set.classes)}
-    for name in gallery_set.classes:
-        index.setdefault(name, len(index))
-    mapping = np.array([index[name] for name in gallery_set.classes], dtype=np.int64)
-    return mapping[np.asarray(gallery_labels, dtype=np.int64)]
-
-
 def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json: bool) -> None:
     """`simsearch eval omniglot:one-shot`: 20-way accuracy over the official runs, as a record like eval's."""
     from simsearch.data import DataNotFoundError
-    from simsearch.training import one_shot_eval
+    from simsearch.evaluation import one_shot_eval
 
     try:
         scores = one_shot_eval(embedder, batch_size=batch_size)

@@ -1,6 +1,6 @@
 """Metric-learning training: a recipe (`TrainConfig`), the loop that fine-tunes an Embedder with P x K batches (or
-explicit Siamese pairs) and a metric loss, per-epoch class-disjoint validation, early stopping, the best checkpoint
-and a resumable `last/` state; plus the retrieval evaluation of a model on a labelled set.
+explicit Siamese pairs) and a metric loss, per-epoch class-disjoint validation (scored as `simsearch.evaluation`
+scores a model), early stopping, the best checkpoint and a resumable `last/` state.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import timm.data
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from simsearch.autoencoders import EncoderBackbone
 from simsearch.data import PKSampler, SiamesePairs
 from simsearch.errors import SimSearchError
+from simsearch.evaluation import TransformedDataset, autocast, embed_dataset
 from simsearch.losses import MetricLoss, PairLoss, create_loss, is_pair_loss, list_losses, loss_has_parameters
 from simsearch.metrics import retrieval_metrics
 from simsearch.models import (
@@ -41,7 +42,6 @@ from simsearch.models import (
 from simsearch.runs import HISTORY_FILE, LAST_DIR, STATE_FILE, save_state, seed_everything, write_json
 
 __all__ = [
-    "EVAL_KS",
     "LAST_DIR",
     "RANDOM_PREFIX",
     "AUGMENT_OPTIONS",
@@ -52,10 +52,6 @@ __all__ = [
     "TrainingError",
     "build_embedder",
     "channel_data_config",
-    "embed_dataset",
-    "evaluate",
-    "evaluate_embeddings",
-    "one_shot_eval",
     "split_classes",
     "train",
 ]
@@ -72,8 +68,6 @@ SAMPLERS = ("pk", "pairs")
 AUGMENT_OPTIONS = frozenset(
     {"scale", "ratio", "hflip", "vflip", "color_jitter", "auto_augment", "re_prob", "re_mode", "re_count"}
 )
-# The k of recall@k that `evaluate` reports (hit rate), as in the deep-metric-learning literature and the eval plot.
-EVAL_KS = (1, 2, 4, 8, 16, 32)
 
 
 class TrainingError(SimSearchError):
@@ -341,27 +335,6 @@ def _rebuild_backbone(embedder: Embedder, options: dict[str, Any]) -> None:
     embedder.data_config = channel_data_config(embedder.data_config, kwargs.get("in_chans"))
 
 
-class _Transformed(Dataset):
-    """Applies the model's transform to a dataset that yields PIL images (its own transform left unset)."""
-
-    def __init__(self, dataset: Any, transform: Callable[[Image.Image], torch.Tensor], mode: str) -> None:
-        self.dataset = dataset
-        self.transform = transform
-        self.mode = mode
-        self.labels = np.asarray(dataset.labels, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset[index]
-        if isinstance(image, Image.Image):
-            if image.mode != self.mode:
-                image = image.convert(self.mode)
-            image = self.transform(image)
-        return image, int(label)
-
-
 def _train_transform(
     embedder: Embedder, augment: bool, options: dict[str, Any] | None = None
 ) -> Callable[[Image.Image], torch.Tensor]:
@@ -372,39 +345,6 @@ def _train_transform(
         return timm.data.create_transform(**embedder.data_config, is_training=True, **kwargs)  # type: ignore[no-any-return]
     except (TypeError, ValueError, AssertionError) as exc:
         raise TrainingError(f"bad augmentation options {options}: {exc}".splitlines()[0]) from None
-
-
-def _mode(embedder: Embedder) -> str:
-    return "L" if embedder.data_config.get("input_size", (3,))[0] == 1 else "RGB"
-
-
-def embed_dataset(
-    embedder: Embedder, dataset: Any, *, batch_size: int = 64, workers: int = 0, device: torch.device | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embed a labelled dataset (items `(PIL image or tensor, label)`) with the eval transform.
-
-    Returns:
-        `(N, D) float32` unit vectors and `(N,) int64` labels.
-    """
-    dev = device or next(embedder.parameters()).device
-    data = _Transformed(dataset, create_transform(embedder), _mode(embedder))
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
-    was_training = embedder.training
-    embedder.eval()
-    chunks: list[np.ndarray] = []
-    try:
-        with torch.inference_mode(), _autocast(dev):
-            for images, _ in loader:
-                chunks.append(embedder(images.to(dev)).float().cpu().numpy())
-    finally:
-        embedder.train(was_training)
-    vectors = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
-    return vectors, data.labels.copy()
-
-
-def _autocast(device: torch.device) -> torch.autocast:
-    # bfloat16 needs no loss scaling; CPU autocast is slower than float32 on most CPUs, so it stays off there.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -526,8 +466,8 @@ def train(
         )
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
-    train_data = _Transformed(
-        train_dataset, _train_transform(embedder, config.augment, config.augment_kwargs), _mode(embedder)
+    train_data = TransformedDataset(
+        train_dataset, _train_transform(embedder, config.augment, config.augment_kwargs), embedder
     )
     sampler: PKSampler | None = None
     pair_data: SiamesePairs | None = None
@@ -700,7 +640,7 @@ def _batch_loss(
     if pairs:
         (first, second), same = batch
         images = torch.cat([first, second]).to(device, non_blocking=True)
-        with _autocast(device):
+        with autocast(device):
             embeddings = embedder(images)
         emb1, emb2 = embeddings.float().split(len(first))
         if not isinstance(loss_fn, PairLoss):
@@ -708,7 +648,7 @@ def _batch_loss(
         return loss_fn.pair_loss(emb1, emb2, same.to(device)), len(images)
     images, labels = batch
     images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-    with _autocast(device):
+    with autocast(device):
         embeddings = embedder(images)
     return loss_fn(embeddings.float(), labels), len(labels)
 
@@ -764,117 +704,3 @@ def split_classes(classes: list[str], val_fraction: float, *, seed: int = 0) -> 
         raise TrainingError(f"{len(classes)} classes are too few for a class-disjoint validation split")
     picked = set(np.random.default_rng(seed).choice(len(classes), size=n_val, replace=False).tolist())
     return [c for i, c in enumerate(classes) if i not in picked], [c for i, c in enumerate(classes) if i in picked]
-
-
-def evaluate(
-    embedder: Embedder,
-    dataset: Any,
-    *,
-    ks: tuple[int, ...] = EVAL_KS,
-    batch_size: int = 64,
-    workers: int = 0,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Exact k-NN leave-one-out retrieval scores of a labelled dataset: recall@k (hit rate), MAP@R, R-precision, NMI.
-
-    k values larger than the gallery allows are dropped.
-    """
-    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
-    return evaluate_embeddings(embedder, vectors, labels, ks=ks, seed=seed)
-
-
-def evaluate_embeddings(
-    embedder: Embedder,
-    vectors: np.ndarray,
-    labels: np.ndarray,
-    *,
-    gallery: tuple[np.ndarray, np.ndarray] | None = None,
-    ks: tuple[int, ...] = EVAL_KS,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """`evaluate` on embeddings computed already (by `embed_dataset`), e.g. to plot them as well.
-
-    Args:
-        embedder: the model that made `vectors`; only its identity goes into the record.
-        vectors: `(N, D)` embeddings.
-        labels: `(N,)` classes.
-        gallery: `(vectors, labels)` to search instead of `vectors` themselves (labels in the same numbering); without
-            it the search is leave-one-out.
-    """
-    size = len(vectors) - 1 if gallery is None else len(gallery[0])
-    usable = tuple(k for k in ks if k <= size)
-    if not usable:
-        raise TrainingError(f"evaluation needs at least two images, got {len(vectors)}")
-    searched: dict[str, Any] = {} if gallery is None else {"gallery": gallery[0], "gallery_labels": gallery[1]}
-    try:
-        scores = retrieval_metrics(vectors, labels, ks=usable, seed=seed, **searched)
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from None
-    protocol = "exact k-NN, cosine, leave-one-out" if gallery is None else "exact k-NN, cosine, against a gallery"
-    return {
-        "model": embedder.model_id,
-        "embed_dim": embedder.embed_dim,
-        "images": len(vectors),
-        "classes": len(np.unique(labels)),
-        "protocol": protocol,
-        "metrics": {k: (float(v) if isinstance(v, float) else v) for k, v in scores.items()},
-    }
-
-
-def one_shot_eval(embedder: Embedder, runs: list[Any] | None = None, *, batch_size: int = 64) -> dict[str, Any]:
-    """Omniglot 20-way one-shot accuracy (Lake et al. 2015) on the official runs, nearest training image by cosine.
-
-    The run images (grey `(105, 105)` uint8, ink black on white like `load_omniglot`) go through the model's own
-    eval transform, which converts them to the channels its data config asks for (1 for an in_chans=1 backbone).
-
-    Args:
-        runs: `simsearch.data.OneShotRun`s; None reads the 20 official runs from the shared data folder.
-
-    Returns:
-        `{"accuracy": float, "runs": int, "per_run": [float, ...]}`, accuracies in [0, 1].
-    """
-    from simsearch.data import omniglot_one_shot_runs
-    from simsearch.metrics import one_shot_accuracy
-
-    if runs is None:
-        runs = omniglot_one_shot_runs()
-    if not runs:
-        raise TrainingError("no one-shot runs to evaluate")
-    transform = create_transform(embedder)
-    device = next(embedder.parameters(), torch.empty(0)).device
-
-    def embed(images: list[np.ndarray]) -> np.ndarray:
-        tensors = [transform(Image.fromarray(np.asarray(im, dtype=np.uint8))) for im in images]
-        was_training = embedder.training
-        embedder.eval()
-        chunks: list[np.ndarray] = []
-        try:
-            with torch.inference_mode(), _autocast(device):
-                for start in range(0, len(tensors), batch_size):
-                    batch = torch.stack(tensors[start : start + batch_size]).to(device)
-                    chunks.append(embedder(batch).float().cpu().numpy())
-        finally:
-            embedder.train(was_training)
-        return np.concatenate(chunks)
-
-    # Embed every run once, then score each run on its slice: the per-run numbers and the total share one pass.
-    vectors = embed([im for run in runs for im in (*run.train_images, *run.test_images)])
-    per_run: list[float] = []
-    offset = 0
-    for run in runs:
-        n = len(run.train_images) + len(run.test_images)
-        chunk = vectors[offset : offset + n]
-        offset += n
-        per_run.append(one_shot_accuracy(_constant_embedding(chunk), [run]))
-    correct = sum(acc * len(run.test_images) for acc, run in zip(per_run, runs, strict=True))
-    total = sum(len(run.test_images) for run in runs)
-    return {"accuracy": correct / total, "runs": len(runs), "per_run": per_run}
-
-
-def _constant_embedding(vectors: np.ndarray) -> Callable[[list[np.ndarray]], np.ndarray]:
-    """An embed_fn for `one_shot_accuracy` that returns vectors computed beforehand."""
-
-    def embed_fn(_images: list[np.ndarray]) -> np.ndarray:
-        return vectors
-
-    return embed_fn

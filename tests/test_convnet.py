@@ -15,9 +15,10 @@ from PIL import Image
 import simsearch  # noqa: F401 - registers the simsearch_* timm models
 from simsearch.data import ArrayDataset
 from simsearch.errors import ModelError
+from simsearch.evaluation import embed_dataset
 from simsearch.models import create_transform, load_embedder
 from simsearch.models.convnet import ConvNet, SmallResNet
-from simsearch.training import TrainConfig, TrainingError, build_embedder, embed_dataset, train
+from simsearch.training import TrainConfig, TrainingError, build_embedder, train
 
 
 def test_conv4_is_a_timm_model_that_pools_to_64_features_at_any_size() -> None:

@@ -1,4 +1,4 @@
-"""The Omniglot 20-way one-shot protocol (`simsearch.training.one_shot_eval`) and the benchmark script's plumbing."""
+"""The Omniglot 20-way one-shot protocol (`simsearch.evaluation.one_shot_eval`) and the benchmark script's plumbing."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from simsearch.data import OneShotRun
+from simsearch.evaluation import one_shot_eval
 from simsearch.models import Embedder
 from simsearch.models.registry import random_embedder
-from simsearch.training import one_shot_eval
 
 REPO = Path(__file__).resolve().parent.parent
 

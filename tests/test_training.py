@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from simsearch.data import (
     load_fashion_mnist,
     write_lmdb_dataset,
 )
+from simsearch.evaluation import embed_dataset, evaluate, evaluate_embeddings, labels_by_class_name
 from simsearch.losses import create_loss
 from simsearch.models import Embedder, create_transform, load_embedder
 from simsearch.training import (
@@ -30,7 +30,6 @@ from simsearch.training import (
     TrainConfig,
     TrainingError,
     build_embedder,
-    embed_dataset,
     split_classes,
     train,
 )
@@ -343,12 +342,11 @@ def test_cli_train_options_reach_the_recipe_and_embed_dim_0_keeps_a_checkpoint_h
 def test_cli_eval_against_a_gallery_matches_classes_by_name_and_is_not_leave_one_out(
     data_root: Path, tmp_path: Path
 ) -> None:
-    from cli.main import _by_name, main
+    from cli.main import main
     from simsearch.models import random_embedder, save_checkpoint
 
     # Gallery classes in another order, one the queries lack: labels follow the names.
-    queries, gallery = types.SimpleNamespace(classes=["a", "b"]), types.SimpleNamespace(classes=["c", "b", "a"])
-    assert _by_name(np.array([0, 1, 2, 1]), gallery, queries).tolist() == [2, 1, 0, 1]
+    assert labels_by_class_name(np.array([0, 1, 2, 1]), ["c", "b", "a"], ["a", "b"]).tolist() == [2, 1, 0, 1]
 
     # Each query is in the gallery too: against a gallery it finds itself first, so R@1 is 1 exactly.
     torch.manual_seed(0)
@@ -365,11 +363,41 @@ def test_cli_eval_against_a_gallery_matches_classes_by_name_and_is_not_leave_one
     assert json.loads((checkpoint / f"eval-{data_root.name}-vs-{data_root.name}.json").read_text())["gallery"]
 
 
+def test_evaluate_against_a_gallery_matches_classes_by_name(data_root: Path) -> None:
+    from simsearch.models import random_embedder
+
+    torch.manual_seed(0)
+    embedder = random_embedder(TINY.removeprefix("random:"))
+    classes = sorted(p.name for p in data_root.iterdir())
+    queries = ImageFolderDataset(data_root, classes=classes)
+    reordered = ImageFolderDataset(data_root, classes=classes[::-1])  # the same photos, labels numbered backwards
+    assert reordered.classes == classes[::-1]
+    # Each query is in the gallery: it finds itself first whatever the gallery's numbering, once names are matched.
+    record = evaluate(embedder, queries, gallery=reordered)
+    assert record["metrics"]["recall@1"] == 1.0 and record["metrics"]["leave_one_out"] is False
+    assert record["protocol"].endswith("against a gallery")
+    vectors, labels = embed_dataset(embedder, queries)
+    unmatched = evaluate_embeddings(embedder, vectors, labels, gallery=embed_dataset(embedder, reordered))
+    assert unmatched["metrics"]["recall@1"] < 1.0  # raw numbers would pair photos with the wrong classes
+
+
+def test_open_data_names_what_it_cannot_open(tmp_path: Path, data_root: Path) -> None:
+    from simsearch.data import DatasetError, open_data
+
+    assert len(open_data(str(data_root))) == 36
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(DatasetError, match="is a file"):
+        open_data(str(tmp_path / "photo.jpg"))
+    with pytest.raises(DataNotFoundError, match="no such folder 'nowhere'.*caltech101:test"):
+        open_data("nowhere")
+    with pytest.raises(DatasetError, match="tset"):
+        open_data("caltech101:tset")
+
+
 def test_a_folder_named_like_a_shared_set_without_classes_reads_the_shared_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cli.main import open_data
-    from simsearch.data import DataNotFoundError, open_shared_split
+    from simsearch.data import DataNotFoundError, open_data, open_shared_split
 
     try:
         expected = len(open_shared_split("omniglot"))
@@ -384,8 +412,8 @@ def test_a_folder_named_like_a_shared_set_without_classes_reads_the_shared_set(
 def test_cli_eval_omniglot_one_shot_scores_the_official_runs(tmp_path: Path) -> None:
     from cli.main import main
     from simsearch.data import omniglot_one_shot_runs
+    from simsearch.evaluation import one_shot_eval
     from simsearch.models import random_embedder, save_checkpoint
-    from simsearch.training import one_shot_eval
 
     try:
         runs = omniglot_one_shot_runs()

@@ -64,7 +64,7 @@ class _Rows:
 
 def _embed(embedder: Any, dataset: Any, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, float]:
     """`(N, D)` vectors, `(N,)` labels and the seconds spent (decode, transform and forward)."""
-    from simsearch.training import embed_dataset
+    from simsearch.evaluation import embed_dataset
 
     started = time.perf_counter()
     with autocast(args.device, args.amp):
@@ -90,8 +90,8 @@ def _caltech(embedder: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _omniglot(embedder: Any, args: argparse.Namespace) -> dict[str, Any]:
     from simsearch.data import load_omniglot, omniglot_one_shot_runs
+    from simsearch.evaluation import one_shot_eval
     from simsearch.metrics import retrieval_metrics
-    from simsearch.training import one_shot_eval
 
     evaluation = load_omniglot("evaluation", root=args.data)
     data = _Rows(evaluation, class_balanced_rows(evaluation.labels, args.limit))

@@ -30,6 +30,7 @@ from simsearch.data.real import (
     open_shared_split,
 )
 from simsearch.data.samplers import PKSampler, SiamesePairs, pairs_from_batch, triplets_from_batch
+from simsearch.data.specs import data_file_name, data_label, open_data
 
 __all__ = [
     "DATA_ENV",
@@ -47,6 +48,8 @@ __all__ = [
     "SiamesePairs",
     "caltech101_classes",
     "caltech101_split",
+    "data_file_name",
+    "data_label",
     "data_root",
     "default_cache_dir",
     "is_lmdb_dataset",
@@ -54,6 +57,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_omniglot",
     "omniglot_one_shot_runs",
+    "open_data",
     "open_image_dataset",
     "open_shared_split",
     "pairs_from_batch",

@@ -1,0 +1,206 @@
+"""Scoring a model by retrieval: embed a labelled set with the model's eval transform, then exact k-NN recall@k (hit
+rate), MAP@R, R-precision and NMI, leave-one-out or against a gallery; and the Omniglot 20-way one-shot protocol.
+
+Training validates each epoch through `embed_dataset` and `evaluate_embeddings`, so a model is scored the same way
+during training, by `simsearch eval` and by the benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from simsearch.data import ArrayDataset
+from simsearch.errors import SimSearchError
+from simsearch.metrics import one_shot_accuracy, retrieval_metrics
+from simsearch.models import Embedder, create_transform
+
+__all__ = [
+    "EVAL_KS",
+    "EvaluationError",
+    "TransformedDataset",
+    "autocast",
+    "embed_dataset",
+    "evaluate",
+    "evaluate_embeddings",
+    "labels_by_class_name",
+    "one_shot_eval",
+]
+
+# The k of recall@k that `evaluate` reports (hit rate), as in the deep-metric-learning literature and the eval plot.
+EVAL_KS = (1, 2, 4, 8, 16, 32)
+
+
+class EvaluationError(SimSearchError):
+    """A labelled set that cannot be scored: too few images, or labels that do not fit the vectors."""
+
+
+class TransformedDataset(Dataset):
+    """Applies a model's transform to a dataset that yields PIL images (its own transform left unset), converting each
+    image to the model's colour mode first ("L" for a one-channel stem, else "RGB")."""
+
+    def __init__(self, dataset: Any, transform: Callable[[Image.Image], torch.Tensor], embedder: Embedder) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.mode = "L" if embedder.data_config.get("input_size", (3,))[0] == 1 else "RGB"
+        self.labels = np.asarray(dataset.labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.dataset[index]
+        if isinstance(image, Image.Image):
+            if image.mode != self.mode:
+                image = image.convert(self.mode)
+            image = self.transform(image)
+        return image, int(label)
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bfloat16 autocast on CUDA (no loss scaling needed); off on CPU, where it is slower than float32 on most CPUs."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def embed_dataset(
+    embedder: Embedder, dataset: Any, *, batch_size: int = 64, workers: int = 0, device: torch.device | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed a labelled dataset (items `(PIL image or tensor, label)`) with the eval transform.
+
+    Returns:
+        `(N, D) float32` unit vectors and `(N,) int64` labels.
+    """
+    dev = device or next(embedder.parameters(), torch.empty(0)).device  # a parameter-free model runs on the CPU
+    data = TransformedDataset(dataset, create_transform(embedder), embedder)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
+    was_training = embedder.training
+    embedder.eval()
+    chunks: list[np.ndarray] = []
+    try:
+        with torch.inference_mode(), autocast(dev):
+            for images, _ in loader:
+                chunks.append(embedder(images.to(dev)).float().cpu().numpy())
+    finally:
+        embedder.train(was_training)
+    vectors = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+    return vectors, data.labels.copy()
+
+
+def evaluate(
+    embedder: Embedder,
+    dataset: Any,
+    *,
+    gallery: Any | None = None,
+    ks: tuple[int, ...] = EVAL_KS,
+    batch_size: int = 64,
+    workers: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Exact k-NN retrieval scores of a labelled dataset: recall@k (hit rate), MAP@R, R-precision, NMI.
+
+    Leave-one-out over `dataset` by default; with `gallery` (another labelled dataset) each image of `dataset` searches
+    the gallery instead, classes matched by name. k values larger than the gallery allows are dropped.
+    """
+    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
+    searched = None
+    if gallery is not None:
+        gallery_vectors, gallery_labels = embed_dataset(embedder, gallery, batch_size=batch_size, workers=workers)
+        searched = (gallery_vectors, labels_by_class_name(gallery_labels, gallery.classes, dataset.classes))
+    return evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks, seed=seed)
+
+
+def evaluate_embeddings(
+    embedder: Embedder,
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    *,
+    gallery: tuple[np.ndarray, np.ndarray] | None = None,
+    ks: tuple[int, ...] = EVAL_KS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """`evaluate` on embeddings computed already (by `embed_dataset`), e.g. to plot them as well.
+
+    Args:
+        embedder: the model that made `vectors`; only its identity goes into the record.
+        vectors: `(N, D)` embeddings.
+        labels: `(N,)` classes.
+        gallery: `(vectors, labels)` to search instead of `vectors` themselves (labels in the same numbering, see
+            `labels_by_class_name`); without it the search is leave-one-out.
+    """
+    size = len(vectors) - 1 if gallery is None else len(gallery[0])
+    usable = tuple(k for k in ks if k <= size)
+    if not usable:
+        raise EvaluationError(f"evaluation needs at least two images, got {len(vectors)}")
+    searched: dict[str, Any] = {} if gallery is None else {"gallery": gallery[0], "gallery_labels": gallery[1]}
+    try:
+        scores = retrieval_metrics(vectors, labels, ks=usable, seed=seed, **searched)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
+    protocol = "exact k-NN, cosine, leave-one-out" if gallery is None else "exact k-NN, cosine, against a gallery"
+    return {
+        "model": embedder.model_id,
+        "embed_dim": embedder.embed_dim,
+        "images": len(vectors),
+        "classes": len(np.unique(labels)),
+        "protocol": protocol,
+        "metrics": {k: (float(v) if isinstance(v, float) else v) for k, v in scores.items()},
+    }
+
+
+def labels_by_class_name(
+    gallery_labels: np.ndarray, gallery_classes: Sequence[str], query_classes: Sequence[str]
+) -> np.ndarray:
+    """Gallery labels renumbered as the queries number their classes, matched by class name (two sets that share
+    classes rarely list them alike); a class the queries lack gets a number of its own, so it never counts as a hit."""
+    index = {name: i for i, name in enumerate(query_classes)}
+    for name in gallery_classes:
+        index.setdefault(name, len(index))
+    mapping = np.array([index[name] for name in gallery_classes], dtype=np.int64)
+    return mapping[np.asarray(gallery_labels, dtype=np.int64)]
+
+
+def one_shot_eval(embedder: Embedder, runs: list[Any] | None = None, *, batch_size: int = 64) -> dict[str, Any]:
+    """Omniglot 20-way one-shot accuracy (Lake et al. 2015) on the official runs, nearest training image by cosine.
+
+    The run images (grey `(105, 105)` uint8, ink black on white like `load_omniglot`) go through the model's own
+    eval transform, as `embed_dataset` gives them, converted to the channels its data config asks for.
+
+    Args:
+        runs: `simsearch.data.OneShotRun`s; None reads the 20 official runs from the shared data folder.
+
+    Returns:
+        `{"accuracy": float, "runs": int, "per_run": [float, ...]}`, accuracies in [0, 1].
+    """
+    from simsearch.data import omniglot_one_shot_runs
+
+    if runs is None:
+        runs = omniglot_one_shot_runs()
+    if not runs:
+        raise EvaluationError("no one-shot runs to evaluate")
+    # Embed every run once, then score each run on its slice: the per-run numbers and the total share one pass.
+    images = np.stack([np.asarray(im, dtype=np.uint8) for run in runs for im in (*run.train_images, *run.test_images)])
+    vectors, _ = embed_dataset(embedder, ArrayDataset(images, np.zeros(len(images), np.int64)), batch_size=batch_size)
+    per_run: list[float] = []
+    offset = 0
+    for run in runs:
+        n = len(run.train_images) + len(run.test_images)
+        chunk = vectors[offset : offset + n]
+        offset += n
+        per_run.append(one_shot_accuracy(_constant_embedding(chunk), [run]))
+    correct = sum(acc * len(run.test_images) for acc, run in zip(per_run, runs, strict=True))
+    total = sum(len(run.test_images) for run in runs)
+    return {"accuracy": correct / total, "runs": len(runs), "per_run": per_run}
+
+
+def _constant_embedding(vectors: np.ndarray) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """An embed_fn for `one_shot_accuracy` that returns vectors computed beforehand."""
+
+    def embed_fn(_images: list[np.ndarray]) -> np.ndarray:
+        return vectors
+
+    return embed_fn
