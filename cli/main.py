@@ -515,7 +515,7 @@ def evaluate(
         simsearch eval ./labeled_test --model runs/products   # + runs/products/eval-labeled_test.json, .png
         simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval-labeled_test.json
     """
-    from simsearch.data import data_file_name, data_label
+    from simsearch.data import data_label
     from simsearch.evaluation import embed_dataset, evaluate_embeddings, labels_by_class_name
     from simsearch.models import load_embedder
 
@@ -525,9 +525,8 @@ def evaluate(
     embedder = load_embedder(model, weights=weights, device=device)
     if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
         folder = Path(embedder.spec["path"])
-        name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "")
         if os.access(folder, os.W_OK):
-            record_path = folder / f"eval-{name}.json"
+            record_path = _default_record_path(folder, data, gallery)
         else:
             click.echo(f"{folder} is not writable: no record written (pass --out)", err=True)
     if data == ONE_SHOT_DATA:
@@ -597,6 +596,26 @@ def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json:
         None,
         as_json,
     )
+
+
+def _default_record_path(folder: Path, data: str, gallery: str | None) -> Path:
+    """`eval-<DATA>[-vs-<GALLERY>].json` in a checkpoint folder; when that file holds another folder's record (two
+    `test` folders in different places), a short hash of this DATA's path is added rather than overwriting it."""
+    import hashlib
+
+    from simsearch.data import data_file_name, data_label
+
+    name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "")
+    path = folder / f"eval-{name}.json"
+    labels = {"data": data_label(data), "gallery": data_label(gallery) if gallery else None}
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return path  # none yet (or unreadable: it is replaced, as --out would)
+    if isinstance(earlier, dict) and all(earlier.get(key) == value for key, value in labels.items()):
+        return path
+    digest = hashlib.sha256(json.dumps(labels).encode()).hexdigest()[:8]
+    return folder / f"eval-{name}-{digest}.json"
 
 
 def _read_record(path: Path) -> dict[str, Any]:

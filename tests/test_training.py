@@ -363,6 +363,23 @@ def test_cli_eval_against_a_gallery_matches_classes_by_name_and_is_not_leave_one
     assert json.loads((checkpoint / f"eval-{data_root.name}-vs-{data_root.name}.json").read_text())["gallery"]
 
 
+def test_cli_eval_default_records_of_two_folders_with_one_name_do_not_overwrite_each_other(tmp_path: Path) -> None:
+    from cli.main import main
+    from simsearch.models import random_embedder, save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
+    first = _make_classes(tmp_path / "a" / "test", n_classes=2, per_class=3)
+    second = _make_classes(tmp_path / "b" / "test", n_classes=3, per_class=2, seed=1)
+    for folder in (first, second, first):
+        result = CliRunner().invoke(main, ["eval", str(folder), "--model", str(checkpoint), "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+    records = sorted(checkpoint.glob("eval-test*.json"))
+    assert len(records) == 2 and "eval-test.json" in {path.name for path in records}
+    assert {json.loads(path.read_text())["data"] for path in records} == {str(first), str(second)}
+    assert json.loads((checkpoint / "eval-test.json").read_text())["data"] == str(first)  # its own name, re-run
+
+
 def test_evaluate_against_a_gallery_matches_classes_by_name(data_root: Path) -> None:
     from simsearch.models import random_embedder
 
