@@ -355,6 +355,14 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
 @click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--freeze-backbone-epochs", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--freeze-bn", is_flag=True, help="Keep BatchNorm running statistics fixed.")
+@click.option(
+    "--freeze-stages",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Keep the stem and the first N stages of a timm backbone as they are for the whole run (no gradient, fixed "
+    "BatchNorm): the generic early features stay, and each epoch costs less.",
+)
 @click.option("--image-size", type=click.IntRange(8), help="Input resolution [default: the backbone's].")
 @click.option("--no-augment", is_flag=True, help="Train on the eval transform (no random crops or flips).")
 @click.option(

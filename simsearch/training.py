@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import timm.data
+import timm.models
 import torch
 from PIL import Image
 from torch import nn
@@ -52,6 +53,7 @@ __all__ = [
     "TrainingError",
     "build_embedder",
     "channel_data_config",
+    "frozen_stages",
     "split_classes",
     "train",
 ]
@@ -98,6 +100,9 @@ class TrainConfig:
         warmup_epochs: linear warm-up, then cosine decay to zero, stepped per batch.
         freeze_backbone_epochs: the backbone is frozen (no gradient, BatchNorm in eval) for the first epochs.
         freeze_bn: keep every BatchNorm's running statistics fixed (small batches give poor statistics).
+        freeze_stages: keep the stem and the first N stages (timm's coarse layer groups) frozen for the whole run,
+            BatchNorm statistics included. The generic early features stay as pretrained, and an epoch runs no
+            backward pass through them, so it costs less on a CPU.
         image_size: override the backbone's input resolution (square); stored in the checkpoint's data config.
         augment: timm's training augmentations (random resized crop, flip); False uses the eval transform.
         augment_kwargs: options of `timm.data.create_transform` for training, e.g. {"scale": [0.7, 1.0], "hflip": 0}
@@ -128,6 +133,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     freeze_backbone_epochs: int = 0
     freeze_bn: bool = False
+    freeze_stages: int = 0
     image_size: int | None = None
     augment: bool = True
     augment_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -147,8 +153,8 @@ class TrainConfig:
             raise TrainingError(f"embed_dim must be >= 1, got {self.embed_dim}")
         if not self.lr > 0 or self.backbone_lr_mult < 0 or self.weight_decay < 0:
             raise TrainingError("lr must be > 0, backbone_lr_mult and weight_decay >= 0")
-        if self.warmup_epochs < 0 or self.freeze_backbone_epochs < 0:
-            raise TrainingError("warmup_epochs and freeze_backbone_epochs must be >= 0")
+        if self.warmup_epochs < 0 or self.freeze_backbone_epochs < 0 or self.freeze_stages < 0:
+            raise TrainingError("warmup_epochs, freeze_backbone_epochs and freeze_stages must be >= 0")
         if self.patience is not None and self.patience < 1:
             raise TrainingError(f"patience must be >= 1 (or None), got {self.patience}")
         if self.loss_lr is not None and not self.loss_lr > 0:
@@ -359,12 +365,38 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _set_backbone_frozen(embedder: Embedder, frozen: bool) -> None:
+def frozen_stages(backbone: nn.Module, stages: int) -> list[nn.Module]:
+    """Every module of a timm backbone's stem and first `stages` stages, by its coarse layer groups (stem, then one
+    group a stage, the last one holding the head convolution too).
+
+    Raises:
+        TrainingError: the backbone has no layer groups, or too few for at least one stage to train.
+    """
+    matcher = getattr(backbone, "group_matcher", None)
+    if matcher is None:
+        raise TrainingError(f"{type(backbone).__name__} has no layer groups (timm's group_matcher): no stages to fix")
+    groups = list(timm.models.group_modules(backbone, matcher(coarse=True)).values())
+    if stages >= len(groups) - 1:
+        raise TrainingError(
+            f"freeze_stages {stages} leaves nothing of the backbone to train: it has a stem and {len(groups) - 1} "
+            f"stages, so at most {len(groups) - 2} can stay frozen"
+        )
+    layers = [backbone.get_submodule(name) for group in groups[: stages + 1] for name in group]
+    fixed = {id(p) for layer in layers for p in layer.parameters()}
+    # Every module wholly inside the frozen part, blocks as well as their layers: eval() then reaches their dropout.
+    return [m for m in backbone.modules() if (ps := list(m.parameters())) and all(id(p) in fixed for p in ps)]
+
+
+def _set_backbone_frozen(embedder: Embedder, frozen: bool, always: list[nn.Module]) -> None:
     for param in embedder.backbone.parameters():
         param.requires_grad_(not frozen)
+    for module in always:
+        module.requires_grad_(False)
 
 
-def _set_train_mode(embedder: Embedder, *, backbone_frozen: bool, freeze_bn: bool) -> None:
+def _set_train_mode(
+    embedder: Embedder, *, backbone_frozen: bool, freeze_bn: bool, always_frozen: list[nn.Module]
+) -> None:
     embedder.train()
     if backbone_frozen:
         # A frozen backbone must not move at all, its BatchNorm running statistics included.
@@ -373,6 +405,8 @@ def _set_train_mode(embedder: Embedder, *, backbone_frozen: bool, freeze_bn: boo
         for module in embedder.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
+    for module in always_frozen:
+        module.eval()
 
 
 def _recipe_dict(config: TrainConfig) -> dict[str, Any]:
@@ -450,8 +484,11 @@ def train(
     embedder.to(device)
     loss_fn.to(device)
 
+    always_frozen = frozen_stages(embedder.backbone, config.freeze_stages) if config.freeze_stages else []
+    fixed = {id(p) for module in always_frozen for p in module.parameters()}
+    backbone_params = [p for p in embedder.backbone.parameters() if id(p) not in fixed]
     groups: list[dict[str, Any]] = [
-        {"params": list(embedder.backbone.parameters()), "lr": config.lr * config.backbone_lr_mult, "name": "backbone"},
+        {"params": backbone_params, "lr": config.lr * config.backbone_lr_mult, "name": "backbone"},
         {"params": list(embedder.head.parameters()), "lr": config.lr, "name": "head"},
     ]
     if loss_has_parameters(config.loss):
@@ -513,8 +550,8 @@ def train(
             stopped_early = True
             break
         frozen = epoch <= config.freeze_backbone_epochs
-        _set_backbone_frozen(embedder, frozen)
-        _set_train_mode(embedder, backbone_frozen=frozen, freeze_bn=config.freeze_bn)
+        _set_backbone_frozen(embedder, frozen, always_frozen)
+        _set_train_mode(embedder, backbone_frozen=frozen, freeze_bn=config.freeze_bn, always_frozen=always_frozen)
         epoch_seed = config.seed * 1_000_003 + epoch
         # Every random draw of an epoch (crops and flips in this process, dropout, the loader) starts from (seed,
         # epoch): a resumed run replays the epochs it missed, not the first one's augmentations.

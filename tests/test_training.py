@@ -196,6 +196,42 @@ def test_frozen_backbone_epochs_change_the_head_only(data_root: Path, tmp_path: 
     assert any(not torch.equal(before[n], start[n]) for n in before if n.startswith("backbone."))
 
 
+def test_freeze_stages_keeps_the_stem_and_first_stages_as_they_were_even_after_the_backbone_thaws(
+    data_root: Path, tmp_path: Path
+) -> None:
+    train_set, val_set = _datasets(data_root)
+    config = _config(epochs=2, batches_per_epoch=2, freeze_stages=2, freeze_backbone_epochs=1)
+    torch.manual_seed(config.seed)
+    start = build_embedder(config).state_dict()
+    train(config, train_set, val_set, tmp_path / "run")
+    after = _state(tmp_path / "run")["model"]
+    fixed = ("backbone.conv_stem.", "backbone.bn1.", "backbone.blocks.0.", "backbone.blocks.1.")
+    frozen = [name for name in after if name.startswith(fixed)]
+    assert any(name.endswith("running_mean") for name in frozen)
+    assert all(torch.equal(after[name], start[name]) for name in frozen), "a frozen stage moved"
+    later = [name for name in after if name.startswith("backbone.blocks.4.") and name.endswith(".weight")]
+    assert later and all(not torch.equal(after[name], start[name]) for name in later)
+    # No gradient reaches the fixed part, so no backward pass runs through it (the time an epoch saves).
+    from simsearch.training import _set_backbone_frozen, frozen_stages
+
+    embedder = build_embedder(config)
+    fixed_modules = frozen_stages(embedder.backbone, 2)
+    _set_backbone_frozen(embedder, False, fixed_modules)
+    assert not any(p.requires_grad for module in fixed_modules for p in module.parameters())
+    assert all(p.requires_grad for p in embedder.backbone.blocks[2].parameters())
+
+
+def test_freeze_stages_is_refused_when_nothing_would_train_or_there_are_no_stages(
+    data_root: Path, tmp_path: Path
+) -> None:
+    train_set, val_set = _datasets(data_root)
+    with pytest.raises(TrainingError, match="a stem and 5 stages, so at most 4"):
+        train(_config(freeze_stages=5), train_set, val_set, tmp_path / "all")
+    with pytest.raises(TrainingError, match="no layer groups"):
+        config = _config(backbone="random:simsearch_conv4", freeze_stages=1, image_size=28)
+        train(config, train_set, val_set, tmp_path / "conv4")
+
+
 def test_the_schedule_warms_up_linearly_then_follows_half_a_cosine_to_zero() -> None:
     from simsearch.training import _lr_lambda
 
