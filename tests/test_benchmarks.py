@@ -35,6 +35,7 @@ NEEDS = {
     ],
     "embed": ["caltech101/101_ObjectCategories.tar"],
     "query": ["caltech101/101_ObjectCategories.tar"],
+    "train": ["caltech101/101_ObjectCategories.tar"],
     "search": [],
 }
 
@@ -129,6 +130,15 @@ def test_query_suite_writes_stage_latencies_their_sum_the_total_and_the_cold_rat
     assert cold["ratio_query_over_import_torch"] == pytest.approx(
         cold["simsearch_query_s_median"] / cold["import_torch_s_median"]
     )
+
+
+def test_train_suite_compares_freeze_stages_settings_against_the_first(tmp_path: Path) -> None:
+    record = run_tiny("train", tmp_path)
+    settings = record["settings"]
+    assert [row["freeze_stages"] for row in settings] == [0, 4]  # tiny: the first two defaults
+    assert all(finite(row["samples_per_s"]) and row["samples_per_s"] > 0 for row in settings)
+    assert settings[0]["ratio"] == 1.0
+    assert settings[1]["ratio"] == pytest.approx(settings[1]["samples_per_s"] / settings[0]["samples_per_s"], rel=0.02)
 
 
 def test_search_suite_writes_a_well_formed_record_when_it_exists(tmp_path: Path) -> None:
