@@ -252,15 +252,18 @@ ONE_SHOT_DATA = "omniglot:one-shot"
 
 
 def open_data(data: str, param_hint: str = "DATA") -> Any:
-    """DATA of train, eval and pretrain (`simsearch.data.open_data`), with a missing one as a usage error."""
-    from simsearch.data import DataNotFoundError, is_shared_split_name
+    """DATA of train, eval and pretrain (`simsearch.data.open_data`); one it cannot open is a bad value of the option
+    named by `param_hint`, and a shared set's missing files point at $SIMSEARCH_DATA."""
+    from simsearch.data import DataNotFoundError, DatasetError, is_shared_split_name
     from simsearch.data import open_data as open_spec
 
     try:
         return open_spec(data)
     except DataNotFoundError as exc:
-        if is_shared_split_name(data):
+        if is_shared_split_name(data) and not Path(data).expanduser().exists():
             raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
+        raise click.BadParameter(str(exc), param_hint=param_hint) from None
+    except DatasetError as exc:
         raise click.BadParameter(str(exc), param_hint=param_hint) from None
 
 

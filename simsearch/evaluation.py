@@ -1,8 +1,8 @@
 """Scoring a model by retrieval: embed a labelled set with the model's eval transform, then exact k-NN recall@k (hit
 rate), MAP@R, R-precision and NMI, leave-one-out or against a gallery; and the Omniglot 20-way one-shot protocol.
 
-Training validates each epoch through `embed_dataset` and `evaluate_embeddings`, so a model is scored the same way
-during training, by `simsearch eval` and by the benchmarks.
+Training embeds its validation classes each epoch through `embed_dataset`, so a model sees the same preprocessing
+when it is validated, scored by `simsearch eval` and by the benchmarks.
 """
 
 from __future__ import annotations
@@ -183,7 +183,10 @@ def one_shot_eval(embedder: Embedder, runs: list[Any] | None = None, *, batch_si
     if not runs:
         raise EvaluationError("no one-shot runs to evaluate")
     # Embed every run once, then score each run on its slice: the per-run numbers and the total share one pass.
-    images = np.stack([np.asarray(im, dtype=np.uint8) for run in runs for im in (*run.train_images, *run.test_images)])
+    arrays = [np.asarray(im, dtype=np.uint8) for run in runs for im in (*run.train_images, *run.test_images)]
+    if len({a.shape for a in arrays}) > 1:
+        raise EvaluationError(f"one-shot run images differ in size ({sorted({a.shape for a in arrays})[:3]}...)")
+    images = np.stack(arrays)
     vectors, _ = embed_dataset(embedder, ArrayDataset(images, np.zeros(len(images), np.int64)), batch_size=batch_size)
     per_run: list[float] = []
     offset = 0

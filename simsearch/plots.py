@@ -39,7 +39,7 @@ class PlotError(SimSearchError):
 
 
 def recall_curve(record: Mapping[str, Any]) -> tuple[list[int], list[float]]:
-    """The `(ks, recall@k)` of an evaluation record (`simsearch.training.evaluate`), sorted by k.
+    """The `(ks, recall@k)` of an evaluation record (`simsearch.evaluation.evaluate`), sorted by k.
 
     Raises:
         PlotError: the record holds no recall@k.
@@ -191,7 +191,7 @@ def save_eval_plot(
 
     Args:
         path: the PNG to write (parent folders are created).
-        records: evaluation records (`simsearch.training.evaluate`), each a curve labelled by its "model".
+        records: evaluation records (`simsearch.evaluation.evaluate`), each a curve labelled by its "model".
         vectors: `(N, D)` embeddings of the evaluated images (the first record's).
         labels: `(N,)` classes of `vectors`.
         classes: class names indexed by label, for the legend.

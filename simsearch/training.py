@@ -100,9 +100,9 @@ class TrainConfig:
         warmup_epochs: linear warm-up, then cosine decay to zero, stepped per batch.
         freeze_backbone_epochs: the backbone is frozen (no gradient, BatchNorm in eval) for the first epochs.
         freeze_bn: keep every BatchNorm's running statistics fixed (small batches give poor statistics).
-        freeze_stages: keep the stem and the first N stages (timm's coarse layer groups) frozen for the whole run,
-            BatchNorm statistics included. The generic early features stay as pretrained, and an epoch runs no
-            backward pass through them, so it costs less on a CPU.
+        freeze_stages: keep the stem and the first N stages (timm's coarse layer groups: a ViT's blocks) frozen for
+            the whole run, BatchNorm statistics included. The generic early features stay as pretrained, and an
+            epoch runs no backward pass through them, so it costs less on a CPU.
         image_size: override the backbone's input resolution (square); stored in the checkpoint's data config.
         augment: timm's training augmentations (random resized crop, flip); False uses the eval transform.
         augment_kwargs: options of `timm.data.create_transform` for training, e.g. {"scale": [0.7, 1.0], "hflip": 0}
@@ -365,33 +365,35 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def frozen_stages(backbone: nn.Module, stages: int) -> list[nn.Module]:
-    """Every module of a timm backbone's stem and first `stages` stages, by its coarse layer groups (stem, then one
-    group a stage, the last one holding the head convolution too).
+def frozen_stages(backbone: nn.Module, stages: int) -> tuple[list[nn.Parameter], list[nn.Module]]:
+    """The parameters of a timm backbone's stem and first `stages` layer groups after it, by timm's coarse layer
+    groups (EfficientNet, ResNet: one a stage; a ViT: one a block, its stem holding the patch embedding, class token
+    and position embedding), and every module wholly inside them (to set to eval mode, dropout included).
 
     Raises:
-        TrainingError: the backbone has no layer groups, or too few for at least one stage to train.
+        TrainingError: the backbone has no layer groups, or too few for at least one group to train.
     """
     matcher = getattr(backbone, "group_matcher", None)
     if matcher is None:
         raise TrainingError(f"{type(backbone).__name__} has no layer groups (timm's group_matcher): no stages to fix")
-    groups = list(timm.models.group_modules(backbone, matcher(coarse=True)).values())
+    groups = list(timm.models.group_parameters(backbone, matcher(coarse=True)).values())
     if stages >= len(groups) - 1:
         raise TrainingError(
             f"freeze_stages {stages} leaves nothing of the backbone to train: it has a stem and {len(groups) - 1} "
-            f"stages, so at most {len(groups) - 2} can stay frozen"
+            f"layer groups after it, so at most {len(groups) - 2} can stay frozen"
         )
-    layers = [backbone.get_submodule(name) for group in groups[: stages + 1] for name in group]
-    fixed = {id(p) for layer in layers for p in layer.parameters()}
-    # Every module wholly inside the frozen part, blocks as well as their layers: eval() then reaches their dropout.
-    return [m for m in backbone.modules() if (ps := list(m.parameters())) and all(id(p) in fixed for p in ps)]
+    named = dict(backbone.named_parameters())
+    params = [named[name] for group in groups[: stages + 1] for name in group]
+    fixed = {id(p) for p in params}
+    modules = [m for m in backbone.modules() if (ps := list(m.parameters())) and all(id(p) in fixed for p in ps)]
+    return params, modules
 
 
-def _set_backbone_frozen(embedder: Embedder, frozen: bool, always: list[nn.Module]) -> None:
+def _set_backbone_frozen(embedder: Embedder, frozen: bool, always: list[nn.Parameter]) -> None:
     for param in embedder.backbone.parameters():
         param.requires_grad_(not frozen)
-    for module in always:
-        module.requires_grad_(False)
+    for param in always:
+        param.requires_grad_(False)
 
 
 def _set_train_mode(
@@ -484,8 +486,10 @@ def train(
     embedder.to(device)
     loss_fn.to(device)
 
-    always_frozen = frozen_stages(embedder.backbone, config.freeze_stages) if config.freeze_stages else []
-    fixed = {id(p) for module in always_frozen for p in module.parameters()}
+    fixed_params, fixed_modules = (
+        ([], []) if not config.freeze_stages else frozen_stages(embedder.backbone, config.freeze_stages)
+    )
+    fixed = {id(p) for p in fixed_params}
     backbone_params = [p for p in embedder.backbone.parameters() if id(p) not in fixed]
     groups: list[dict[str, Any]] = [
         {"params": backbone_params, "lr": config.lr * config.backbone_lr_mult, "name": "backbone"},
@@ -550,8 +554,8 @@ def train(
             stopped_early = True
             break
         frozen = epoch <= config.freeze_backbone_epochs
-        _set_backbone_frozen(embedder, frozen, always_frozen)
-        _set_train_mode(embedder, backbone_frozen=frozen, freeze_bn=config.freeze_bn, always_frozen=always_frozen)
+        _set_backbone_frozen(embedder, frozen, fixed_params)
+        _set_train_mode(embedder, backbone_frozen=frozen, freeze_bn=config.freeze_bn, always_frozen=fixed_modules)
         epoch_seed = config.seed * 1_000_003 + epoch
         # Every random draw of an epoch (crops and flips in this process, dropout, the loader) starts from (seed,
         # epoch): a resumed run replays the epochs it missed, not the first one's augmentations.
@@ -722,7 +726,7 @@ def _load_state(path: Path, recipe: dict[str, Any], data: dict[str, Any]) -> dic
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Splits and evaluation
+# Splits
 # --------------------------------------------------------------------------------------------------------------------
 
 

@@ -215,17 +215,30 @@ def test_freeze_stages_keeps_the_stem_and_first_stages_as_they_were_even_after_t
     from simsearch.training import _set_backbone_frozen, frozen_stages
 
     embedder = build_embedder(config)
-    fixed_modules = frozen_stages(embedder.backbone, 2)
-    _set_backbone_frozen(embedder, False, fixed_modules)
+    fixed_params, fixed_modules = frozen_stages(embedder.backbone, 2)
+    _set_backbone_frozen(embedder, False, fixed_params)
     assert not any(p.requires_grad for module in fixed_modules for p in module.parameters())
     assert all(p.requires_grad for p in embedder.backbone.blocks[2].parameters())
+
+
+def test_freeze_stages_of_a_vit_fix_its_patch_embedding_tokens_and_first_blocks() -> None:
+    import timm
+
+    from simsearch.training import frozen_stages
+
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=0)
+    params, modules = frozen_stages(vit, 2)
+    names = {name for name, p in vit.named_parameters() if any(p is q for q in params)}
+    assert {"cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.1.mlp.fc2.bias"} <= names
+    assert not any(name.startswith(("blocks.2.", "norm.")) for name in names)
+    assert vit.blocks[0] in modules and vit.blocks[2] not in modules and vit not in modules
 
 
 def test_freeze_stages_is_refused_when_nothing_would_train_or_there_are_no_stages(
     data_root: Path, tmp_path: Path
 ) -> None:
     train_set, val_set = _datasets(data_root)
-    with pytest.raises(TrainingError, match="a stem and 5 stages, so at most 4"):
+    with pytest.raises(TrainingError, match="a stem and 5 layer groups after it, so at most 4"):
         train(_config(freeze_stages=5), train_set, val_set, tmp_path / "all")
     with pytest.raises(TrainingError, match="no layer groups"):
         config = _config(backbone="random:simsearch_conv4", freeze_stages=1, image_size=28)
@@ -445,6 +458,21 @@ def test_open_data_names_what_it_cannot_open(tmp_path: Path, data_root: Path) ->
         open_data("nowhere")
     with pytest.raises(DatasetError, match="tset"):
         open_data("caltech101:tset")
+
+    # On the command line each is a bad value of the option that named it (exit 2), in one line.
+    from cli.main import main
+    from simsearch.models import random_embedder, save_checkpoint
+
+    checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
+    base = ["eval", "--model", str(checkpoint), "--device", "cpu"]
+    for args, where in (
+        ([str(tmp_path / "photo.jpg")], "DATA"),
+        ([str(data_root), "--gallery", str(tmp_path / "photo.jpg")], "--gallery"),
+        (["caltech101:tset"], "DATA"),
+    ):
+        result = CliRunner().invoke(main, [*base, *args])
+        assert result.exit_code == 2 and f"Invalid value for {where}" in result.output, result.output
+        assert "Traceback" not in result.output
 
 
 def test_a_folder_named_like_a_shared_set_without_classes_reads_the_shared_set(
