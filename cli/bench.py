@@ -38,11 +38,11 @@ def _benchmarks_main() -> Callable[..., int]:
 @click.command(
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
     add_help_option=False,
-    short_help="Run a benchmark suite (quality, embed, query, search, all) from a source checkout.",
+    short_help="Run a benchmark suite (quality, embed, query, search, train, all) from a source checkout.",
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:
-    """Run a benchmark suite from a source checkout: quality, embed, query, search or all.
+    """Run a benchmark suite from a source checkout: quality, embed, query, search, train or all.
 
     \b
         simsearch bench --help

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Suites in the order `python -m benchmarks all` runs them; modules found beside them run after these.
-KNOWN_SUITES = ("quality", "embed", "query", "search")
+KNOWN_SUITES = ("quality", "embed", "query", "search", "train")
 
 
 class BenchmarkError(Exception):
