@@ -122,7 +122,8 @@ def _plot(rows: list[dict[str, Any]], path: Path, args: argparse.Namespace) -> N
         bars = ax.bar(labels, [row["samples_per_s"] for row in rows], color="tab:blue")
         for bar, row in zip(bars, rows, strict=True):
             top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
-            ax.annotate(f"{row['ratio']:.2f}x", top, xytext=(0, 3), textcoords="offset points", ha="center", va="bottom")
+            label = f"{row['ratio']:.2f}x"
+            ax.annotate(label, top, xytext=(0, 3), textcoords="offset points", ha="center", va="bottom")
         ax.set_xlabel("--freeze-stages (stem + first N stages fixed)")
         ax.set_ylabel("training samples / s")
         threads = f"{args.threads} thread{'s' if args.threads != 1 else ''}"
