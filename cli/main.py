@@ -527,7 +527,7 @@ def evaluate(
         simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval-labeled_test.json
     """
     from simsearch.data import data_label
-    from simsearch.evaluation import embed_dataset, evaluate_embeddings, labels_by_class_name
+    from simsearch.evaluation import embed_queries_and_gallery, evaluate_embeddings
     from simsearch.models import load_embedder
 
     compared = [_read_record(path) for path in compare_paths]
@@ -545,14 +545,12 @@ def evaluate(
         return
     dataset = open_data(data)
     gallery_set = open_data(gallery, "--gallery") if gallery is not None else None  # a bad name fails before any work
-    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
-    if gallery_set is not None:
-        gallery_vectors, gallery_labels = embed_dataset(embedder, gallery_set, batch_size=batch_size, workers=workers)
-        matched = labels_by_class_name(gallery_labels, gallery_set.classes, dataset.classes)
-        record = evaluate_embeddings(embedder, vectors, labels, gallery=(gallery_vectors, matched))
+    vectors, labels, searched = embed_queries_and_gallery(
+        embedder, dataset, gallery_set, batch_size=batch_size, workers=workers
+    )
+    record = evaluate_embeddings(embedder, vectors, labels, gallery=searched)
+    if gallery is not None:
         record["gallery"] = data_label(gallery)
-    else:
-        record = evaluate_embeddings(embedder, vectors, labels)
     record["data"] = data_label(data)
     if plot_path is None and record_path is not None:
         plot_path = record_path.with_suffix(".png")

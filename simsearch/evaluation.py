@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from simsearch.data import ArrayDataset
+from simsearch.data import ArrayDataset, omniglot_one_shot_runs
 from simsearch.errors import SimSearchError
 from simsearch.metrics import one_shot_accuracy, retrieval_metrics
 from simsearch.models import Embedder, create_transform
@@ -26,6 +26,7 @@ __all__ = [
     "TransformedDataset",
     "autocast",
     "embed_dataset",
+    "embed_queries_and_gallery",
     "evaluate",
     "evaluate_embeddings",
     "labels_by_class_name",
@@ -106,12 +107,22 @@ def evaluate(
     Leave-one-out over `dataset` by default; with `gallery` (another labelled dataset) each image of `dataset` searches
     the gallery instead, classes matched by name. k values larger than the gallery allows are dropped.
     """
-    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
-    searched = None
-    if gallery is not None:
-        gallery_vectors, gallery_labels = embed_dataset(embedder, gallery, batch_size=batch_size, workers=workers)
-        searched = (gallery_vectors, labels_by_class_name(gallery_labels, gallery.classes, dataset.classes))
+    vectors, labels, searched = embed_queries_and_gallery(
+        embedder, dataset, gallery, batch_size=batch_size, workers=workers
+    )
     return evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks, seed=seed)
+
+
+def embed_queries_and_gallery(
+    embedder: Embedder, dataset: Any, gallery: Any | None = None, *, batch_size: int = 64, workers: int = 0
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """`embed_dataset` of the queries, and of `gallery` (when given) with its labels renumbered by class name, as
+    `evaluate_embeddings` takes them: `(vectors, labels, (gallery_vectors, gallery_labels) or None)`."""
+    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
+    if gallery is None:
+        return vectors, labels, None
+    gallery_vectors, gallery_labels = embed_dataset(embedder, gallery, batch_size=batch_size, workers=workers)
+    return vectors, labels, (gallery_vectors, labels_by_class_name(gallery_labels, gallery.classes, dataset.classes))
 
 
 def evaluate_embeddings(
@@ -176,8 +187,6 @@ def one_shot_eval(embedder: Embedder, runs: list[Any] | None = None, *, batch_si
     Returns:
         `{"accuracy": float, "runs": int, "per_run": [float, ...]}`, accuracies in [0, 1].
     """
-    from simsearch.data import omniglot_one_shot_runs
-
     if runs is None:
         runs = omniglot_one_shot_runs()
     if not runs:
