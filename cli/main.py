@@ -367,6 +367,11 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
     "BatchNorm): the generic early features stay, and each epoch costs less.",
 )
 @click.option("--image-size", type=click.IntRange(8), help="Input resolution [default: the backbone's].")
+@click.option(
+    "--crop-pct",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Centre crop of the eval transform, kept in the checkpoint (1.0: the whole image) [default: the backbone's].",
+)
 @click.option("--no-augment", is_flag=True, help="Train on the eval transform (no random crops or flips).")
 @click.option(
     "--augment-option",

@@ -104,6 +104,8 @@ class TrainConfig:
             the whole run, BatchNorm statistics included. The generic early features stay as pretrained, and an
             epoch runs no backward pass through them, so it costs less on a CPU.
         image_size: override the backbone's input resolution (square); stored in the checkpoint's data config.
+        crop_pct: override the eval transform's centre crop (the resized image side is input / crop_pct; 1.0 keeps the
+            whole image); stored in the checkpoint's data config, so validation, eval and index all see it.
         augment: timm's training augmentations (random resized crop, flip); False uses the eval transform.
         augment_kwargs: options of `timm.data.create_transform` for training, e.g. {"scale": [0.7, 1.0], "hflip": 0}
             (a mirrored character can be another character) or {"re_prob": 0.25} (random erasing).
@@ -135,6 +137,7 @@ class TrainConfig:
     freeze_bn: bool = False
     freeze_stages: int = 0
     image_size: int | None = None
+    crop_pct: float | None = None
     augment: bool = True
     augment_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -155,6 +158,8 @@ class TrainConfig:
             raise TrainingError("lr must be > 0, backbone_lr_mult and weight_decay >= 0")
         if self.warmup_epochs < 0 or self.freeze_backbone_epochs < 0 or self.freeze_stages < 0:
             raise TrainingError("warmup_epochs, freeze_backbone_epochs and freeze_stages must be >= 0")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise TrainingError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.patience is not None and self.patience < 1:
             raise TrainingError(f"patience must be >= 1 (or None), got {self.patience}")
         if self.loss_lr is not None and not self.loss_lr > 0:
@@ -274,6 +279,8 @@ def build_embedder(config: TrainConfig) -> Embedder:
         _check_fixed_input(embedder, config.image_size)
         channels = embedder.data_config.get("input_size", (3,))[0]
         embedder.data_config["input_size"] = (channels, config.image_size, config.image_size)
+    if config.crop_pct is not None:
+        embedder.data_config["crop_pct"] = float(config.crop_pct)
     return embedder
 
 

@@ -245,6 +245,12 @@ def test_freeze_stages_is_refused_when_nothing_would_train_or_there_are_no_stage
         train(config, train_set, val_set, tmp_path / "conv4")
 
 
+@pytest.mark.parametrize("crop_pct", [0.0, -0.5, 1.5])
+def test_a_crop_pct_outside_0_to_1_is_refused(crop_pct: float) -> None:
+    with pytest.raises(TrainingError, match=r"crop_pct must be in \(0, 1\]"):
+        TrainConfig(crop_pct=crop_pct).check()
+
+
 def test_the_schedule_warms_up_linearly_then_follows_half_a_cosine_to_zero() -> None:
     from simsearch.training import _lr_lambda
 
@@ -368,12 +374,16 @@ def test_cli_train_options_reach_the_recipe_and_embed_dim_0_keeps_a_checkpoint_h
     # Phase two from the checkpoint: its trained 8-d head stays (embed_dim 0), with its own loss lr, no early stop.
     second = tmp_path / "second"
     args = ["train", str(data_root), "--out", str(second), "--backbone", str(first), "--embed-dim", "0", *base]
-    args += ["--loss", "proxy_anchor", "--loss-lr", "0.05", "--patience", "0", "-q"]
+    args += ["--loss", "proxy_anchor", "--loss-lr", "0.05", "--patience", "0", "--crop-pct", "0.5", "-q"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "epoch 1: loss" not in result.stderr and "best epoch 1" in result.stderr  # quiet: the final line only
     config = json.loads((second / "config.json").read_text())
     assert config["embed_dim"] == 8 and config["recipe"]["embed_dim"] is None
+    # The crop is the checkpoint's: whoever loads it (eval, index) resizes to 32 / 0.5 before the 32 px centre crop.
+    assert json.loads((first / "config.json").read_text())["data_config"]["crop_pct"] != 0.5
+    assert config["data_config"]["crop_pct"] == 0.5 and config["recipe"]["crop_pct"] == 0.5
+    assert "Resize(size=64" in repr(create_transform(load_embedder(second)))
     assert config["recipe"]["loss_lr"] == 0.05 and config["recipe"]["patience"] is None
     state = torch.load(second / LAST_DIR / STATE_FILE, map_location="cpu", weights_only=True)
     assert sorted(group["initial_lr"] for group in state["optimizer"]["param_groups"]) == [1e-4, 1e-3, 0.05]
@@ -381,6 +391,7 @@ def test_cli_train_options_reach_the_recipe_and_embed_dim_0_keeps_a_checkpoint_h
     conflicts = {
         "--augment-option has no effect with --no-augment": ["--augment-option", "hflip=0"],
         "takes no weights file": ["--weights", str(first / "model.safetensors")],
+        "Invalid value for '--crop-pct'": ["--crop-pct", "0"],
     }
     for message, extra in conflicts.items():
         args = ["train", str(data_root), "--out", str(tmp_path / "bad"), "--backbone", TINY, *base, *extra]
