@@ -32,6 +32,7 @@ from simsearch.losses import MetricLoss, PairLoss, create_loss, is_pair_loss, li
 from simsearch.metrics import retrieval_metrics
 from simsearch.models import (
     Embedder,
+    GeM,
     channel_data_config,
     create_backbone,
     create_transform,
@@ -335,8 +336,10 @@ def _rebuild_backbone(embedder: Embedder, options: dict[str, Any]) -> None:
         target = backbone.state_dict().get(key)
         if key in state and target is not None and state[key].shape[1] != target.shape[1]:
             state[key] = adapt_input_conv(int(target.shape[1]), state[key])
+    # A new GeM layer's p is the one weight the loaded backbone cannot have: it keeps its starting value.
+    new_gem = {f"{name}.p" for name, m in backbone.named_modules() if isinstance(m, GeM)} - set(state)
     try:
-        backbone.load_state_dict(state)
+        backbone.load_state_dict({**{k: backbone.state_dict()[k] for k in new_gem}, **state})
     except RuntimeError as exc:
         raise TrainingError(
             f"backbone option(s) {', '.join(sorted(options))} change {embedder.arch}'s weights, so its loaded "

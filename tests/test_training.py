@@ -589,6 +589,25 @@ def test_a_backbone_option_that_changes_the_weights_of_a_loaded_model_is_refused
     assert torch.equal(model.head.weight, load_embedder(checkpoint).head.weight)
 
 
+def test_gem_on_a_loaded_backbone_keeps_its_weights_and_its_p_trains(data_root: Path, tmp_path: Path) -> None:
+    from simsearch.models import GeM, save_checkpoint
+    from simsearch.models.registry import random_embedder
+
+    checkpoint = save_checkpoint(random_embedder("test_resnet", embed_dim=8), tmp_path / "ckpt")
+    model = build_embedder(TrainConfig(backbone=str(checkpoint), backbone_kwargs={"gem_p": 2.0}, embed_dim=None))
+    assert isinstance(model.backbone.global_pool, GeM) and model.backbone.global_pool.p.item() == 2.0
+    before = load_embedder(checkpoint).backbone.state_dict()
+    after = model.backbone.state_dict()
+    assert set(after) - set(before) == {"global_pool.p"}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    config = _config(backbone=str(checkpoint), backbone_kwargs={"gem_p": 2.0}, embed_dim=None, epochs=1)
+    train(config, *_datasets(data_root), tmp_path / "run")
+    trained = load_embedder(tmp_path / "run")
+    assert trained.backbone_kwargs == {"gem_p": 2.0}
+    assert isinstance(trained.backbone.global_pool, GeM) and trained.backbone.global_pool.p.item() != 2.0
+
+
 def _ae_checkpoint(folder: Path) -> Path:
     """A tiny untrained conv-autoencoder checkpoint for 1x28x28 images, as `simsearch pretrain` writes one."""
     from simsearch.models import save_checkpoint

@@ -22,6 +22,7 @@ from torch import nn
 from simsearch.errors import ModelError
 from simsearch.models import convnet as _convnet  # noqa: F401 - registers the simsearch_* timm models
 from simsearch.models.embedder import Embedder
+from simsearch.models.pooling import GEM_OPTION, use_gem
 from simsearch.models.weights import (
     BUNDLED_ARCH,
     PACKAGED_WEIGHTS,
@@ -238,6 +239,8 @@ def _check_model_name(name: str) -> None:
 def create_backbone(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """timm backbone with its classifier removed (num_classes=0): forward gives pooled (N, F) features.
 
+    The option `gem_p` is ours, not timm's: GeM pooling starting at that p (`simsearch.models.pooling`).
+
     A "simsearch-ae:<kind>" name builds an autoencoder's encoder instead (see `_create_ae_backbone`).
     """
     _check_model_name(name)
@@ -249,12 +252,17 @@ def create_backbone(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn
                 f"{name} needs the autoencoder's input_shape and code_dim (and may take num_classes, options) as "
                 f"backbone options; got {', '.join(sorted(kwargs)) or 'none'}"
             ) from None
+    kwargs = dict(kwargs)
+    gem_p = kwargs.pop(GEM_OPTION, None)
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+        backbone = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
     except ModelError:
         raise
     except Exception as e:  # noqa: BLE001 - timm raises many types for bad kwargs
         raise ModelError(f"could not build timm model {name!r}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if gem_p is not None:
+        use_gem(backbone, gem_p)
+    return backbone
 
 
 def _create_ae_backbone(
