@@ -304,3 +304,37 @@ def test_peak_rss_sees_memory_allocated_inside_it() -> None:
     assert during.peak_self >= before.peak_self + 48 * 2**20
     assert during.as_dict()["peak_pss_with_workers_mib"] > 0
     block.close()
+
+
+def test_cli_run_record_is_assembled_from_what_train_and_eval_wrote(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from benchmarks.cli_run import build_record
+    from cli.main import main
+
+    rng = np.random.default_rng(0)
+    for c in range(6):
+        (tmp_path / "data" / f"c{c}").mkdir(parents=True)
+        for i in range(4):
+            pixels = np.clip(rng.integers(0, 256, 3) + rng.normal(0, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / f"c{c}" / f"{i}.png")
+    run, data = tmp_path / "run", str(tmp_path / "data")
+    common = ["--device", "cpu", "-q"]
+    train = ["train", data, "--out", str(run), "--backbone", "random:test_efficientnet", "--embed-dim", "8"]
+    train += ["--epochs", "2", "-p", "2", "-k", "2", "--image-size", "32", "--no-augment", "--val-fraction", "0.34"]
+    assert CliRunner().invoke(main, [*train, *common]).exit_code == 0
+    result = CliRunner().invoke(main, ["eval", data, "--model", str(run), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads((run / "eval-data.json").read_text())
+
+    record = build_record(
+        run, evaluation, off_the_shelf=evaluation, targets={"map@r": 2.0}, commands=["a", "b"], note="n"
+    )
+    history = json.loads((run / "history.json").read_text())
+    assert record["test"]["map@r"] == evaluation["metrics"]["map@r"] and record["history"] == history
+    assert len(record["history"]) == 2 and record["recipe"]["epochs"] == 2
+    assert record["off_the_shelf"]["recall@1"] == evaluation["metrics"]["recall@1"]
+    assert record["target_met"] is False and record["commands"] == ["a", "b"]
+    reachable = {"map@r": evaluation["metrics"]["map@r"]}
+    assert build_record(run, evaluation, off_the_shelf=None, targets=reachable, commands=[], note="")["target_met"]
+    assert set(ENVIRONMENT_KEYS) <= set(record["environment"])

@@ -1,0 +1,99 @@
+"""The record of a fine-tuning run made with the command line (`simsearch train`, then `simsearch eval`), assembled
+from the files those commands wrote, so that no figure is typed in by hand.
+
+    simsearch train caltech101:train ... --out runs/x
+    simsearch eval caltech101:test --model runs/x                    # runs/x/eval-caltech101-test.json
+    simsearch eval caltech101:test --model tf_efficientnet_lite2 --out runs/off.json
+    python -m benchmarks.cli_run runs/x --eval runs/x/eval-caltech101-test.json --off-the-shelf runs/off.json \\
+        --target map@r=0.76 --target recall@1=0.944 --command "simsearch train ..." --command "simsearch eval ..." \\
+        --out benchmarks/results/caltech_cli_lite2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.record import environment
+
+SCORES = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi")
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _target(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"a target is METRIC=VALUE, got {text!r}")
+    return name, float(value)
+
+
+def build_record(
+    run: Path,
+    evaluation: dict[str, Any],
+    *,
+    off_the_shelf: dict[str, Any] | None,
+    targets: dict[str, float],
+    commands: list[str],
+    note: str,
+) -> dict[str, Any]:
+    """The record: recipe, data split and per-epoch history of the checkpoint, its test scores, and where they stand
+    against the off-the-shelf model and the targets."""
+    config = _read(run / "config.json")
+    history = _read(run / "history.json")
+    test = {k: evaluation["metrics"][k] for k in SCORES if k in evaluation["metrics"]}
+    rates = [h["samples_per_second"] for h in history if "samples_per_second" in h]
+    record: dict[str, Any] = {
+        "benchmark": f"fine-tuning through `simsearch train` ({config['backbone']}, {config['recipe']['loss']})",
+        "protocol": evaluation.get("protocol"),
+        "commands": commands,
+        "recipe": config.get("recipe"),
+        "data_config": config.get("data_config"),
+        "data": config.get("data"),
+        "best_epoch": config.get("metrics", {}).get("epoch"),
+        "history": history,
+        "train_samples_per_second": round(sum(rates) / len(rates), 1) if rates else None,
+        "test": test,
+    }
+    if off_the_shelf is not None:
+        record["off_the_shelf"] = {
+            "model": off_the_shelf.get("model"),
+            **{k: off_the_shelf["metrics"][k] for k in SCORES if k in off_the_shelf["metrics"]},
+        }
+    if targets:
+        record["target"] = targets
+        record["target_met"] = all(test.get(k, float("-inf")) >= v for k, v in targets.items())
+    record["environment"] = environment("cpu")
+    record["note"] = note
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="the checkpoint folder `simsearch train --out` wrote")
+    parser.add_argument("--eval", type=Path, required=True, help="the JSON record `simsearch eval` wrote")
+    parser.add_argument("--off-the-shelf", type=Path, help="the eval record of the backbone before fine-tuning")
+    parser.add_argument("--target", action="append", type=_target, default=[], help="METRIC=VALUE (repeatable)")
+    parser.add_argument("--command", action="append", default=[], help="a command of the run, as typed (repeatable)")
+    parser.add_argument("--note", default="", help="what a reader should know beside the numbers")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    record = build_record(
+        args.run,
+        _read(args.eval),
+        off_the_shelf=_read(args.off_the_shelf) if args.off_the_shelf else None,
+        targets=dict(args.target),
+        commands=args.command,
+        note=args.note,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({"test": record["test"], "target_met": record.get("target_met")}))
+
+
+if __name__ == "__main__":
+    main()
