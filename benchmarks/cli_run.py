@@ -40,6 +40,7 @@ def build_record(
     targets: dict[str, float],
     commands: list[str],
     note: str,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """The record: recipe, data split and per-epoch history of the checkpoint, its test scores, and where they stand
     against the off-the-shelf model and the targets."""
@@ -67,7 +68,7 @@ def build_record(
     if targets:
         record["target"] = targets
         record["target_met"] = all(test.get(k, float("-inf")) >= v for k, v in targets.items())
-    record["environment"] = environment("cpu")
+    record["environment"] = environment(device)
     record["note"] = note
     return record
 
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--target", action="append", type=_target, default=[], help="METRIC=VALUE (repeatable)")
     parser.add_argument("--command", action="append", default=[], help="a command of the run, as typed (repeatable)")
     parser.add_argument("--note", default="", help="what a reader should know beside the numbers")
+    parser.add_argument("--device", default="cpu", help="where train and eval ran (cpu, cuda)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     record = build_record(
@@ -89,6 +91,7 @@ def main() -> None:
         targets=dict(args.target),
         commands=args.command,
         note=args.note,
+        device=args.device,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

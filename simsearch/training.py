@@ -31,6 +31,7 @@ from simsearch.evaluation import TransformedDataset, autocast, embed_dataset
 from simsearch.losses import MetricLoss, PairLoss, create_loss, is_pair_loss, list_losses, loss_has_parameters
 from simsearch.metrics import retrieval_metrics
 from simsearch.models import (
+    GEM_OPTION,
     Embedder,
     GeM,
     channel_data_config,
@@ -336,10 +337,13 @@ def _rebuild_backbone(embedder: Embedder, options: dict[str, Any]) -> None:
         target = backbone.state_dict().get(key)
         if key in state and target is not None and state[key].shape[1] != target.shape[1]:
             state[key] = adapt_input_conv(int(target.shape[1]), state[key])
-    # A new GeM layer's p is the one weight the loaded backbone cannot have: it keeps its starting value.
-    new_gem = {f"{name}.p" for name, m in backbone.named_modules() if isinstance(m, GeM)} - set(state)
+    # A GeM layer's p starts at the value the options give; a loaded backbone's learnt p stays when they give none.
+    fresh = backbone.state_dict()
+    gem = {f"{name}.p" for name, m in backbone.named_modules() if isinstance(m, GeM)}
+    if GEM_OPTION not in options:
+        gem -= set(state)
     try:
-        backbone.load_state_dict({**{k: backbone.state_dict()[k] for k in new_gem}, **state})
+        backbone.load_state_dict({**state, **{k: fresh[k] for k in gem}})
     except RuntimeError as exc:
         raise TrainingError(
             f"backbone option(s) {', '.join(sorted(options))} change {embedder.arch}'s weights, so its loaded "
@@ -386,7 +390,10 @@ def frozen_stages(backbone: nn.Module, stages: int) -> tuple[list[nn.Parameter],
     matcher = getattr(backbone, "group_matcher", None)
     if matcher is None:
         raise TrainingError(f"{type(backbone).__name__} has no layer groups (timm's group_matcher): no stages to fix")
-    groups = list(timm.models.group_parameters(backbone, matcher(coarse=True)).values())
+    # A GeM layer's p is pooling, not a stage: timm cannot place it and would count it as a layer group of its own.
+    pooling = {f"{name}.p" if name else "p" for name, m in backbone.named_modules() if isinstance(m, GeM)}
+    grouped = timm.models.group_parameters(backbone, matcher(coarse=True)).values()
+    groups = [kept for group in grouped if (kept := [name for name in group if name not in pooling])]
     if stages >= len(groups) - 1:
         raise TrainingError(
             f"freeze_stages {stages} leaves nothing of the backbone to train: it has a stem and {len(groups) - 1} "

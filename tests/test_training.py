@@ -243,6 +243,9 @@ def test_freeze_stages_is_refused_when_nothing_would_train_or_there_are_no_stage
     with pytest.raises(TrainingError, match="no layer groups"):
         config = _config(backbone="random:simsearch_conv4", freeze_stages=1, image_size=28)
         train(config, train_set, val_set, tmp_path / "conv4")
+    # GeM's p is pooling, not one more stage: it does not raise the limit.
+    with pytest.raises(TrainingError, match="a stem and 5 layer groups after it, so at most 4"):
+        train(_config(freeze_stages=5, backbone_kwargs={"gem_p": 2.0}), train_set, val_set, tmp_path / "gem")
 
 
 @pytest.mark.parametrize("crop_pct", [0.0, -0.5, 1.5])
@@ -606,6 +609,12 @@ def test_gem_on_a_loaded_backbone_keeps_its_weights_and_its_p_trains(data_root: 
     trained = load_embedder(tmp_path / "run")
     assert trained.backbone_kwargs == {"gem_p": 2.0}
     assert isinstance(trained.backbone.global_pool, GeM) and trained.backbone.global_pool.p.item() != 2.0
+    # From a GeM checkpoint, p goes on from its learnt value, unless gem_p says where it starts.
+    learnt = trained.backbone.global_pool.p.item()
+    again = build_embedder(TrainConfig(backbone=str(tmp_path / "run"), backbone_kwargs={"drop_rate": 0.1}))
+    assert again.backbone.global_pool.p.item() == learnt
+    restarted = build_embedder(TrainConfig(backbone=str(tmp_path / "run"), backbone_kwargs={"gem_p": 3.0}))
+    assert restarted.backbone.global_pool.p.item() == 3.0
 
 
 def _ae_checkpoint(folder: Path) -> Path:

@@ -1,7 +1,7 @@
 """Models: the Embedder (timm backbone + projection + L2 norm), resolving model specs, weights and checkpoints."""
 
 from simsearch.models.embedder import Embedder, channel_data_config, create_transform
-from simsearch.models.pooling import GeM, use_gem
+from simsearch.models.pooling import GEM_OPTION, GeM, use_gem
 from simsearch.models.registry import (
     DEFAULT_MODEL,
     create_backbone,
@@ -14,6 +14,7 @@ from simsearch.models.registry import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "GEM_OPTION",
     "Embedder",
     "GeM",
     "channel_data_config",

