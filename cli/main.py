@@ -48,6 +48,12 @@ device_option = click.option(
     help="Where the model runs: the GPU when torch sees one (auto), else the CPU.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+tta_option = click.option(
+    "--tta",
+    metavar="MODE",
+    help="Test-time augmentation: 'hflip' averages each image's vector with its mirror's (twice the model cost). "
+    "Part of the model: a collection keeps it for its queries.",
+)
 
 
 def _human_bytes(n: float) -> str:
@@ -74,6 +80,7 @@ def main() -> None:
 @collection_option
 @click.option("--model", help="'default' (EfficientNet-Lite0, offline), a timm model name, or a checkpoint folder.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --model.")
+@tta_option
 @device_option
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [default: half the cores].")
@@ -101,6 +108,7 @@ def index(
     collection: Path | None,
     model: str | None,
     weights: str | None,
+    tta: str | None,
     device: str,
     batch_size: int,
     workers: int | None,
@@ -124,7 +132,7 @@ def index(
         except IndexLayerError as exc:
             raise click.ClickException(f"--max-memory: {exc}") from exc
     progress = BarProgress(enabled=not quiet and sys.stderr.isatty())
-    with Collection.open(collection, model=model, weights=weights, device=device, create=True) as col:
+    with Collection.open(collection, model=model, weights=weights, device=device, create=True, tta=tta) as col:
         if budget is not None:
             col.set_max_memory(budget)
         if index_factory:
@@ -469,6 +477,7 @@ def train(
 @click.argument("data")
 @click.option("--model", required=True, help="A checkpoint folder, 'default', or a timm model name.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --model.")
+@tta_option
 @device_option
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True)
@@ -511,6 +520,7 @@ def evaluate(
     gallery: str | None,
     model: str,
     weights: str | None,
+    tta: str | None,
     device: str,
     batch_size: int,
     workers: int,
@@ -538,11 +548,11 @@ def evaluate(
     compared = [_read_record(path) for path in compare_paths]
     if data == ONE_SHOT_DATA and (gallery or plot_path or compared):
         raise click.UsageError(f"{ONE_SHOT_DATA} is scored by its own runs: no --gallery, --plot or --compare")
-    embedder = load_embedder(model, weights=weights, device=device)
+    embedder = load_embedder(model, weights=weights, device=device, tta=tta)
     if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
         folder = Path(embedder.spec["path"])
         if os.access(folder, os.W_OK):
-            record_path = _default_record_path(folder, data, gallery)
+            record_path = _default_record_path(folder, data, gallery, tta)
         else:
             click.echo(f"{folder} is not writable: no record written (pass --out)", err=True)
     if data == ONE_SHOT_DATA:
@@ -612,14 +622,14 @@ def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json:
     )
 
 
-def _default_record_path(folder: Path, data: str, gallery: str | None) -> Path:
-    """`eval-<DATA>[-vs-<GALLERY>].json` in a checkpoint folder; when that file holds another folder's record (two
-    `test` folders in different places), a short hash of this DATA's path is added rather than overwriting it."""
+def _default_record_path(folder: Path, data: str, gallery: str | None, tta: str | None = None) -> Path:
+    """`eval-<DATA>[-vs-<GALLERY>][-<TTA>].json` in a checkpoint folder; when that file holds another folder's record
+    (two `test` folders in different places), a short hash of this DATA's path is added rather than overwriting it."""
     import hashlib
 
     from simsearch.data import data_file_name, data_label
 
-    name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "")
+    name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "") + (f"-{tta}" if tta else "")
     path = folder / f"eval-{name}.json"
     labels = {"data": data_label(data), "gallery": data_label(gallery) if gallery else None}
     try:

@@ -194,12 +194,14 @@ class Collection:
         weights: str | os.PathLike[str] | None = None,
         device: str | None = None,
         create: bool = False,
+        tta: str | None = None,
     ) -> Collection:
         """Open the collection at ``path`` (default: :func:`default_collection_path`).
 
         With ``model``, the collection must have been built with that model (else ModelMismatchError); without it,
         the model recorded in the manifest is used, loaded on the first query that needs it. ``create`` makes a new
-        collection when none is there.
+        collection when none is there. ``tta`` ("hflip") embeds with test-time augmentation; it is part of the
+        model, so an existing collection must have been built with the same.
         """
         folder = Path(path).expanduser() if path is not None else default_collection_path()
         manifest_path = folder / MANIFEST
@@ -207,15 +209,20 @@ class Collection:
         if manifest_path.exists():
             manifest = Manifest.load(manifest_path)
             if model is not None or weights is not None:
-                embedder = load_embedder(model, weights=weights, device=device)
+                embedder = load_embedder(model, weights=weights, device=device, tta=tta)
                 _check_same_model(folder, manifest.model, embedder)
+            elif tta is not None and manifest.model.spec.get("tta") != tta:
+                raise ModelMismatchError(
+                    f"collection {folder} was built with model {manifest.model.id}, not with test-time augmentation "
+                    f"{tta!r}: vectors of two models never mix; use another collection (-c)"
+                )
         elif create:
             if folder.exists() and not folder.is_dir():
                 raise CollectionError(f"{folder} exists and is not a folder")
             # Hidden leftovers (a lock file, a temporary manifest) are what a crash during creation leaves behind.
             if folder.exists() and any(not f.name.startswith(".") for f in folder.iterdir()):
                 raise CollectionError(f"{folder} is not empty and holds no simsearch collection (no {MANIFEST})")
-            embedder = load_embedder(model, weights=weights, device=device)
+            embedder = load_embedder(model, weights=weights, device=device, tta=tta)
             folder.mkdir(parents=True, exist_ok=True)
             info = _model_info(embedder)
             factory = choose_factory(0, info.dim)

@@ -473,6 +473,44 @@ def test_a_collection_opens_with_its_own_model_and_refuses_another(tiny_model_co
         assert len(c) == 3 and c.dim == 16
 
 
+def test_a_collection_built_with_hflip_tta_keeps_it_for_queries_and_refuses_vectors_without_it(
+    tiny_model_collection: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, folder = tiny_model_collection
+    checkpoint = tmp_path / "tiny-model"
+    path = tmp_path / "col-tta"
+    import torch
+
+    from simsearch.models import create_transform, load_embedder
+
+    photo = folder / "pizza.jpg"
+    key = str(photo.resolve())
+
+    def stored(c: Collection) -> np.ndarray:
+        return c.index.reconstruct(np.array([c.store.id_for_path(key)]))[0]
+
+    with Collection.open(path, model=str(checkpoint), tta="hflip", create=True, device="cpu") as c:
+        assert c.index_folder(folder, workers=0).added == 3
+        built = stored(c)
+    # A plain reference: the mean of the photo's and its mirror's raw vectors, then unit length.
+    model = load_embedder(checkpoint, device="cpu")
+    x = create_transform(model)(Image.open(photo)).unsqueeze(0)
+    with torch.no_grad():
+        mean = ((model(x, normalize=False) + model(x.flip(-1), normalize=False)) / 2)[0].numpy()
+    np.testing.assert_allclose(built, mean / np.linalg.norm(mean), atol=1e-4)
+    with open_collection(tmp_path / "col", device="cpu") as plain:  # the same photo without it: another vector
+        assert not np.allclose(stored(plain), built, atol=1e-3)
+    with open_collection(path, device="cpu") as c:
+        assert c.embedder.tta == "hflip" and c.embedder.model_id.endswith("+hflip")
+        top = c.search(photo, k=1)[0]
+        assert top.path == key and top.score >= 0.999
+
+    with pytest.raises(ModelMismatchError, match="built with model"):
+        open_collection(path, model=str(checkpoint), device="cpu")  # the same weights, no tta
+    with pytest.raises(ModelMismatchError, match="test-time augmentation 'hflip'"):
+        open_collection(tmp_path / "col", tta="hflip", device="cpu")  # built without it
+
+
 # ---------------------------------------------------------------------------------------------------- opening
 
 

@@ -392,3 +392,35 @@ def test_an_embedder_of_a_one_channel_backbone_gets_a_one_channel_data_config() 
     given = Embedder(grey.backbone, arch="resnet10t", data_config=colour.data_config, backbone_kwargs={"in_chans": 1})
     assert given.data_config["input_size"][0] == 1 and len(given.data_config["std"]) == 1
     assert create_transform(given)(Image.new("RGB", (40, 40))).shape[0] == 1
+
+
+def test_hflip_tta_averages_each_image_with_its_mirror_in_eval_mode_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    embedder = registry.random_embedder("test_efficientnet", embed_dim=8).eval()
+    x = _random_images(3, embedder.data_config["input_size"][-1])
+    with torch.no_grad():
+        plain, raw, raw_mirror = embedder(x), embedder(x, normalize=False), embedder(x.flip(-1), normalize=False)
+        embedder.set_tta("hflip")
+        tta = embedder(x)
+        # A plain reference: the mean of the two raw vectors, then unit length.
+        for i in range(3):
+            mean = (raw[i] + raw_mirror[i]) / 2
+            torch.testing.assert_close(tta[i], mean / mean.norm(), atol=1e-6, rtol=1e-5)
+        assert not torch.allclose(tta, plain, atol=1e-3)  # a random net is not mirror-symmetric
+
+    # It is part of the identity, and it survives a round trip through a spec (what a collection's manifest keeps).
+    assert embedder.model_id == "custom:test_efficientnet+hflip" and embedder.spec["tta"] == "hflip"
+    folder = save_checkpoint(embedder.set_tta(None), tmp_path / "ckpt")
+    assert embedder.model_id == "custom:test_efficientnet" and "tta" not in embedder.spec
+    assert "tta" not in json.loads((folder / "config.json").read_text())
+    loaded = load_embedder(folder, tta="hflip")
+    assert loaded.model_id == "checkpoint:ckpt+hflip"
+    rebuilt = registry.load_embedder_from_spec(loaded.spec)
+    assert rebuilt.model_id == loaded.model_id and rebuilt.tta == "hflip"
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), tta, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ModelError, match="unknown test-time augmentation 'vflip'"):
+        embedder.set_tta("vflip")
+    with torch.no_grad():  # training ignores it (last: a training forward moves the BatchNorm statistics)
+        rebuilt.train()
+        torch.testing.assert_close(rebuilt.set_tta(None)(x), rebuilt.set_tta("hflip")(x))

@@ -426,6 +426,27 @@ def test_cli_eval_against_a_gallery_matches_classes_by_name_and_is_not_leave_one
     assert json.loads((checkpoint / f"eval-{data_root.name}-vs-{data_root.name}.json").read_text())["gallery"]
 
 
+def test_cli_eval_with_hflip_tta_scores_the_flip_averaged_model_beside_the_plain_record(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from cli.main import main
+    from simsearch.models import random_embedder, save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
+    args = ["eval", str(data_root), "--model", str(checkpoint), "--device", "cpu"]
+    for extra in ([], ["--tta", "hflip"]):
+        result = CliRunner().invoke(main, [*args, *extra])
+        assert result.exit_code == 0, result.output
+    plain = json.loads((checkpoint / f"eval-{data_root.name}.json").read_text())
+    flipped = json.loads((checkpoint / f"eval-{data_root.name}-hflip.json").read_text())
+    assert plain["model"] == "checkpoint:tiny" and flipped["model"] == "checkpoint:tiny+hflip"
+    assert flipped["metrics"]["map@r"] != plain["metrics"]["map@r"]  # other vectors, another score
+    result = CliRunner().invoke(main, [*args, "--tta", "vflip"])
+    assert result.exit_code != 0 and "unknown test-time augmentation 'vflip'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_cli_eval_default_records_of_two_folders_with_one_name_do_not_overwrite_each_other(tmp_path: Path) -> None:
     from cli.main import main
     from simsearch.models import random_embedder, save_checkpoint

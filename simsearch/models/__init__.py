@@ -1,6 +1,6 @@
 """Models: the Embedder (timm backbone + projection + L2 norm), resolving model specs, weights and checkpoints."""
 
-from simsearch.models.embedder import Embedder, channel_data_config, create_transform
+from simsearch.models.embedder import TTA_MODES, Embedder, channel_data_config, create_transform
 from simsearch.models.pooling import GEM_OPTION, GeM, use_gem
 from simsearch.models.registry import (
     DEFAULT_MODEL,
@@ -15,6 +15,7 @@ from simsearch.models.registry import (
 __all__ = [
     "DEFAULT_MODEL",
     "GEM_OPTION",
+    "TTA_MODES",
     "Embedder",
     "GeM",
     "channel_data_config",

