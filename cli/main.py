@@ -50,7 +50,7 @@ device_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 tta_option = click.option(
     "--tta",
-    metavar="MODE",
+    type=click.Choice(["hflip"]),  # simsearch.models.TTA_MODES, written out so that --help needs no torch import
     help="Test-time augmentation: 'hflip' averages each image's vector with its mirror's (twice the model cost). "
     "Part of the model: a collection keeps it for its queries.",
 )
@@ -486,7 +486,7 @@ def train(
     "record_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the JSON record here, and its plot beside it (same name, .png) [default for a checkpoint folder: "
-    "MODEL/eval-<DATA's name>.json].",
+    "MODEL/eval-<DATA's name>[-<TTA>].json].",
 )
 @click.option(
     "--plot",

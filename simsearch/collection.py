@@ -206,16 +206,22 @@ class Collection:
         folder = Path(path).expanduser() if path is not None else default_collection_path()
         manifest_path = folder / MANIFEST
         embedder = None
+        if tta is not None:
+            from simsearch.models import check_tta
+
+            check_tta(tta)
         if manifest_path.exists():
             manifest = Manifest.load(manifest_path)
-            if model is not None or weights is not None:
-                embedder = load_embedder(model, weights=weights, device=device, tta=tta)
-                _check_same_model(folder, manifest.model, embedder)
-            elif tta is not None and manifest.model.spec.get("tta") != tta:
+            built_tta = manifest.model.spec.get("tta")
+            if tta is not None and tta != built_tta:
                 raise ModelMismatchError(
                     f"collection {folder} was built with model {manifest.model.id}, not with test-time augmentation "
                     f"{tta!r}: vectors of two models never mix; use another collection (-c)"
                 )
+            if model is not None or weights is not None:
+                # The collection keeps its test-time augmentation: naming its model again need not repeat it.
+                embedder = load_embedder(model, weights=weights, device=device, tta=built_tta)
+                _check_same_model(folder, manifest.model, embedder)
         elif create:
             if folder.exists() and not folder.is_dir():
                 raise CollectionError(f"{folder} exists and is not a folder")
@@ -938,10 +944,13 @@ def _record(image_id: int, c: _Candidate) -> ImageRecord:
 
 
 def _check_same_model(folder: Path, built: ModelInfo, embedder: Embedder) -> None:
-    if built.id != embedder.model_id or built.weights_sha256 != embedder.weights_sha256:
+    built_tta = built.spec.get("tta")
+    # An id is partly a folder name, so the test-time augmentation is compared on its own too.
+    tta = "" if built_tta == embedder.tta else f", test-time augmentation {built_tta} not {embedder.tta}"
+    if tta or built.id != embedder.model_id or built.weights_sha256 != embedder.weights_sha256:
         raise ModelMismatchError(
             f"collection {folder} was built with model {built.id} (weights {built.weights_sha256[:12]}), not "
-            f"{embedder.model_id} (weights {embedder.weights_sha256[:12]}): vectors of two models never mix; "
+            f"{embedder.model_id} (weights {embedder.weights_sha256[:12]}){tta}: vectors of two models never mix; "
             "use another collection (-c) or the model it was built with"
         )
 

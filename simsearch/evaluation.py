@@ -155,6 +155,7 @@ def evaluate_embeddings(
     protocol = "exact k-NN, cosine, leave-one-out" if gallery is None else "exact k-NN, cosine, against a gallery"
     return {
         "model": embedder.model_id,
+        "tta": embedder.tta,
         "embed_dim": embedder.embed_dim,
         "images": len(vectors),
         "classes": len(np.unique(labels)),

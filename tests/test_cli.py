@@ -222,6 +222,30 @@ def test_a_collection_built_with_another_model_is_a_one_line_error(
     assert "built with model" in message
 
 
+def test_index_with_hflip_tta_records_it_for_queries_and_a_second_run_keeps_it(
+    indexed: tuple[Path, Path, Result], tmp_path: Path
+) -> None:
+    from simsearch.models import TTA_MODES, save_checkpoint
+    from simsearch.models.registry import random_embedder
+
+    checkpoint = save_checkpoint(random_embedder("test_efficientnet", embed_dim=8), tmp_path / "tiny")
+    _, photos, _ = indexed
+    col = tmp_path / "col"
+    ok(run("index", photos, "-c", col, "--model", checkpoint, "--tta", "hflip", "--workers", "0", "-q"))
+    info = json.loads(ok(run("info", "-c", col, "--json")).stdout)
+    assert info["model"] == "checkpoint:tiny+hflip"
+    assert json.loads((col / "manifest.json").read_text())["model"]["spec"]["tta"] == "hflip"
+    again = json.loads(ok(run("index", photos, "-c", col, "--model", checkpoint, "--json", "-q")).stdout)
+    assert again["unchanged"] == 12 and again["embedded"] == 0  # its model, named again without --tta
+    query = json.loads(ok(run("query", next(photos.rglob("*.jpg")), "-c", col, "-k", "1", "--json")).stdout)
+    assert query["results"][0]["score"] >= 0.999
+    bad = run("index", photos, "-c", col.parent / "other", "--tta", "x")
+    assert bad.exit_code == 2 and "Invalid value for '--tta': 'x' is not 'hflip'" in bad.output
+    assert not (col.parent / "other").exists()
+    choices = next(p for p in main.commands["index"].params if p.name == "tta").type.choices  # type: ignore[attr-defined]
+    assert tuple(choices) == TTA_MODES
+
+
 # ---------------------------------------------------------------------------------------------------- console script
 
 

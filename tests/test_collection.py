@@ -18,7 +18,7 @@ from PIL import Image
 
 import simsearch.collection
 from indexes import IndexChoice
-from simsearch import Collection, CollectionError, ModelMismatchError, SearchResult, open_collection
+from simsearch import Collection, CollectionError, ModelError, ModelMismatchError, SearchResult, open_collection
 from simsearch.images import file_sha256
 
 QUERIES = SAMPLES / "queries"
@@ -505,10 +505,16 @@ def test_a_collection_built_with_hflip_tta_keeps_it_for_queries_and_refuses_vect
         top = c.search(photo, k=1)[0]
         assert top.path == key and top.score >= 0.999
 
-    with pytest.raises(ModelMismatchError, match="built with model"):
-        open_collection(path, model=str(checkpoint), device="cpu")  # the same weights, no tta
+    # Naming its model again keeps the collection's tta, with or without repeating it.
+    for tta in (None, "hflip"):
+        with open_collection(path, model=str(checkpoint), tta=tta, device="cpu") as c:
+            assert c.embedder.tta == "hflip"
     with pytest.raises(ModelMismatchError, match="test-time augmentation 'hflip'"):
         open_collection(tmp_path / "col", tta="hflip", device="cpu")  # built without it
+    with pytest.raises(ModelMismatchError, match="test-time augmentation 'hflip'"):
+        open_collection(tmp_path / "col", model=str(checkpoint), tta="hflip", device="cpu")
+    with pytest.raises(ModelError, match="unknown test-time augmentation 'vflip'"):
+        open_collection(path, tta="vflip", device="cpu")
 
 
 # ---------------------------------------------------------------------------------------------------- opening

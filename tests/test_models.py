@@ -410,9 +410,11 @@ def test_hflip_tta_averages_each_image_with_its_mirror_in_eval_mode_only(tmp_pat
 
     # It is part of the identity, and it survives a round trip through a spec (what a collection's manifest keeps).
     assert embedder.model_id == "custom:test_efficientnet+hflip" and embedder.spec["tta"] == "hflip"
-    folder = save_checkpoint(embedder.set_tta(None), tmp_path / "ckpt")
+    folder = save_checkpoint(embedder, tmp_path / "ckpt")  # a checkpoint does not keep it
+    assert "tta" not in json.loads((folder / "config.json").read_text()) and load_embedder(folder).tta is None
+    assert load_embedder(folder).model_id == "checkpoint:ckpt"
+    embedder.set_tta(None)
     assert embedder.model_id == "custom:test_efficientnet" and "tta" not in embedder.spec
-    assert "tta" not in json.loads((folder / "config.json").read_text())
     loaded = load_embedder(folder, tta="hflip")
     assert loaded.model_id == "checkpoint:ckpt+hflip"
     rebuilt = registry.load_embedder_from_spec(loaded.spec)
@@ -421,6 +423,8 @@ def test_hflip_tta_averages_each_image_with_its_mirror_in_eval_mode_only(tmp_pat
         torch.testing.assert_close(rebuilt(x), tta, atol=1e-6, rtol=1e-5)
     with pytest.raises(ModelError, match="unknown test-time augmentation 'vflip'"):
         embedder.set_tta("vflip")
+    with pytest.raises(ModelError, match="unknown test-time augmentation"):  # before any download is tried
+        load_embedder("resnet50.no_such_tag", tta="vflip")
     with torch.no_grad():  # training ignores it (last: a training forward moves the BatchNorm statistics)
         rebuilt.train()
         torch.testing.assert_close(rebuilt.set_tta(None)(x), rebuilt.set_tta("hflip")(x))

@@ -1,6 +1,6 @@
 """Models: the Embedder (timm backbone + projection + L2 norm), resolving model specs, weights and checkpoints."""
 
-from simsearch.models.embedder import TTA_MODES, Embedder, channel_data_config, create_transform
+from simsearch.models.embedder import TTA_MODES, Embedder, channel_data_config, check_tta, create_transform
 from simsearch.models.pooling import GEM_OPTION, GeM, use_gem
 from simsearch.models.registry import (
     DEFAULT_MODEL,
@@ -19,6 +19,7 @@ __all__ = [
     "Embedder",
     "GeM",
     "channel_data_config",
+    "check_tta",
     "create_backbone",
     "create_transform",
     "load_embedder",

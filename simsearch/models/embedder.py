@@ -24,6 +24,12 @@ TTA_MODES = ("hflip",)
 """Test-time augmentations an Embedder can apply (see `Embedder.set_tta`)."""
 
 
+def check_tta(mode: str | None) -> None:
+    """Refuse an unknown test-time augmentation before any model is loaded or any collection touched."""
+    if mode is not None and mode not in TTA_MODES:
+        raise ModelError(f"unknown test-time augmentation {mode!r}: choose from {', '.join(TTA_MODES)}")
+
+
 def _normalise_data_config(config: dict[str, Any]) -> dict[str, Any]:
     """JSON turns tuples into lists; timm and equality checks want tuples back."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
@@ -99,12 +105,13 @@ class Embedder(nn.Module):
         """Embed each image together with its mirror image and average the two ("hflip"; None: off).
 
         Retrieval nets are mostly trained with random flips, so the mirror is as good a view as the image and the
-        average is a steadier vector, for twice the forward cost. The mode becomes part of the model's identity
-        (model_id gets "+hflip", spec gets "tta"), so a collection never mixes vectors made with and without it.
-        Training ignores it: it applies in eval mode only.
+        average is a steadier vector, for twice the forward cost. The raw vectors are averaged before the L2
+        norm, i.e. the head sees the mean pooled feature (the head is linear). The mode becomes part of the model's
+        identity (model_id gets "+hflip", spec gets "tta"), so a collection never mixes vectors made with and without
+        it. Training ignores it (it applies in eval mode only) and checkpoints do not keep it: it is chosen where the
+        model is used.
         """
-        if mode is not None and mode not in TTA_MODES:
-            raise ModelError(f"unknown test-time augmentation {mode!r}: choose from {', '.join(TTA_MODES)}")
+        check_tta(mode)
         base = self.model_id.removesuffix(f"+{self.tta}") if self.tta else self.model_id
         self.model_id = f"{base}+{mode}" if mode else base
         self.spec.pop("tta", None)

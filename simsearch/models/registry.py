@@ -21,7 +21,7 @@ from torch import nn
 
 from simsearch.errors import ModelError
 from simsearch.models import convnet as _convnet  # noqa: F401 - registers the simsearch_* timm models
-from simsearch.models.embedder import Embedder
+from simsearch.models.embedder import Embedder, check_tta
 from simsearch.models.pooling import GEM_OPTION, use_gem
 from simsearch.models.weights import (
     BUNDLED_ARCH,
@@ -98,6 +98,7 @@ def load_embedder(
         device: "cpu", "cuda", "cuda:N" or "auto"/None.
         tta: Test-time augmentation, "hflip" or None (see `Embedder.set_tta`).
     """
+    check_tta(tta)
     dev = resolve_device(device)
     # The bare name of the bundled architecture without a weights file is the bundled model: the issue's own
     # `--backbone tf_efficientnet_lite0` works offline, with one model id whether or not the hub is reachable.
@@ -165,6 +166,8 @@ def save_checkpoint(
     embedder: Embedder, folder: str | os.PathLike[str], extra_config: dict[str, Any] | None = None
 ) -> Path:
     """Write `embedder` as a simsearch checkpoint folder (model.safetensors + config.json) that load_embedder reads.
+
+    A test-time augmentation (`Embedder.tta`) is not kept: it is chosen where the checkpoint is used.
 
     Args:
         extra_config: More JSON-able entries for config.json (training recipe, metrics); may not override format keys.
