@@ -337,4 +337,16 @@ def test_cli_run_record_is_assembled_from_what_train_and_eval_wrote(tmp_path: Pa
     assert record["target_met"] is False and record["commands"] == ["a", "b"]
     reachable = {"map@r": evaluation["metrics"]["map@r"]}
     assert build_record(run, evaluation, off_the_shelf=None, targets=reachable, commands=[], note="")["target_met"]
+
+    # The same checkpoint read with test-time flips sits beside the plain reading, with its own verdict.
+    result = CliRunner().invoke(main, ["eval", data, "--model", str(run), "--device", "cpu", "--tta", "hflip"])
+    assert result.exit_code == 0, result.output
+    flipped = json.loads((run / "eval-data-hflip.json").read_text())
+    both = build_record(
+        run, evaluation, off_the_shelf=None, targets=reachable, commands=[], note="", with_tta=[flipped]
+    )
+    assert both["test"] == record["test"] and both["test_with_tta"]["hflip"]["map@r"] == flipped["metrics"]["map@r"]
+    assert both["target_met_with_tta"] == {"hflip": flipped["metrics"]["map@r"] >= evaluation["metrics"]["map@r"]}
+    with pytest.raises(ValueError, match="without --tta"):
+        build_record(run, flipped, off_the_shelf=None, targets={}, commands=[], note="")
     assert set(ENVIRONMENT_KEYS) <= set(record["environment"])
