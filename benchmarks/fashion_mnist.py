@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(**config_kwargs)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run_dir or tmp)
+        # A run dir left by an interrupted run resumes; its earlier epochs are not in this process's train_seconds.
+        history_file = run_dir / "history.json"
+        resumed_after = len(json.loads(history_file.read_text())) if history_file.is_file() else 0
         started = time.perf_counter()
         result = train(config, subset(full_train, train_rows), subset(full_train, val_rows), run_dir)
         train_seconds = time.perf_counter() - started
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         "best_val": result.best_metrics,
         "epochs_run": result.epochs_run,
         "train_seconds": round(train_seconds, 1),
+        "resumed_after_epoch": resumed_after,
         "train_samples_per_second": round(result.samples_per_second, 1),
         "embed_images_per_second": round((len(gallery) + len(queries)) / embed_seconds, 1),
         "embed_images_per_second_hflip_tta": round((len(gallery) + len(queries)) / embed_seconds_tta, 1),

@@ -350,3 +350,23 @@ def test_cli_run_record_is_assembled_from_what_train_and_eval_wrote(tmp_path: Pa
     with pytest.raises(ValueError, match="without --tta"):
         build_record(run, flipped, off_the_shelf=None, targets={}, commands=[], note="")
     assert set(ENVIRONMENT_KEYS) <= set(record["environment"])
+
+
+@pytest.mark.slow
+def test_fashion_mnist_benchmark_writes_both_readings_and_resumes(tmp_path: Path) -> None:
+    """A smoke run of the Fashion-MNIST script: P@1 with and without flips in [0, 1], and a second call on the same
+    run dir resumes (no epoch trained again) and says after which epoch. Slow: it embeds the 10k test images twice."""
+    if not (DATA / "fashion-mnist").exists():
+        pytest.skip(f"fashion-mnist not found under {DATA} (set SIMSEARCH_DATA to the shared data folder)")
+    from benchmarks import fashion_mnist
+
+    run, out = tmp_path / "run", tmp_path / "fm.json"
+    argv = ["--limit", "400", "--val-images", "100", "--epochs", "1", "--batches", "2", "--p", "4", "--k", "4"]
+    argv += ["--backbone", "random:simsearch_conv4_wide", "--threads", "1", "--run-dir", str(run), "--out", str(out)]
+    fashion_mnist.main(argv)
+    first = json.loads(out.read_text())
+    assert 0.0 <= first["p@1"] <= 1.0 and 0.0 <= first["p@1_hflip_tta"] <= 1.0
+    assert first["resumed_after_epoch"] == 0 and first["epochs_run"] == 1
+    fashion_mnist.main(argv)
+    again = json.loads(out.read_text())
+    assert again["resumed_after_epoch"] == 1 and again["p@1"] == first["p@1"]
