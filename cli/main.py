@@ -33,6 +33,16 @@ def domain_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def write_output(path: Path, text: str) -> None:
+    """Write a file the user named, its folder made if needed: a path that cannot be written is a one-line error,
+    not a traceback after the work is done."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 collection_option = click.option(
     "-c",
     "--collection",
@@ -182,7 +192,7 @@ def query(image: Path, collection: Path | None, k: int, device: str, html_path: 
             from simsearch.report import render_html
 
             page = render_html(col, str(image), make_thumbnail(load_image(image)), results)
-            html_path.write_text(page, encoding="utf-8")
+            write_output(html_path, page)
     if as_json:
         click.echo(
             json.dumps(
@@ -402,7 +412,7 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
     show_default=True,
     help="Stop after this many epochs without a better validation MAP@R; 0 never stops early.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @device_option
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Decoding processes.")
 @click.option("--restart", is_flag=True, help="Ignore OUT/last/ instead of resuming from it.")
@@ -572,7 +582,12 @@ def evaluate(
     if plot_path is not None:
         from simsearch.plots import save_eval_plot
 
-        save_eval_plot(plot_path, [record, *compared], vectors, labels, classes=dataset.classes, projection=projection)
+        try:
+            save_eval_plot(
+                plot_path, [record, *compared], vectors, labels, classes=dataset.classes, projection=projection
+            )
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {plot_path}: {exc.strerror or exc}") from None
         record["plot"] = str(plot_path)
     headline = f"{record['model']} on {record['images']} images of {record['classes']} classes ({record['protocol']})"
     _report(record, headline, record_path, plot_path, as_json)
@@ -584,8 +599,7 @@ def _report(
     """Write an eval record where asked, then print it: as JSON, or a headline and one line a metric."""
     text = json.dumps(record, indent=2)
     if record_path is not None:
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(text + "\n", encoding="utf-8")
+        write_output(record_path, text + "\n")
     if as_json:
         click.echo(text)
         return

@@ -25,7 +25,15 @@ from simsearch.autoencoders import KINDS, AutoEncoder, autoencoder_from_config, 
 from simsearch.errors import ModelError, SimSearchError
 from simsearch.models import Embedder, resolve_device, save_checkpoint
 from simsearch.models.registry import AE_BACKBONE_PREFIX, CHECKPOINT_CONFIG, ae_data_config
-from simsearch.runs import HISTORY_FILE, LAST_DIR, STATE_FILE, save_state, seed_everything, write_json
+from simsearch.runs import (
+    HISTORY_FILE,
+    LAST_DIR,
+    STATE_FILE,
+    forget_run,
+    save_state,
+    seed_everything,
+    write_json,
+)
 from simsearch.training import TrainProgress
 
 __all__ = [
@@ -484,6 +492,8 @@ def pretrain(
     start_epoch, best_epoch, best_value = 0, 0, math.inf
     history: list[dict[str, Any]] = []
     state_path = out / LAST_DIR / STATE_FILE
+    if not resume:
+        forget_run(out)
     if resume and state_path.is_file():
         state = _load_state(state_path, recipe)
         try:

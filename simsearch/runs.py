@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["HISTORY_FILE", "LAST_DIR", "STATE_FILE", "save_state", "seed_everything", "write_json"]
+__all__ = ["HISTORY_FILE", "LAST_DIR", "STATE_FILE", "forget_run", "save_state", "seed_everything", "write_json"]
 
 # The resumable state of the latest epoch lives in LAST_DIR/STATE_FILE; the per-epoch records in HISTORY_FILE.
 LAST_DIR = "last"
@@ -53,3 +53,11 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(_cpu(state), tmp)
     os.replace(tmp, path)
+
+
+def forget_run(out: Path) -> None:
+    """Delete a run folder's resumable state and history before a restart: a restart interrupted before its first
+    epoch ends must not leave the old run there for the next call to resume. The old best model stays until the new
+    run saves its own."""
+    (out / LAST_DIR / STATE_FILE).unlink(missing_ok=True)
+    (out / HISTORY_FILE).unlink(missing_ok=True)

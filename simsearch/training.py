@@ -42,7 +42,15 @@ from simsearch.models import (
     resolve_device,
     save_checkpoint,
 )
-from simsearch.runs import HISTORY_FILE, LAST_DIR, STATE_FILE, save_state, seed_everything, write_json
+from simsearch.runs import (
+    HISTORY_FILE,
+    LAST_DIR,
+    STATE_FILE,
+    forget_run,
+    save_state,
+    seed_everything,
+    write_json,
+)
 
 __all__ = [
     "LAST_DIR",
@@ -178,6 +186,8 @@ class TrainConfig:
             raise TrainingError(f"positive_fraction must be in [0, 1], got {self.positive_fraction}")
         if self.pair_batch_size < 1:
             raise TrainingError(f"pair_batch_size must be >= 1, got {self.pair_batch_size}")
+        if self.seed < 0:
+            raise TrainingError(f"seed must be >= 0, got {self.seed}")
         if not isinstance(self.backbone_kwargs, dict):
             raise TrainingError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
         _check_augment_kwargs(self.augment_kwargs)
@@ -482,21 +492,28 @@ def train(
     seed_everything(config.seed)
 
     pairs = config.sampler == "pairs"
-    num_classes = len(np.unique(np.asarray(train_dataset.labels)))
+    train_labels = np.asarray(train_dataset.labels)
+    if train_labels.size and train_labels.min() < 0:
+        raise TrainingError(f"class labels must be >= 0, the training data have {int(train_labels.min())}")
+    num_classes = len(np.unique(train_labels))
     if not pairs and num_classes < config.p:
         raise TrainingError(f"P x K batches need at least p={config.p} training classes, the data have {num_classes}")
     if pairs and num_classes < 2:
         raise TrainingError(f"Siamese pairs need at least two training classes, the data have {num_classes}")
-    if val_dataset is not None and len(val_dataset) < 2:
-        raise TrainingError("the validation set needs at least two images")
+    if val_dataset is not None:
+        # Validation scores each image against the others of its class: a class of one image has nothing to find.
+        _, val_counts = np.unique(np.asarray(val_dataset.labels), return_counts=True)
+        if not (val_counts >= 2).any():
+            raise TrainingError("the validation set needs a class with at least two images")
 
     embedder = build_embedder(config)
     loss_kwargs = dict(config.loss_kwargs)
     if config.distance is not None:
         loss_kwargs["distance"] = config.distance
     try:
+        # Labels index the loss's classes (softmax rows, proxies, centres): a gap in them leaves a class unused.
         loss_fn: MetricLoss = create_loss(
-            config.loss, num_classes=num_classes, embed_dim=embedder.embed_dim, **loss_kwargs
+            config.loss, num_classes=int(train_labels.max()) + 1, embed_dim=embedder.embed_dim, **loss_kwargs
         )
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
@@ -550,6 +567,8 @@ def train(
     best_metrics: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     state_path = out / LAST_DIR / STATE_FILE
+    if not resume:
+        forget_run(out)
     if resume and state_path.is_file():
         state = _load_state(state_path, recipe, data_summary)
         embedder.load_state_dict(state["model"])
@@ -558,7 +577,8 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_epoch, bad_epochs = int(state["epoch"]), int(state["best_epoch"]), int(state["bad_epochs"])
         best_map = float(state["best_map"])
-        history = json.loads((out / HISTORY_FILE).read_text()) if (out / HISTORY_FILE).is_file() else []
+        if (out / HISTORY_FILE).is_file():
+            history = [h for h in json.loads((out / HISTORY_FILE).read_text()) if h["epoch"] <= start_epoch]
         best_metrics = next((h.get("val", {}) for h in history if h["epoch"] == best_epoch), {})
         logger.info("resuming %s after epoch %d (step %d)", out, start_epoch, start_epoch * steps_per_epoch)
 
@@ -656,6 +676,8 @@ def train(
             f", val R@1 {record['val']['recall@1']:.4f} MAP@R {record['val']['map@r']:.4f}" if "val" in record else "",
             " (best)" if improved else "",
         )
+        # History first: a state never names an epoch that history.json lacks (resuming cuts the rest).
+        write_json(out / HISTORY_FILE, history)
         save_state(
             state_path,
             {
@@ -671,7 +693,6 @@ def train(
                 "data": json.dumps(data_summary, sort_keys=True),
             },
         )
-        write_json(out / HISTORY_FILE, history)
         if progress is not None:
             progress.end_epoch(epoch, record)
     seconds = time.perf_counter() - started

@@ -131,6 +131,21 @@ def test_query_html_writes_one_self_contained_page(indexed: tuple[Path, Path, Re
     assert page.count("sunflower") >= 5
 
 
+def test_query_html_makes_its_folder_and_an_unwritable_path_is_a_one_line_error(
+    indexed: tuple[Path, Path, Result], tmp_path: Path
+) -> None:
+    col, _, _ = indexed
+    query = SAMPLES / "queries" / "sunflower_0042.jpg"
+    nested = tmp_path / "pages" / "today" / "out.html"
+    ok(run("query", query, "-c", col, "-k", "2", "--html", nested))
+    assert nested.stat().st_size > 0
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    message = one_line_error(run("query", query, "-c", col, "-k", "2", "--html", blocker / "out.html"))
+    assert f"cannot write {blocker / 'out.html'}" in message
+
+
 def test_info_describes_the_collection_as_text_and_json(indexed: tuple[Path, Path, Result]) -> None:
     col, _, _ = indexed
     text = ok(run("info", "-c", col)).stdout

@@ -148,6 +148,92 @@ def test_resume_continues_from_the_saved_epoch_with_the_same_optimizer_steps(
     assert torch.allclose(_state(tmp_path / "straight")["model"]["head.weight"], resumed["model"]["head.weight"])
 
 
+def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """history.json is written before last/state.pt: a crash between the two leaves a history one epoch ahead,
+    which the resumed run cuts back and replays, so every epoch is in the history once."""
+    import simsearch.training as training
+
+    train_set, val_set = _datasets(data_root)
+    config = _config(epochs=3, batches_per_epoch=1)
+    out = tmp_path / "run"
+    real_save_state, calls = training.save_state, []
+
+    def crash_on_the_second(path: Path, state: dict) -> None:
+        calls.append(state["epoch"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_save_state(path, state)
+
+    monkeypatch.setattr(training, "save_state", crash_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_set, val_set, out)
+    assert _state(out)["epoch"] == 1
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
+
+    monkeypatch.setattr(training, "save_state", real_save_state)
+    result = train(config, train_set, val_set, out)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.epochs_run == 3
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+    assert result.best_metrics == next(h["val"] for h in result.history if h["epoch"] == result.best_epoch)
+
+
+def test_a_restart_forgets_the_old_run_before_its_first_epoch(data_root: Path, tmp_path: Path) -> None:
+    """Interrupted during its first epoch, a restart leaves nothing that the next call would resume."""
+    train_set, val_set = _datasets(data_root)
+    config = _config(epochs=2, batches_per_epoch=1)
+    out = tmp_path / "run"
+    train(config, train_set, val_set, out)
+    assert (out / LAST_DIR / STATE_FILE).is_file()
+
+    class InterruptAtFirstStep(_InterruptAfter):
+        def step(self, loss: float, samples_per_second: float) -> None:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_set, val_set, out, InterruptAtFirstStep(0), resume=False)
+    assert not (out / LAST_DIR / STATE_FILE).exists() and not (out / "history.json").exists()
+    assert [h["epoch"] for h in train(config, train_set, val_set, out).history] == [1, 2]
+
+
+def test_a_validation_set_without_a_class_of_two_images_is_refused_before_training(
+    data_root: Path, tmp_path: Path
+) -> None:
+    train_set, _ = _datasets(data_root)
+    singles = ArrayDataset(np.zeros((2, 32, 32, 3), np.uint8), np.array([0, 1]), classes=["a", "b"])
+    with pytest.raises(TrainingError, match="class with at least two images"):
+        train(_config(), train_set, singles, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_labels_with_gaps_train_a_loss_with_class_weights(tmp_path: Path) -> None:
+    """A library caller's labels need not be 0..C-1: they index the loss's classes, and a gap leaves one unused."""
+    data = _fashion_subset(4)
+    gapped = ArrayDataset(data.images, data.labels * 2 + 1, to_rgb=True)
+    config = _config(loss="softmax", image_size=28, p=4, k=2, epochs=1, batches_per_epoch=2)
+    result = train(config, gapped, None, tmp_path / "run")
+    assert result.epochs_run == 1 and math.isfinite(result.history[0]["loss"])
+
+    class NegativeLabels:  # a caller's own dataset: ArrayDataset and the folder readers refuse these themselves
+        labels = data.labels - 1
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+    with pytest.raises(TrainingError, match="labels must be >= 0"):
+        train(config, NegativeLabels(), None, tmp_path / "neg")  # type: ignore[arg-type]
+
+
+def test_a_negative_seed_is_refused(data_root: Path, tmp_path: Path) -> None:
+    from cli.main import main
+
+    with pytest.raises(TrainingError, match="seed must be >= 0"):
+        _config(seed=-1).check()
+    result = CliRunner().invoke(main, ["train", str(data_root), "--out", str(tmp_path / "run"), "--seed", "-1"])
+    assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output
+
+
 def test_resuming_with_another_recipe_is_refused(data_root: Path, tmp_path: Path) -> None:
     train_set, val_set = _datasets(data_root)
     train(_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run")
@@ -357,6 +443,11 @@ def test_cli_train_then_eval_then_index_with_the_checkpoint(data_root: Path, tmp
     default_record = out / f"eval-{data_root.name}.json"
     assert json.loads(default_record.read_text())["metrics"] == metrics
     assert default_record.with_suffix(".png").stat().st_size > 0
+    (tmp_path / "a_file").write_text("not a folder")
+    result = runner.invoke(
+        main, ["eval", str(data_root), "--model", str(out), "--device", "cpu", "--out", str(tmp_path / "a_file/e.json")]
+    )
+    assert result.exit_code == 1 and "cannot write" in result.output and "Traceback" not in result.output
 
     with Collection.open(tmp_path / "col", model=str(out), device="cpu", create=True) as col:
         col.index_folder(data_root, workers=0)
