@@ -25,15 +25,7 @@ from simsearch.autoencoders import KINDS, AutoEncoder, autoencoder_from_config, 
 from simsearch.errors import ModelError, SimSearchError
 from simsearch.models import Embedder, resolve_device, save_checkpoint
 from simsearch.models.registry import AE_BACKBONE_PREFIX, CHECKPOINT_CONFIG, ae_data_config
-from simsearch.runs import (
-    HISTORY_FILE,
-    LAST_DIR,
-    STATE_FILE,
-    forget_run,
-    save_state,
-    seed_everything,
-    write_json,
-)
+from simsearch.runs import HISTORY_FILE, LAST_DIR, STATE_FILE, forget_run, save_state, seed_everything, write_json
 from simsearch.training import TrainProgress
 
 __all__ = [

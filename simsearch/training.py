@@ -42,15 +42,7 @@ from simsearch.models import (
     resolve_device,
     save_checkpoint,
 )
-from simsearch.runs import (
-    HISTORY_FILE,
-    LAST_DIR,
-    STATE_FILE,
-    forget_run,
-    save_state,
-    seed_everything,
-    write_json,
-)
+from simsearch.runs import HISTORY_FILE, LAST_DIR, STATE_FILE, forget_run, save_state, seed_everything, write_json
 
 __all__ = [
     "LAST_DIR",
