@@ -569,6 +569,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_epoch, bad_epochs = int(state["epoch"]), int(state["best_epoch"]), int(state["bad_epochs"])
         best_map = float(state["best_map"])
+        _warn_on_new_schedule(json.loads(state["recipe"]), config, scheduler, steps_per_epoch, warmup_steps)
         if (out / HISTORY_FILE).is_file():
             history = [h for h in json.loads((out / HISTORY_FILE).read_text()) if h["epoch"] <= start_epoch]
         best_metrics = next((h.get("val", {}) for h in history if h["epoch"] == best_epoch), {})
@@ -722,6 +723,32 @@ def _batch_loss(
     with autocast(device):
         embeddings = embedder(images)
     return loss_fn(embeddings.float(), labels), len(labels)
+
+
+def _warn_on_new_schedule(
+    saved: dict[str, Any],
+    config: TrainConfig,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    steps_per_epoch: int,
+    warmup_steps: int,
+) -> None:
+    """Resuming with another `epochs` is allowed (it extends or shortens a run), but the cosine is recomputed for the
+    new length, so the learning rate jumps at the resumed step: say so, with both rates, rather than hide it."""
+    old_epochs = int(saved.get("epochs", config.epochs))
+    if old_epochs == config.epochs:
+        return
+    step = int(scheduler.last_epoch)
+    old_factor = _lr_lambda(steps_per_epoch * old_epochs, warmup_steps)(step)
+    new_factor = _lr_lambda(steps_per_epoch * config.epochs, warmup_steps)(step)
+    logger.warning(
+        "the run was started for %d epochs and resumes for %d: the learning-rate schedule is recomputed, "
+        "so at step %d the rate goes from %.3g to %.3g",
+        old_epochs,
+        config.epochs,
+        step,
+        config.lr * old_factor,
+        config.lr * new_factor,
+    )
 
 
 def _load_state(path: Path, recipe: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

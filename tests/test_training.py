@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -146,6 +147,31 @@ def test_resume_continues_from_the_saved_epoch_with_the_same_optimizer_steps(
     straight = train(config, train_set, val_set, tmp_path / "straight")
     assert [h["loss"] for h in straight.history] == pytest.approx([h["loss"] for h in result.history], rel=1e-4)
     assert torch.allclose(_state(tmp_path / "straight")["model"]["head.weight"], resumed["model"]["head.weight"])
+
+
+def test_resuming_with_more_epochs_follows_the_new_schedule_and_says_the_rate_jumps(
+    data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Extending a run is allowed; the cosine is recomputed for the new length, and the log names both rates."""
+    train_set, val_set = _datasets(data_root)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(epochs=2, batches_per_epoch=2), train_set, val_set, out, _InterruptAfter(1))
+    with caplog.at_level(logging.WARNING, logger="simsearch.training"):
+        result = train(_config(epochs=4, batches_per_epoch=2), train_set, val_set, out)
+    # At step 2: half-way down a 4-step cosine (0.5 x 1e-2), a quarter of the way down an 8-step one.
+    expected = f"from {0.005:.3g} to {1e-2 * 0.5 * (1 + math.cos(math.pi / 4)):.3g}"
+    assert [r.getMessage() for r in caplog.records if expected in r.getMessage()], caplog.text
+    # Epoch 2 now ends half-way down the 8-step cosine, where the 4-step one would have reached zero.
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert result.history[1]["lr"] == pytest.approx(0.005)
+
+    caplog.clear()
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(epochs=2, batches_per_epoch=2), train_set, val_set, tmp_path / "same", _InterruptAfter(1))
+    with caplog.at_level(logging.WARNING, logger="simsearch.training"):
+        train(_config(epochs=2, batches_per_epoch=2), train_set, val_set, tmp_path / "same")
+    assert "schedule" not in caplog.text
 
 
 def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
