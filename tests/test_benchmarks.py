@@ -370,3 +370,20 @@ def test_fashion_mnist_benchmark_writes_both_readings_and_resumes(tmp_path: Path
     fashion_mnist.main(argv)
     again = json.loads(out.read_text())
     assert again["resumed_after_epoch"] == 1 and again["p@1"] == first["p@1"]
+
+
+@pytest.mark.slow
+def test_fashion_mnist_benchmark_without_validation_keeps_the_last_epoch(tmp_path: Path) -> None:
+    """`--val-images 0` trains on every training image, with no validation split, and keeps the last epoch."""
+    if not (DATA / "fashion-mnist").exists():
+        pytest.skip(f"fashion-mnist not found under {DATA} (set SIMSEARCH_DATA to the shared data folder)")
+    from benchmarks import fashion_mnist
+
+    out = tmp_path / "fm.json"
+    argv = ["--limit", "400", "--val-images", "0", "--epochs", "2", "--batches", "2", "--p", "4", "--k", "4"]
+    argv += ["--backbone", "random:simsearch_conv4_wide", "--threads", "1", "--out", str(out)]
+    fashion_mnist.main(argv)
+    record = json.loads(out.read_text())
+    assert record["best_epoch"] == 2 and record["best_val"] == {}
+    assert "none held out" in record["protocol"] and "last epoch" in record["note"]
+    assert 0.0 <= record["p@1"] <= 1.0
