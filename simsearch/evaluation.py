@@ -204,7 +204,10 @@ def one_shot_eval(embedder: Embedder, runs: list[Any] | None = None, *, batch_si
         n = len(run.train_images) + len(run.test_images)
         chunk = vectors[offset : offset + n]
         offset += n
-        per_run.append(one_shot_accuracy(_constant_embedding(chunk), [run]))
+        try:
+            per_run.append(one_shot_accuracy(_constant_embedding(chunk), [run]))
+        except ValueError as exc:
+            raise EvaluationError(str(exc)) from None
     correct = sum(acc * len(run.test_images) for acc, run in zip(per_run, runs, strict=True))
     total = sum(len(run.test_images) for run in runs)
     return {"accuracy": correct / total, "runs": len(runs), "per_run": per_run}

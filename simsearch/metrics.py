@@ -34,6 +34,14 @@ def _as_float32(x: np.ndarray, metric: Metric, name: str) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"{name} must be (N, D), got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
+    # faiss answers a NaN query with index -1, which numpy reads as the last gallery item: a broken model would
+    # score hits. Refuse instead, and say how much of the input is broken.
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            f"{name}: {int((~finite).sum())} of {len(arr)} vectors hold NaN or infinite values "
+            "(a diverged model, or an overflow in float32)"
+        )
     if metric == "cosine":
         norms = np.linalg.norm(arr, axis=1, keepdims=True)
         arr = np.ascontiguousarray(arr / np.maximum(norms, 1e-12), dtype=np.float32)
@@ -48,19 +56,38 @@ def _flat_index(gallery: np.ndarray, metric: Metric) -> faiss.Index:
     return index
 
 
-def _search(index: faiss.Index, queries: np.ndarray, k: int, self_ids: np.ndarray | None) -> np.ndarray:
-    """`(n, k)` nearest gallery indices. With `self_ids`, query i is gallery item `self_ids[i]` and is removed from
-    its own list: the list is searched one longer, then the query's own entry is dropped (or the last entry, when
-    exact duplicates pushed the query itself out of the list)."""
-    if self_ids is None:
-        return index.search(queries, k)[1]
+def _search(
+    index: faiss.Index, gallery: np.ndarray, queries: np.ndarray, k: int, self_ids: np.ndarray | None
+) -> np.ndarray:
+    """`(n, k)` nearest gallery indices, exact ties broken by the lower gallery index whatever k is.
+
+    With `self_ids`, query i is gallery item `self_ids[i]` and is removed from its own list: the list is searched one
+    longer, then the query's own entry is dropped (or the last entry, when exact duplicates pushed the query itself
+    out of the list). Exact ties (duplicate images, a collapsed model) would otherwise make recall@1 depend on the
+    other k asked for and on the chunking: faiss orders tied entries by k, and which of a tie group straddling the
+    end of the list it keeps is up to its heap. So each list is sorted by (distance, index), searched one longer to
+    see whether a tie straddles its end, and the rare rows where one does are ranked again by brute force.
+    """
     n = len(queries)
-    found = index.search(queries, k + 1)[1]
-    is_self = found == self_ids[:, None]
-    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
-    keep = np.ones_like(found, dtype=bool)
-    keep[np.arange(n), drop] = False
-    return found[keep].reshape(n, k)
+    width = min(k + (1 if self_ids is None else 2), len(gallery))
+    dist, found = index.search(queries, width)
+    inner = index.metric_type == faiss.METRIC_INNER_PRODUCT
+    key = -dist if inner else dist
+    order = np.lexsort((found, key), axis=-1)
+    found, key = np.take_along_axis(found, order, axis=1), np.take_along_axis(key, order, axis=1)
+    if self_ids is not None:
+        is_self = found == self_ids[:, None]
+        drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), width - 1)
+        keep = np.ones_like(found, dtype=bool)
+        keep[np.arange(n), drop] = False
+        found, key = found[keep].reshape(n, width - 1), key[keep].reshape(n, width - 1)
+    if found.shape[1] > k:
+        for i in np.flatnonzero(key[:, k - 1] == key[:, k]):
+            row = -(gallery @ queries[i]) if inner else ((gallery - queries[i]) ** 2).sum(axis=1)
+            if self_ids is not None:
+                row[self_ids[i]] = np.inf
+            found[i, :k] = np.lexsort((np.arange(len(gallery)), row))[:k]
+    return found[:, :k]
 
 
 def knn(
@@ -97,7 +124,7 @@ def knn(
             f"k must be in 1..{available} (gallery of {len(g)}{', leave-one-out' if leave_one_out else ''})"
         )
     self_ids = np.arange(len(q)) if leave_one_out else None
-    return _search(_flat_index(g, metric), q, k, self_ids).astype(np.int64, copy=False)
+    return _search(_flat_index(g, metric), g, q, k, self_ids).astype(np.int64, copy=False)
 
 
 def retrieval_metrics(
@@ -192,7 +219,7 @@ def retrieval_metrics(
                 break
             width, stop = w, stop + 1
         ids = valid_ids[start:stop]
-        found = _search(index, q[ids], width, ids if loo else None)
+        found = _search(index, g, q[ids], width, ids if loo else None)
         hits = g_labels[found] == q_labels[ids][:, None]  # (n, width) bool
         for k in ks:
             hit_sums[k] += float(hits[:, :k].any(axis=1).sum())

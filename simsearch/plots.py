@@ -171,6 +171,13 @@ def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
+def curve_title(record: Mapping[str, Any]) -> str:
+    """The recall@k axes' title: the set's size and how it was searched (a record says whether it was leave-one-out;
+    one from before that key counts as leave-one-out, the only protocol then)."""
+    searched = "leave-one-out" if record.get("metrics", {}).get("leave_one_out", True) else "against a gallery"
+    return f"{record.get('images', '?')} images, {record.get('classes', '?')} classes, {searched}"
+
+
 def save_eval_plot(
     path: str | os.PathLike[str],
     records: Sequence[Mapping[str, Any]],
@@ -240,7 +247,7 @@ def save_eval_plot(
     ax_curve.set_xlabel("k")
     ax_curve.set_ylabel("recall@k (hit rate)")
     first = records[0]
-    ax_curve.set_title(f"{first.get('images', '?')} images, {first.get('classes', '?')} classes, leave-one-out")
+    ax_curve.set_title(curve_title(first))
     ax_curve.grid(True, alpha=0.3)
     ax_curve.legend(loc="lower right", fontsize="small")
 

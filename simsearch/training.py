@@ -639,7 +639,10 @@ def train(
             vectors, val_labels = embed_dataset(
                 embedder, val_dataset, batch_size=config.val_batch_size, workers=config.workers, device=device
             )
-            scores = retrieval_metrics(vectors, val_labels, ks=(1,), nmi=False)
+            try:
+                scores = retrieval_metrics(vectors, val_labels, ks=(1,), nmi=False)
+            except ValueError as exc:  # NaN embeddings: the model diverged although the loss stayed finite
+                raise TrainingError(f"validation after epoch {epoch}: {exc}") from None
             record["val"] = {"recall@1": float(scores["recall@1"]), "map@r": float(scores["map@r"])}
             current = record["val"]["map@r"]
         else:

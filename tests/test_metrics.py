@@ -190,6 +190,53 @@ def test_knn_leave_one_out_never_returns_the_query_even_with_exact_duplicates() 
         assert set(found[i, :2].tolist()) == {j for j in (i % 30, i % 30 + 30, i % 30 + 60) if j != i}
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_tied_neighbours_come_lowest_index_first_whatever_k(metric: str) -> None:
+    """Three identical gallery vectors labelled 0, 1, 1: the query's nearest is item 0 for every k, so recall@1 does
+    not change when recall@3 is asked for too, nor with the metric or the chunking."""
+    gallery = np.ones((3, 4), dtype=np.float32)
+    far = np.array([[1.0, -1.0, 1.0, -1.0]], dtype=np.float32)
+    gallery = np.concatenate([gallery, far])
+    labels = np.array([0, 1, 1, 2])
+    query = np.ones((1, 4), dtype=np.float32)
+
+    for k in (1, 2, 3):
+        assert knn(query, gallery, k, metric=metric)[0].tolist() == [0, 1, 2][:k]
+    one = retrieval_metrics(query, [0], ks=(1,), gallery=gallery, gallery_labels=labels, metric=metric, nmi=False)
+    both = retrieval_metrics(query, [0], ks=(1, 3), gallery=gallery, gallery_labels=labels, metric=metric, nmi=False)
+    assert one["recall@1"] == both["recall@1"] == 1.0
+
+
+def test_metrics_with_many_duplicates_do_not_depend_on_the_query_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    x = np.repeat(rng.normal(size=(6, 4)).astype(np.float32), 15, axis=0)  # 6 distinct vectors, 15 copies each
+    labels = rng.integers(0, 3, size=90)  # copies of one vector carry several classes: every list is full of ties
+    whole = retrieval_metrics(x, labels, ks=(1, 4), nmi=False)
+    only_one = retrieval_metrics(x, labels, ks=(1,), nmi=False)
+    monkeypatch.setattr(metrics_module, "_CHUNK_ENTRIES", 50)
+    chunked = retrieval_metrics(x, labels, ks=(1, 4), nmi=False)
+
+    assert chunked == pytest.approx(whole)
+    assert only_one["recall@1"] == pytest.approx(whole["recall@1"])
+    # And ties go to the lower index, as a stable sort of the whole ranking puts them.
+    expected = _brute_force(x, labels, x, labels, [1, 4], loo=True)
+    for name, value in expected.items():
+        assert whole[name] == pytest.approx(value, abs=1e-9), name
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_vectors_are_refused_not_scored_as_hits(bad: float) -> None:
+    """faiss answers a NaN query with index -1, which numpy would read as the last gallery item."""
+    x = _on_circle([0, 5, 180, 185])
+    x[3] = bad
+    with pytest.raises(ValueError, match="1 of 4 vectors hold NaN or infinite"):
+        retrieval_metrics(x, [0, 0, 1, 1], nmi=False)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        knn(x[:1], x, 1)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        retrieval_metrics(x[:2], [0, 0], gallery=x, gallery_labels=[0, 0, 1, 1])
+
+
 def test_knn_refuses_k_larger_than_the_gallery_and_mismatched_leave_one_out() -> None:
     x = np.eye(4, dtype=np.float32)
     with pytest.raises(ValueError, match="k must be in 1..3"):

@@ -89,6 +89,24 @@ def test_one_shot_eval_is_perfect_when_test_images_are_the_training_images() -> 
     assert one_shot_eval(_pixel_embedder(), wrong)["accuracy"] == 0.0
 
 
+class _Diverged(_Pixels):
+    """A model whose weights went to NaN: every feature is NaN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * float("nan")
+
+
+def test_a_model_that_outputs_nan_is_an_evaluation_error_not_a_score() -> None:
+    from simsearch.evaluation import EvaluationError
+
+    rng = np.random.default_rng(0)
+    images = [np.where(rng.random((105, 105)) < 0.1, 0, 255).astype(np.uint8) for _ in range(4)]
+    run = OneShotRun("run01", images[:2], images[2:], [0, 1])
+    grey = _pixel_embedder().data_config
+    with pytest.raises(EvaluationError, match="NaN or infinite"):
+        one_shot_eval(Embedder(_Diverged(), arch="diverged", data_config=grey), [run])
+
+
 def test_benchmark_main_writes_a_well_formed_record(runs: list[OneShotRun], tmp_path: Path) -> None:
     from benchmarks import omniglot
 

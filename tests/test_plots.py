@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simsearch.plots import FIGURE_DPI, FIGURE_SIZE, PlotError, pca_2d, recall_curve, save_eval_plot, tsne_2d
+from simsearch.plots import (
+    FIGURE_DPI,
+    FIGURE_SIZE,
+    PlotError,
+    curve_title,
+    pca_2d,
+    recall_curve,
+    save_eval_plot,
+    tsne_2d,
+)
 
 EXPECTED_SIZE = (round(FIGURE_SIZE[0] * FIGURE_DPI), round(FIGURE_SIZE[1] * FIGURE_DPI))
 
@@ -33,6 +42,15 @@ def _one_nn_accuracy(points: np.ndarray, labels: np.ndarray) -> float:
     d = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     return float((labels[d.argmin(axis=1)] == labels).mean())
+
+
+def test_the_curve_title_says_how_the_set_was_searched() -> None:
+    record = _record("a")
+    assert curve_title(record) == "90 images, 3 classes, leave-one-out"
+    record["metrics"]["leave_one_out"] = False
+    assert curve_title(record) == "90 images, 3 classes, against a gallery"
+    record["metrics"]["leave_one_out"] = True
+    assert curve_title(record).endswith("leave-one-out")
 
 
 def test_the_eval_plot_is_a_valid_png_of_the_documented_size(tmp_path: Path) -> None:

@@ -597,6 +597,29 @@ def test_evaluate_against_a_gallery_matches_classes_by_name(data_root: Path) -> 
     assert unmatched["metrics"]["recall@1"] < 1.0  # raw numbers would pair photos with the wrong classes
 
 
+def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A diverged model's NaN vectors must not be scored (faiss would answer them with index -1, read as a hit)."""
+    import simsearch.training as training
+    from simsearch.evaluation import EvaluationError
+    from simsearch.models import random_embedder
+
+    embedder = random_embedder(TINY.removeprefix("random:"))
+    vectors = np.full((6, 4), np.nan, dtype=np.float32)
+    with pytest.raises(EvaluationError, match="6 of 6 vectors hold NaN"):
+        evaluate_embeddings(embedder, vectors, np.array([0, 0, 1, 1, 2, 2]))
+
+    def nan_vectors(model: object, dataset: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.asarray(dataset.labels)  # type: ignore[attr-defined]
+        return np.full((len(labels), 16), np.nan, dtype=np.float32), labels
+
+    monkeypatch.setattr(training, "embed_dataset", nan_vectors)
+    train_set, val_set = _datasets(data_root)
+    with pytest.raises(TrainingError, match="validation after epoch 1: .*NaN"):
+        train(_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run")
+
+
 def test_open_data_names_what_it_cannot_open(tmp_path: Path, data_root: Path) -> None:
     from simsearch.data import DatasetError, open_data
 
