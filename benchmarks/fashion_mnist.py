@@ -77,6 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--val-images", type=int, default=5000, help="0: train on all 60k and keep the last epoch")
+    parser.add_argument("--ema-decay", type=float, default=None, help="keep a moving average of the weights")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke runs)")
     parser.add_argument("--run-dir", default=None, help="checkpoint folder [default: a temporary one]")
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         device="cpu",
         patience=None,
+        ema_decay=args.ema_decay,
     )
     if json.loads(args.backbone_kwargs):
         config_kwargs["backbone_kwargs"] = json.loads(args.backbone_kwargs)

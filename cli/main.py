@@ -412,6 +412,11 @@ def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") ->
     show_default=True,
     help="Stop after this many epochs without a better validation MAP@R; 0 never stops early.",
 )
+@click.option(
+    "--ema-decay",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Validate and keep a moving average of the weights with this decay (warmed up from 0), e.g. 0.999.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @device_option
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Decoding processes.")

@@ -21,6 +21,7 @@ import timm.data
 import timm.models
 import torch
 from PIL import Image
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -113,6 +114,9 @@ class TrainConfig:
             (a mirrored character can be another character) or {"re_prob": 0.25} (random erasing).
         device: "auto", "cpu", "cuda"...; mixed precision (bfloat16) is used on CUDA only.
         patience: stop after this many epochs without a better validation MAP@R; None never stops early.
+        ema_decay: keep an exponential moving average of the model's weights (timm's `ModelEmaV3`, its decay warmed
+            up from 0 towards this cap), and validate and checkpoint the average: late epochs of a run differ by
+            more than their trend, and the average smooths that out. None trains without one.
     """
 
     backbone: str = "default"
@@ -147,6 +151,7 @@ class TrainConfig:
     workers: int = 0
     patience: int | None = 5
     val_batch_size: int = 64
+    ema_decay: float | None = None
 
     def check(self) -> None:
         """Raise TrainingError for a recipe that cannot run."""
@@ -180,6 +185,8 @@ class TrainConfig:
             raise TrainingError(f"pair_batch_size must be >= 1, got {self.pair_batch_size}")
         if self.seed < 0:
             raise TrainingError(f"seed must be >= 0, got {self.seed}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise TrainingError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if not isinstance(self.backbone_kwargs, dict):
             raise TrainingError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
         _check_augment_kwargs(self.augment_kwargs)
@@ -511,6 +518,9 @@ def train(
         raise TrainingError(str(exc)) from None
     embedder.to(device)
     loss_fn.to(device)
+    # The average is the model that is validated and kept; the trained weights only feed it.
+    ema = None if config.ema_decay is None else ModelEmaV3(embedder, decay=config.ema_decay, use_warmup=True)
+    kept: Embedder = embedder if ema is None else ema.module
 
     fixed_params, fixed_modules = (
         ([], []) if not config.freeze_stages else frozen_stages(embedder.backbone, config.freeze_stages)
@@ -566,6 +576,8 @@ def train(
         embedder.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_epoch, bad_epochs = int(state["epoch"]), int(state["best_epoch"]), int(state["bad_epochs"])
         best_map = float(state["best_map"])
@@ -620,6 +632,8 @@ def train(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update(embedder, step=scheduler.last_epoch)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise TrainingError(f"the loss became {value} in epoch {epoch}: lower the learning rate")
@@ -637,7 +651,7 @@ def train(
         }
         if val_dataset is not None:
             vectors, val_labels = embed_dataset(
-                embedder, val_dataset, batch_size=config.val_batch_size, workers=config.workers, device=device
+                kept, val_dataset, batch_size=config.val_batch_size, workers=config.workers, device=device
             )
             try:
                 scores = retrieval_metrics(vectors, val_labels, ks=(1,), nmi=False)
@@ -653,7 +667,7 @@ def train(
             best_map, best_epoch, bad_epochs = current, epoch, 0
             best_metrics = dict(record.get("val", {}))
             save_checkpoint(
-                embedder,
+                kept,
                 out,
                 extra_config={
                     "loss": {"name": config.loss, **loss_kwargs},
@@ -681,6 +695,7 @@ def train(
                 "loss": loss_fn.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                **({} if ema is None else {"ema": ema.state_dict()}),
                 "epoch": epoch,
                 "best_epoch": best_epoch,
                 "best_map": best_map,

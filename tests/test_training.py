@@ -174,6 +174,67 @@ def test_resuming_with_more_epochs_follows_the_new_schedule_and_says_the_rate_ju
     assert "schedule" not in caplog.text
 
 
+def _ema_reference(snapshots: list[dict[str, torch.Tensor]], cap: float) -> dict[str, torch.Tensor]:
+    """A plain exponential moving average of the weights after each step, with the warmed-up decay written out:
+    step t (from 1) keeps d_t = min(cap, 1 - t' ** -2/3) of the average, t' = t (0 for the first step)."""
+    average: dict[str, torch.Tensor] = {}
+    for t, weights in enumerate(snapshots, start=1):
+        decay = 0.0 if t == 1 else min(cap, 1.0 - t ** (-2.0 / 3.0))
+        for name, value in weights.items():
+            if not value.is_floating_point():
+                average[name] = value.clone()
+            else:
+                average[name] = decay * average[name] + (1 - decay) * value if name in average else value.clone()
+    return average
+
+
+def test_the_kept_model_is_a_moving_average_of_the_weights_after_each_step(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from timm.utils import ModelEmaV3
+
+    snapshots: list[dict[str, torch.Tensor]] = []
+    update = ModelEmaV3.update
+
+    def recording_update(self: ModelEmaV3, model: torch.nn.Module, step: int | None = None) -> None:
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        update(self, model, step=step)
+
+    monkeypatch.setattr(ModelEmaV3, "update", recording_update)
+    train_set, _ = _datasets(data_root)
+    out = tmp_path / "run"
+    train(_config(epochs=2, batches_per_epoch=2, ema_decay=0.9), train_set, None, out)
+
+    assert len(snapshots) == 4  # one update per optimizer step
+    expected = _ema_reference(snapshots, cap=0.9)
+    kept = load_embedder(out).state_dict()
+    assert set(kept) == set(expected)
+    for name, value in expected.items():
+        assert torch.allclose(kept[name].float(), value.float(), atol=1e-6), name
+    # The average is not the last weights: the test would pass vacuously if it were.
+    assert not torch.allclose(kept["head.weight"], snapshots[-1]["head.weight"])
+
+
+def test_a_resumed_run_with_a_moving_average_ends_where_an_uninterrupted_one_does(
+    data_root: Path, tmp_path: Path
+) -> None:
+    train_set, val_set = _datasets(data_root)
+    config = _config(epochs=3, batches_per_epoch=2, ema_decay=0.9)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_set, val_set, out, _InterruptAfter(1))
+    resumed = train(config, train_set, val_set, out)
+    straight = train(config, train_set, val_set, tmp_path / "straight")
+
+    resumed_map = [h["val"]["map@r"] for h in resumed.history]
+    assert resumed_map == pytest.approx([h["val"]["map@r"] for h in straight.history], rel=1e-4)
+    ema_resumed, ema_straight = _state(out)["ema"], _state(tmp_path / "straight")["ema"]
+    assert ema_resumed.keys() == ema_straight.keys()
+    assert all(torch.allclose(ema_resumed[k].float(), ema_straight[k].float(), atol=1e-5) for k in ema_resumed)
+    with pytest.raises(TrainingError, match="ema_decay must be in"):
+        _config(ema_decay=1.0).check()
+
+
 def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -446,11 +507,14 @@ def test_cli_train_then_eval_then_index_with_the_checkpoint(data_root: Path, tmp
     out = tmp_path / "run"
     args = ["train", str(data_root), "--out", str(out), "--backbone", TINY, "--embed-dim", "8", "--epochs", "2"]
     args += ["-p", "3", "-k", "3", "--image-size", "32", "--device", "cpu", "--val-fraction", "0.34", "--no-augment"]
-    args += ["--loss-option", "margin=0.1", "--json"]
+    args += ["--loss-option", "margin=0.1", "--ema-decay", "0.99", "--json"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["epochs_run"] == 2
     assert (out / "model.safetensors").is_file()
+    assert json.loads((out / "config.json").read_text())["recipe"]["ema_decay"] == 0.99
+    refused = runner.invoke(main, [*args[:2], "--out", str(tmp_path / "other"), "--ema-decay", "1"])
+    assert refused.exit_code == 2 and "--ema-decay" in refused.output
 
     record_path = tmp_path / "eval.json"
     result = runner.invoke(
