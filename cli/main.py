@@ -695,7 +695,12 @@ def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: b
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} already exists (pass --overwrite to replace it)")
     dataset = open_data(data)
-    count = write_lmdb_dataset(dataset, out, max_side=max_side, overwrite=overwrite)
+    try:
+        count = write_lmdb_dataset(dataset, out, max_side=max_side, overwrite=overwrite)
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
     if as_json:
         click.echo(json.dumps({"out": str(out), "images": count, "classes": len(dataset.classes)}, indent=2))
         return

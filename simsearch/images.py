@@ -95,6 +95,8 @@ def scan_folder(root: str | os.PathLike) -> Iterator[Path]:
         try:
             if entry.is_dir(follow_symlinks=False):
                 stack.append(iter(_sorted_entries(Path(entry.path), is_root=False)))
+            elif entry.is_symlink() and entry.is_dir():
+                logger.warning("not following %s: a symlinked folder (link its files, or copy it in)", entry.path)
             elif entry.is_file():  # follows a symlink to a file; broken links, fifos and sockets are not files
                 yield Path(entry.path)
         except OSError as exc:
@@ -132,8 +134,10 @@ def file_sha256(path: str | os.PathLike) -> str:
 _EXIF_ORIENTATION = 0x0112
 
 
-def probe_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
-    """Read only the header: `(format, width, height)`, e.g. `("JPEG", 4000, 3000)`.
+def probe_image(
+    path: str | os.PathLike | bytes | bytearray | memoryview, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[str, int, int]:
+    """Read only the header of a file (or of encoded bytes): `(format, width, height)`, e.g. `("JPEG", 4000, 3000)`.
 
     The size is the displayed one: an EXIF orientation of 5-8 (a quarter turn) swaps width and height, as
     `load_image` will. Cheap enough to call on every scanned file: the EXIF block is in the header.

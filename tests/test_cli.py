@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from conftest import SAMPLE_PHOTOS, SAMPLES, copy_collection
+from PIL import Image
 
 from cli.main import main
 
@@ -371,6 +372,14 @@ def test_pack_into_an_existing_folder_is_a_one_line_error(tmp_path: Path) -> Non
     (tmp_path / "tree" / "a").mkdir(parents=True)
     (tmp_path / "out.lmdb").mkdir()
     assert "already exists" in one_line_error(run("pack", tmp_path / "tree", tmp_path / "out.lmdb"))
+
+
+def test_pack_overwrite_refuses_a_folder_that_is_not_an_lmdb_store(tmp_path: Path) -> None:
+    (tmp_path / "tree" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 6), (0, 0, 255)).save(tmp_path / "tree" / "a" / "x.png")
+    line = one_line_error(run("pack", tmp_path / "tree", tmp_path / "tree", "--overwrite"))
+    assert "not an LMDB image folder" in line
+    assert (tmp_path / "tree" / "a" / "x.png").is_file()
 
 
 def test_eval_compare_with_a_file_that_is_not_a_record_is_a_one_line_error(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pickle
 import tarfile
@@ -222,6 +223,77 @@ def test_lmdb_writer_never_overwrites_by_accident_and_leaves_no_temporary_folder
     with pytest.raises(DatasetError):
         write_lmdb_dataset([(np.zeros((2, 2), np.uint8), 0), (torch.zeros(2), 1)], tmp_path / "bad.lmdb")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set.lmdb"]
+
+
+def _noise_jpeg(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+    return path
+
+
+@pytest.mark.parametrize("max_side", [None, 32])
+def test_lmdb_writer_skips_a_truncated_image_that_only_its_header_made_look_fine(
+    tmp_path: Path, max_side: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = [_noise_jpeg(tmp_path / "tree" / "a" / f"{i}.jpg", seed=i) for i in range(3)]
+    cut = _noise_jpeg(tmp_path / "tree" / "a" / "cut.jpg", seed=9)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])
+    folder = ImageFolderDataset(tmp_path / "tree")
+    assert len(folder) == 4  # the header probe lets the truncated file in
+
+    with caplog.at_level(logging.WARNING):
+        count = write_lmdb_dataset(folder, tmp_path / "set.lmdb", max_side=max_side)
+    assert count == 3 and str(cut) in caplog.text
+    ds = LMDBImageDataset(tmp_path / "set.lmdb")
+    assert len(ds) == 3 and all(ds[i][0].size for i in range(3))  # every stored item decodes
+    if max_side is None:
+        assert [ds.read_bytes(i)[0] for i in range(3)] == [p.read_bytes() for p in good]
+
+
+def test_lmdb_writer_keeps_the_bytes_of_images_already_within_max_side(tmp_path: Path) -> None:
+    small = _png(tmp_path / "small.png", (10, 200, 30), size=(40, 30))
+    write_lmdb_dataset([(small, 0)], tmp_path / "set.lmdb", max_side=100)
+    assert LMDBImageDataset(tmp_path / "set.lmdb").read_bytes(0) == (small.read_bytes(), 0)
+
+
+def test_lmdb_writer_replaces_only_an_lmdb_folder_and_makes_missing_parents(tmp_path: Path) -> None:
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.txt").write_text("years of work")
+    with pytest.raises(FileExistsError, match="not an LMDB image folder"):
+        write_lmdb_dataset([(np.zeros((2, 2), np.uint8), 0)], precious, overwrite=True)
+    assert (precious / "chapter1.txt").read_text() == "years of work"
+
+    nested = tmp_path / "new" / "deeper" / "set.lmdb"
+    assert write_lmdb_dataset([(np.zeros((2, 2), np.uint8), 0)], nested) == 1
+    (tmp_path / "empty").mkdir()
+    assert write_lmdb_dataset([(np.zeros((2, 2), np.uint8), 0)], tmp_path / "empty", overwrite=True) == 1
+
+
+def test_lmdb_writer_removes_the_temporary_folder_a_killed_writer_left(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".set.lmdb.tmp-{gone.stdout.strip()}"
+    stale.mkdir()
+    (stale / "data.mdb").write_bytes(b"half")
+    alive = tmp_path / f".set.lmdb.tmp-{os.getppid()}"  # a live process's: maybe still writing
+    alive.mkdir()
+    write_lmdb_dataset([(np.zeros((2, 2), np.uint8), 0)], tmp_path / "set.lmdb")
+    assert not stale.exists() and alive.exists()
+
+
+def test_two_class_names_for_one_folder_are_refused(tmp_path: Path) -> None:
+    _png(tmp_path / "tree" / "dog" / "a.png", (0, 0, 255))
+    _png(tmp_path / "tree" / "cat" / "b.png", (255, 0, 0))
+    try:
+        (tmp_path / "tree" / "puppy").symlink_to(tmp_path / "tree" / "dog", target_is_directory=True)
+    except OSError as exc:
+        pytest.skip(f"symlinks not supported here: {exc}")
+    with pytest.raises(DatasetError, match="'dog' and 'puppy' are the same folder"):
+        ImageFolderDataset(tmp_path / "tree")
 
 
 def test_lmdb_reader_refuses_missing_foreign_and_newer_files(tmp_path: Path) -> None:
@@ -468,8 +540,21 @@ def test_shared_splits_open_by_name_and_a_bare_name_is_the_training_split() -> N
         open_shared_split("mnist:train", root=DATA)
 
 
+def test_the_cache_is_outside_the_repository_and_can_be_moved(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from simsearch.data import default_cache_dir
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv("SIMSEARCH_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "simsearch"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert repo not in default_cache_dir().parents
+    monkeypatch.setenv("SIMSEARCH_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+
+
 def test_caltech101_class_disjoint_split_has_5526_train_and_3151_test_images() -> None:
-    """Unpacks the tar once into <repo>/.cache/caltech101 (about 1-2 s and 133 MB the first time), then reuses it."""
+    """Unpacks the tar once into ~/.cache/simsearch/caltech101 (1-2 s and 133 MB the first time), then reuses it."""
     _require("caltech101", "101_ObjectCategories.tar")
     train = caltech101_split("train", root=DATA)
     test = caltech101_split("test", root=DATA)

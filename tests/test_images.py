@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tarfile
 import warnings
@@ -395,7 +396,9 @@ def test_scan_folder_recurses_sorted_skips_hidden_and_includes_non_images(tmp_pa
     assert found == list(scan_folder(str(tmp_path)))
 
 
-def test_scan_folder_includes_symlinked_files_but_not_symlinked_folders(tmp_path: Path) -> None:
+def test_scan_folder_includes_symlinked_files_but_not_symlinked_folders(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
     (root / "sub" / "real.jpg").write_bytes(b"x")
@@ -407,8 +410,10 @@ def test_scan_folder_includes_symlinked_files_but_not_symlinked_folders(tmp_path
         (root / "broken.jpg").symlink_to(tmp_path / "nowhere")
     except OSError as exc:
         pytest.skip(f"symlinks not supported here: {exc}")
-    rels = [p.relative_to(root.resolve()).as_posix() for p in scan_folder(root)]
+    with caplog.at_level(logging.WARNING, logger="simsearch.images"):
+        rels = [p.relative_to(root.resolve()).as_posix() for p in scan_folder(root)]
     assert rels == ["link.jpg", "sub/real.jpg"]
+    assert "not following" in caplog.text and "loop" in caplog.text  # skipped, but not silently
 
 
 def test_scan_folder_rejects_a_missing_root_and_a_file_root(tmp_path: Path) -> None:

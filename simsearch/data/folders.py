@@ -5,6 +5,7 @@ All three expose `labels` ((N,) int64, 0..C-1) and `classes` (C names), which is
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import logging
@@ -125,6 +126,13 @@ class ImageFolderDataset(Dataset):
                 raise DatasetError("duplicate class names in `classes`")
         if not names:
             raise DatasetError(f"no class folders under {self.root} (expected root/<class>/<images>)")
+        # A class folder may be a symlink, but two names for one folder would put every image under two labels.
+        seen: dict[Path, str] = {}
+        for name in names:
+            real = (self.root / name).resolve()
+            if real in seen:
+                raise DatasetError(f"class folders {seen[real]!r} and {name!r} are the same folder: keep one")
+            seen[real] = name
 
         samples: list[tuple[str, int]] = []
         empty: list[str] = []
@@ -253,6 +261,8 @@ _LABEL = struct.Struct("<q")
 _INDEX = struct.Struct(">Q")
 _COMMIT_EVERY = 1000
 _INITIAL_MAP_SIZE = 1 << 30
+# Files are checked by decoding them at a reduced scale with both sides at least this (cheap, and every byte read).
+_CHECK_SIDE = 64
 
 
 def write_lmdb_dataset(
@@ -279,7 +289,11 @@ def write_lmdb_dataset(
         max_side: shrink images whose longer side exceeds this (re-encoded as JPEG quality 95 for paths/bytes,
             `image_format` otherwise); for sets of big photos that will be resized down anyway.
         image_format: Pillow format name for images that must be encoded.
-        overwrite: replace an existing `path`.
+        overwrite: replace an existing `path`, which must be an LMDB folder (or an empty one): any other folder, an
+            image tree above all, is refused rather than deleted.
+
+    Files and bytes that do not decode (truncated, corrupt) are skipped with a warning naming them, so the store
+    holds only images that decode.
 
     Returns:
         The number of images written.
@@ -287,6 +301,10 @@ def write_lmdb_dataset(
     target = Path(path).expanduser()
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
+    if target.exists() and not (is_lmdb_dataset(target) or (target.is_dir() and not any(target.iterdir()))):
+        raise FileExistsError(f"{target} is not an LMDB image folder: refusing to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
     items: Iterable[tuple[Any, int]]
@@ -310,8 +328,15 @@ def write_lmdb_dataset(
     env = lmdb.open(str(tmp), map_size=_INITIAL_MAP_SIZE, subdir=True, meminit=False, map_async=True)
     try:
         pending: list[tuple[bytes, bytes]] = []
-        for index, (image, label) in enumerate(items):
-            pending.append((_INDEX.pack(index), _LABEL.pack(int(label)) + _encode(image, max_side, image_format)))
+        skipped = 0
+        for image, label in items:
+            try:
+                encoded = _encode(image, max_side, image_format)
+            except ImageError as exc:
+                logger.warning("skipping %s: %s", image if isinstance(image, (str, os.PathLike)) else "an image", exc)
+                skipped += 1
+                continue
+            pending.append((_INDEX.pack(len(labels)), _LABEL.pack(int(label)) + encoded))
             labels.append(int(label))
             if len(pending) >= _COMMIT_EVERY:
                 _put_all(env, pending)
@@ -334,8 +359,24 @@ def write_lmdb_dataset(
         _close_reader(target)
         shutil.rmtree(target)
     os.replace(tmp, target)
-    logger.info("wrote %d images to %s", len(labels), target)
+    logger.info("wrote %d images to %s%s", len(labels), target, f" ({skipped} unreadable skipped)" if skipped else "")
     return len(labels)
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete the temporary folders that killed writers of `target` left (their process is gone): each one is
+    named for its writer's pid, so no later run would ever reuse it."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            logger.info("removing %s, left by an interrupted pack", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass  # alive, under another user: not ours to delete
 
 
 def _put_all(env: lmdb.Environment, pairs: list[tuple[bytes, bytes]]) -> None:
@@ -351,17 +392,19 @@ def _put_all(env: lmdb.Environment, pairs: list[tuple[bytes, bytes]]) -> None:
 
 
 def _encode(image: Any, max_side: int | None, image_format: str) -> bytes:
-    """Encoded bytes for one image; files and bytes pass through untouched unless they must shrink."""
-    if isinstance(image, (str, os.PathLike)):
-        if max_side is None:
-            return Path(image).read_bytes()
-        image = load_image(image, max_pixels=DEFAULT_MAX_PIXELS, min_side=max_side)
-        image_format = "JPEG"
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        if max_side is None:
-            return bytes(image)
-        image = load_image(bytes(image), min_side=max_side)
-        image_format = "JPEG"
+    """Encoded bytes for one image; files and bytes pass through untouched unless they must shrink.
+
+    Raises:
+        ImageError: a file or bytes that do not decode to the end (a truncated file's header alone looks fine).
+    """
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+        raw = Path(image).read_bytes() if isinstance(image, (str, os.PathLike)) else bytes(image)
+        # Decoded once to the end, at a reduced scale where the format allows (a JPEG's DCT scaling still reads
+        # every byte), so a truncated or corrupt file is caught here and not in the middle of a training epoch.
+        decoded = load_image(raw, max_pixels=DEFAULT_MAX_PIXELS, min_side=max_side or _CHECK_SIDE)
+        if max_side is None or max(probe_image(raw)[1:]) <= max_side:
+            return raw  # small enough already: the original bytes, not a lossy re-encoding
+        image, image_format = decoded, "JPEG"
     elif isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise DatasetError(f"array images must be uint8, got {image.dtype}")

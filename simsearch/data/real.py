@@ -283,10 +283,14 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 def default_cache_dir() -> Path:
-    """Where unpacked data go: `<repo>/.cache` in a source checkout, else $XDG_CACHE_HOME/simsearch (~/.cache)."""
-    if (_REPO / "pyproject.toml").is_file():
-        return _REPO / ".cache"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "simsearch"
+    """Where unpacked data go: $SIMSEARCH_CACHE, else $XDG_CACHE_HOME/simsearch (~/.cache/simsearch).
+
+    Never inside the repository (the data README asks for that): a clone stays small, and every clone on a machine
+    shares one unpacked copy.
+    """
+    if os.environ.get("SIMSEARCH_CACHE"):
+        return Path(os.environ["SIMSEARCH_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "simsearch"
 
 
 def caltech101_classes(
