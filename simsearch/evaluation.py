@@ -7,6 +7,7 @@ when it is validated, scored by `simsearch eval` and by the benchmarks.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from simsearch.data import ArrayDataset, omniglot_one_shot_runs
-from simsearch.errors import SimSearchError
+from simsearch.errors import ImageError, SimSearchError
 from simsearch.metrics import one_shot_accuracy, retrieval_metrics
 from simsearch.models import Embedder, create_transform
 
@@ -33,6 +34,8 @@ __all__ = [
     "one_shot_eval",
 ]
 
+logger = logging.getLogger(__name__)
+
 # The k of recall@k that `evaluate` reports (hit rate), as in the deep-metric-learning literature and the eval plot.
 EVAL_KS = (1, 2, 4, 8, 16, 32)
 
@@ -43,19 +46,53 @@ class EvaluationError(SimSearchError):
 
 class TransformedDataset(Dataset):
     """Applies a model's transform to a dataset that yields PIL images (its own transform left unset), converting each
-    image to the model's colour mode first ("L" for a one-channel stem, else "RGB")."""
+    image to the model's colour mode first ("L" for a one-channel stem, else "RGB").
 
-    def __init__(self, dataset: Any, transform: Callable[[Image.Image], torch.Tensor], embedder: Embedder) -> None:
+    With `replace_unreadable` (training), an image that fails to decode (a truncated file passes the header check
+    made when the folder was scanned) is reported once and replaced by the next readable image of its class, so a
+    long run does not die mid-epoch on one bad file; evaluation keeps the error, as a wrong image would skew it.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        transform: Callable[[Image.Image], torch.Tensor],
+        embedder: Embedder,
+        *,
+        replace_unreadable: bool = False,
+    ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.mode = "L" if embedder.data_config.get("input_size", (3,))[0] == 1 else "RGB"
         self.labels = np.asarray(dataset.labels, dtype=np.int64)
+        self.replace_unreadable = replace_unreadable
+        self._unreadable: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _read(self, index: int) -> tuple[Any, int]:
+        if not self.replace_unreadable:
+            return self.dataset[index]  # type: ignore[no-any-return]
+        if index not in self._unreadable and (item := self._try(index)) is not None:
+            return item
+        same_class = np.flatnonzero(self.labels == self.labels[index])
+        start = int(np.searchsorted(same_class, index))
+        for candidate in np.roll(same_class, -start).tolist():
+            if candidate not in self._unreadable and (item := self._try(candidate)) is not None:
+                return item
+        raise ImageError(f"no image of class {int(self.labels[index])} can be read")
+
+    def _try(self, index: int) -> tuple[Any, int] | None:
+        try:
+            return self.dataset[index]  # type: ignore[no-any-return]
+        except ImageError as exc:
+            self._unreadable.add(index)
+            logger.warning("skipping an unreadable training image (another of its class stands in): %s", exc)
+            return None
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset[index]
+        image, label = self._read(index)
         if isinstance(image, Image.Image):
             if image.mode != self.mode:
                 image = image.convert(self.mode)

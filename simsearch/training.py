@@ -544,7 +544,10 @@ def train(
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
     train_data = TransformedDataset(
-        train_dataset, _train_transform(embedder, config.augment, config.augment_kwargs), embedder
+        train_dataset,
+        _train_transform(embedder, config.augment, config.augment_kwargs),
+        embedder,
+        replace_unreadable=True,
     )
     sampler: PKSampler | None = None
     pair_data: SiamesePairs | None = None

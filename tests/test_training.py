@@ -235,6 +235,36 @@ def test_a_resumed_run_with_a_moving_average_ends_where_an_uninterrupted_one_doe
         _config(ema_decay=1.0).check()
 
 
+def test_a_truncated_training_image_is_reported_and_stood_in_for_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A truncated file passes the header check made when the folder is scanned; training must not die on it."""
+    from simsearch.errors import ImageError
+    from simsearch.evaluation import TransformedDataset
+    from simsearch.models import random_embedder
+
+    root = _make_classes(tmp_path / "data", n_classes=4, per_class=3)
+    cut = root / "class01" / "1.png"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])
+    dataset = ImageFolderDataset(root)
+    bad = next(i for i, (path, _) in enumerate(dataset.samples) if path == str(cut))
+
+    embedder = random_embedder(TINY.removeprefix("random:"))
+    strict = TransformedDataset(dataset, create_transform(embedder), embedder)
+    with pytest.raises(ImageError, match="1.png"):
+        strict[bad]
+    lenient = TransformedDataset(dataset, create_transform(embedder), embedder, replace_unreadable=True)
+    with caplog.at_level(logging.WARNING, logger="simsearch.evaluation"):
+        image, label = lenient[bad]
+    assert label == 1 and torch.equal(image, strict[bad + 1][0])  # the next image of its class
+    assert str(cut) in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="simsearch.evaluation"):
+        result = train(_config(epochs=1, batches_per_epoch=2, k=3), dataset, None, tmp_path / "run")
+    assert result.epochs_run == 1 and str(cut) in caplog.text
+
+
 def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

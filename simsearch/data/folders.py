@@ -74,7 +74,8 @@ class ImageFolderDataset(Dataset):
     Unreadable files: by default nothing is decoded at construction (that would read the whole set), so a corrupt
     file raises `ImageError` naming its path when it is loaded, i.e. mid-epoch. Pass `skip_unreadable=True` to
     read every file's header up front (about a millisecond per file) and drop the bad ones with a warning; files
-    whose header is fine but whose pixels are damaged still raise at load time.
+    whose header is fine but whose pixels are damaged still raise at load time (training then reports the file and
+    lets another image of its class stand in; `simsearch pack` decodes every file and leaves such files out).
 
     Attributes:
         samples: `(path, label)` per image.
