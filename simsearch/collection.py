@@ -362,9 +362,11 @@ class Collection:
         if not root.is_dir():
             raise CollectionError(f"not a folder: {root}")
         root = root.resolve()
+        unreadable: list[Path] = []
         return self._ingest(
-            scan_folder(root),
+            scan_folder(root, unreadable=unreadable),
             root=str(root),
+            unreadable=unreadable,
             batch_size=batch_size,
             workers=workers,
             max_pixels=max_pixels,
@@ -746,6 +748,7 @@ class Collection:
         workers: int | None,
         max_pixels: int,
         progress: Progress,
+        unreadable: list[Path] | None = None,
     ) -> IndexReport:
         self._acquire_lock()
         started = time.perf_counter()
@@ -754,7 +757,7 @@ class Collection:
         known_skips = self.store.skipped_under(root) if root is not None else {}
         seen: set[str] = set()
         candidates: list[_Candidate] = []
-        self._new_skips: list[tuple[_Candidate, str]] = []
+        self._new_skips: list[tuple[_Candidate, str, bool]] = []
         for path in files:
             p = str(path)
             seen.add(p)
@@ -768,18 +771,25 @@ class Collection:
                 report.unchanged += 1
                 continue
             bad = known_skips.get(p) if root is not None else self.store.skipped(p)
-            if bad is not None and bad.size == st.st_size and bad.mtime_ns == st.st_mtime_ns:
+            # Remembered only while the file, the pixel limit and the cause (its content, not an I/O failure) hold.
+            if (
+                bad is not None
+                and (bad.size, bad.mtime_ns, bad.max_pixels) == (st.st_size, st.st_mtime_ns, max_pixels)
+                and not bad.retry
+            ):
                 self._skip(report, progress, p, bad.reason)  # unchanged since a run found it unreadable
                 continue
             candidates.append(_Candidate(p, st.st_size, st.st_mtime_ns))
 
         self._probe_and_hash(candidates, report, progress, max_pixels)
-        gone = {p: r for p, r in known.items() if p not in seen}
+        # Files under a folder that could not be listed this time are not gone: only unseen.
+        hidden = tuple(str(f).rstrip(os.sep) + os.sep for f in unreadable or ())
+        gone = {p: r for p, r in known.items() if p not in seen and not p.startswith(hidden)}
         to_embed = self._plan(candidates, gone, report)
         self._embed_and_store(to_embed, report, progress, batch_size, workers, max_pixels)
         with self.store.write() as batch:
-            for c, reason in self._new_skips:
-                batch.skip(c.path, c.size, c.mtime_ns, reason)
+            for c, reason, retry in self._new_skips:
+                batch.skip(c.path, c.size, c.mtime_ns, reason, max_pixels=max_pixels, retry=retry)
             for p in known_skips.keys() - seen:
                 batch.forget_skip(p)  # the bad file is gone
         self._save()
@@ -791,10 +801,17 @@ class Collection:
         return None if image_id is None else self.store.get(image_id)
 
     def _skip(
-        self, report: IndexReport, progress: Progress, path: str, reason: str, candidate: _Candidate | None = None
+        self,
+        report: IndexReport,
+        progress: Progress,
+        path: str,
+        reason: str,
+        candidate: _Candidate | None = None,
+        *,
+        retry: bool = False,
     ) -> None:
         if candidate is not None:
-            self._new_skips.append((candidate, reason))
+            self._new_skips.append((candidate, reason, retry))
         report.skipped += 1
         report.skipped_files.append((path, reason))
         progress.skip(path, reason)
@@ -804,15 +821,17 @@ class Collection:
     ) -> None:
         """Read headers and content hashes of new or changed files (threads: hashing releases the GIL)."""
 
-        def look(c: _Candidate) -> str | None:
+        def look(c: _Candidate) -> tuple[str, bool] | None:
+            """None, or why the file is skipped and whether the cause is I/O (an errno), worth another try."""
             try:
                 c.format, c.width, c.height = probe_image(c.path, max_pixels=max_pixels)
                 c.sha256 = file_sha256(c.path)
                 return None
             except ImageError as exc:
-                return str(exc)
+                cause = exc.__cause__
+                return str(exc), isinstance(cause, OSError) and cause.errno is not None
             except OSError as exc:
-                return f"unreadable: {exc.strerror or exc}"
+                return f"unreadable: {exc.strerror or exc}", True
 
         progress.stage("hashing", len(candidates))
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -820,7 +839,7 @@ class Collection:
                 progress.advance(1)
                 if error is not None:
                     c.sha256 = ""  # unusable even if the hash was read
-                    self._skip(report, progress, c.path, error, c)
+                    self._skip(report, progress, c.path, error[0], c, retry=error[1])
         unreadable = [c.path for c in candidates if not c.sha256]
         candidates[:] = [c for c in candidates if c.sha256]
         # A file that was an image and no longer reads as one loses its entry: its old vector describes nothing.
@@ -913,6 +932,8 @@ class Collection:
                 for c in groups[firsts[position].sha256]:
                     self._skip(report, progress, c.path, reason, c)
                     setattr(report, c.kind, getattr(report, c.kind) - 1)  # the plan counted it; it did not happen
+                    if c.kind == "updated":
+                        report.removed += 1  # the plan deleted its old entry, and nothing replaced it
             rows: list[tuple[_Candidate, np.ndarray, bytes | None]] = []
             for position, vector, thumb in zip(out.positions, out.vectors, out.thumbnails, strict=True):
                 rows.extend((c, vector, thumb) for c in groups[firsts[position].sha256])

@@ -65,8 +65,11 @@ ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def scan_folder(root: str | os.PathLike) -> Iterator[Path]:
+def scan_folder(root: str | os.PathLike, *, unreadable: list[Path] | None = None) -> Iterator[Path]:
     """Yield every regular file under `root`, recursively, in sorted order.
+
+    A sub-folder that cannot be listed is logged and skipped, and appended to `unreadable` when given: a caller that
+    mirrors the tree must not take its files for deleted.
 
     Paths are absolute, under the resolved `root`. Hidden entries (name starting with ".") are skipped, symlinked
     folders are not followed (no loops, no escaping the tree) but symlinked files are yielded under their own name.
@@ -84,7 +87,7 @@ def scan_folder(root: str | os.PathLike) -> Iterator[Path]:
         raise NotADirectoryError(f"not a folder: {base}")
     base = base.resolve()
     # An explicit stack of sorted entry iterators instead of recursion: deep trees cannot hit the recursion limit.
-    stack: list[Iterator[os.DirEntry[str]]] = [iter(_sorted_entries(base, is_root=True))]
+    stack: list[Iterator[os.DirEntry[str]]] = [iter(_sorted_entries(base, is_root=True, unreadable=unreadable))]
     while stack:
         entry = next(stack[-1], None)
         if entry is None:
@@ -94,7 +97,7 @@ def scan_folder(root: str | os.PathLike) -> Iterator[Path]:
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
-                stack.append(iter(_sorted_entries(Path(entry.path), is_root=False)))
+                stack.append(iter(_sorted_entries(Path(entry.path), is_root=False, unreadable=unreadable)))
             elif entry.is_symlink() and entry.is_dir():
                 logger.warning("not following %s: a symlinked folder (link its files, or copy it in)", entry.path)
             elif entry.is_file():  # follows a symlink to a file; broken links, fifos and sockets are not files
@@ -103,7 +106,7 @@ def scan_folder(root: str | os.PathLike) -> Iterator[Path]:
             logger.warning("skipping %s: %s", entry.path, exc.strerror or exc)
 
 
-def _sorted_entries(folder: Path, *, is_root: bool) -> list[os.DirEntry[str]]:
+def _sorted_entries(folder: Path, *, is_root: bool, unreadable: list[Path] | None) -> list[os.DirEntry[str]]:
     """List a folder sorted by name; an unreadable sub-folder is logged and skipped, an unreadable root raises."""
     try:
         with os.scandir(folder) as it:
@@ -112,6 +115,8 @@ def _sorted_entries(folder: Path, *, is_root: bool) -> list[os.DirEntry[str]]:
         if is_root:
             raise
         logger.warning("skipping folder %s: %s", folder, exc.strerror or exc)
+        if unreadable is not None:
+            unreadable.append(folder)
         return []
 
 

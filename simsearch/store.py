@@ -43,6 +43,8 @@ class SkippedFile:
     size: int
     mtime_ns: int
     reason: str
+    max_pixels: int | None = None  # the limit it was checked against: a higher one may let it in
+    retry: bool = False  # an I/O failure (permissions, a flaky disk), not the file's content: try again next run
 
 
 def _key(image_id: int) -> bytes:
@@ -115,7 +117,7 @@ class Store:
 
     def id_for_path(self, path: str) -> int | None:
         with self._env.begin() as txn:
-            raw = txn.get(path.encode(), db=self._dbs["paths"])
+            raw = txn.get(os.fsencode(path), db=self._dbs["paths"])
         return None if raw is None else _unkey(raw)
 
     def ids_for_sha256(self, sha256: str) -> list[int]:
@@ -140,10 +142,10 @@ class Store:
         prefix = folder.rstrip(os.sep) + os.sep
         out: dict[str, ImageRecord] = {}
         with self._env.begin() as txn, txn.cursor(db=self._dbs["paths"]) as cur:
-            if not cur.set_range(prefix.encode()):
+            if not cur.set_range(os.fsencode(prefix)):
                 return out
             for key, raw in cur:
-                path = key.decode()
+                path = os.fsdecode(key)
                 if not path.startswith(prefix):
                     break
                 record = self._get(txn, _unkey(raw))
@@ -153,19 +155,19 @@ class Store:
 
     def skipped_under(self, folder: str) -> dict[str, SkippedFile]:
         """Files under ``folder`` that an earlier run could not read, keyed by path (see ``WriteBatch.skip``)."""
-        prefix = (folder.rstrip(os.sep) + os.sep).encode()
+        prefix = os.fsencode(folder.rstrip(os.sep) + os.sep)
         out: dict[str, SkippedFile] = {}
         with self._env.begin() as txn, txn.cursor(db=self._dbs["skipped"]) as cur:
             if cur.set_range(prefix):
                 for key, raw in cur:
                     if not key.startswith(prefix):
                         break
-                    out[key.decode()] = SkippedFile(**json.loads(raw))
+                    out[os.fsdecode(key)] = SkippedFile(**json.loads(raw))
         return out
 
     def skipped(self, path: str) -> SkippedFile | None:
         with self._env.begin() as txn:
-            raw = txn.get(path.encode(), db=self._dbs["skipped"])
+            raw = txn.get(os.fsencode(path), db=self._dbs["skipped"])
         return None if raw is None else SkippedFile(**json.loads(raw))
 
     def vectors(self, ids: Iterable[int], dim: int) -> np.ndarray:
@@ -228,9 +230,11 @@ class WriteBatch:
     def delete(self, image_id: int) -> None:
         self._ops.append(("delete", (image_id,)))
 
-    def skip(self, path: str, size: int, mtime_ns: int, reason: str) -> None:
-        """Remember that ``path`` (at this size and mtime) is not a readable image."""
-        self._ops.append(("skip", (path, SkippedFile(size, mtime_ns, reason))))
+    def skip(
+        self, path: str, size: int, mtime_ns: int, reason: str, *, max_pixels: int | None = None, retry: bool = False
+    ) -> None:
+        """Remember that ``path`` (at this size and mtime, under this pixel limit) is not a readable image."""
+        self._ops.append(("skip", (path, SkippedFile(size, mtime_ns, reason, max_pixels, retry))))
 
     def forget_skip(self, path: str) -> None:
         self._ops.append(("forget_skip", (path,)))
@@ -270,21 +274,21 @@ class WriteBatch:
         meta = asdict(record)
         del meta["id"]
         txn.put(key, json.dumps(meta, separators=(",", ":")).encode(), db=dbs["records"])
-        txn.put(record.path.encode(), key, db=dbs["paths"])
+        txn.put(os.fsencode(record.path), key, db=dbs["paths"])
         txn.put(record.sha256.encode(), key, db=dbs["hashes"])
-        txn.delete(record.path.encode(), db=dbs["skipped"])  # readable now
+        txn.delete(os.fsencode(record.path), db=dbs["skipped"])  # readable now
 
     def _unlink(self, txn: lmdb.Transaction, record: ImageRecord) -> None:
         dbs, key = self._store._dbs, _key(record.id)
-        if txn.get(record.path.encode(), db=dbs["paths"]) == key:
-            txn.delete(record.path.encode(), db=dbs["paths"])
+        if txn.get(os.fsencode(record.path), db=dbs["paths"]) == key:
+            txn.delete(os.fsencode(record.path), db=dbs["paths"])
         txn.delete(record.sha256.encode(), key, db=dbs["hashes"])
 
     def _skip(self, txn: lmdb.Transaction, path: str, skipped: SkippedFile) -> None:
-        txn.put(path.encode(), json.dumps(asdict(skipped)).encode(), db=self._store._dbs["skipped"])
+        txn.put(os.fsencode(path), json.dumps(asdict(skipped)).encode(), db=self._store._dbs["skipped"])
 
     def _forget_skip(self, txn: lmdb.Transaction, path: str) -> None:
-        txn.delete(path.encode(), db=self._store._dbs["skipped"])
+        txn.delete(os.fsencode(path), db=self._store._dbs["skipped"])
 
     def _update(self, txn: lmdb.Transaction, record: ImageRecord) -> None:
         self._put_record(txn, record)

@@ -362,6 +362,105 @@ def test_corrupt_and_non_image_files_are_skipped_with_a_reason(tmp_path: Path) -
         assert_consistent(c)
 
 
+def test_a_file_name_that_is_not_utf8_is_indexed_and_found(tmp_path: Path) -> None:
+    folder = tmp_path / "old"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes from an old archive: a surrogate escape in Python
+    try:
+        shutil.copy(SAMPLE_PHOTOS / "sunflower" / "image_0001.jpg", folder / name)
+    except (OSError, UnicodeEncodeError) as exc:
+        pytest.skip(f"this file system refuses non-UTF-8 names: {exc}")
+    shutil.copy(SAMPLE_PHOTOS / "watch" / "image_0002.jpg", folder / "watch.jpg")
+    with Collection.open(tmp_path / "col", create=True, device="cpu") as c:
+        assert c.index_folder(folder, workers=0).added == 2
+        results = c.search(folder / name, k=1)
+        assert results[0].path == str(folder / name)
+        from simsearch.report import render_html
+
+        page = render_html(c, str(folder / name), None, results).encode("utf-8")  # a page that can be written
+        assert "caf\ufffd.jpg".encode() in page
+        again = c.index_folder(folder, workers=0)
+        assert (again.added, again.removed, again.unchanged) == (0, 0, 2)
+        assert_consistent(c)
+
+
+def test_a_file_refused_for_its_pixel_count_is_tried_again_under_a_higher_limit(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in (1, 2):
+        shutil.copy(SAMPLE_PHOTOS / "sunflower" / f"image_000{i}.jpg", folder / f"{i}.jpg")
+    with Collection.open(tmp_path / "col", create=True, device="cpu") as c:
+        low = c.index_folder(folder, workers=0, max_pixels=1000)
+        assert (low.added, low.skipped) == (0, 2)
+        same = c.index_folder(folder, workers=0, max_pixels=1000)
+        assert (same.added, same.skipped) == (0, 2)  # remembered under the same limit
+        high = c.index_folder(folder, workers=0)
+        assert (high.added, high.skipped) == (2, 0)
+        assert_consistent(c)
+
+
+def test_a_file_that_could_not_be_opened_is_not_remembered_as_bad(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error (permissions, a flaky mount) says nothing about the file: the next run tries it again."""
+    import simsearch.collection as collection_module
+    from simsearch.errors import ImageError
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(SAMPLE_PHOTOS / "sunflower" / "image_0001.jpg", folder / "a.jpg")
+    real_probe = collection_module.probe_image
+
+    def denied(path: object, **kwargs: object) -> object:
+        try:
+            raise PermissionError(13, "Permission denied")
+        except PermissionError as exc:
+            raise ImageError("cannot read file: Permission denied") from exc
+
+    with Collection.open(tmp_path / "col", create=True, device="cpu") as c:
+        monkeypatch.setattr(collection_module, "probe_image", denied)
+        assert c.index_folder(folder, workers=0).skipped == 1
+        monkeypatch.setattr(collection_module, "probe_image", real_probe)
+        assert c.index_folder(folder, workers=0).added == 1
+
+
+def test_a_sub_folder_that_cannot_be_listed_keeps_its_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLE_PHOTOS / "sunflower" / "image_0001.jpg", folder / "a.jpg")
+    shutil.copy(SAMPLE_PHOTOS / "watch" / "image_0002.jpg", folder / "sub" / "b.jpg")
+    with Collection.open(tmp_path / "col", create=True, device="cpu") as c:
+        assert c.index_folder(folder, workers=0).added == 2
+        real_scandir = os.scandir
+
+        def flaky(path: object = ".") -> object:
+            if Path(str(path)).name == "sub":
+                raise PermissionError(13, "Permission denied")
+            return real_scandir(path)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "scandir", flaky)
+        blocked = c.index_folder(folder, workers=0)
+        assert (blocked.removed, blocked.unchanged) == (0, 1) and len(c) == 2
+        monkeypatch.setattr(os, "scandir", real_scandir)
+        back = c.index_folder(folder, workers=0)
+        assert (back.added, back.removed, back.unchanged, back.embedded) == (0, 0, 2, 0)
+        assert_consistent(c)
+
+
+def test_an_image_changed_into_an_unreadable_one_counts_as_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in (1, 2):
+        shutil.copy(SAMPLE_PHOTOS / "sunflower" / f"image_000{i}.jpg", folder / f"{i}.jpg")
+    with Collection.open(tmp_path / "col", create=True, device="cpu") as c:
+        c.index_folder(folder, workers=0)
+        jpeg = (SAMPLE_PHOTOS / "ketch" / "image_0001.jpg").read_bytes()
+        (folder / "2.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # its header still reads: only decoding fails
+        report = c.index_folder(folder, workers=0)
+        assert (report.updated, report.removed, report.skipped, len(c)) == (0, 1, 1, 1)
+        assert_consistent(c)
+
+
 def test_odd_image_formats_are_indexed_and_found(tmp_path: Path) -> None:
     folder = tmp_path / "odd"
     folder.mkdir()
