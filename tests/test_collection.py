@@ -384,11 +384,15 @@ def test_a_file_name_that_is_not_utf8_is_indexed_and_found(tmp_path: Path) -> No
         assert_consistent(c)
 
 
-def test_a_file_refused_for_its_pixel_count_is_tried_again_under_a_higher_limit(tmp_path: Path) -> None:
-    folder = tmp_path / "photos"
+def _two_sunflowers(folder: Path) -> Path:
     folder.mkdir()
     for i in (1, 2):
         shutil.copy(SAMPLE_PHOTOS / "sunflower" / f"image_000{i}.jpg", folder / f"{i}.jpg")
+    return folder
+
+
+def test_a_file_refused_for_its_pixel_count_is_tried_again_under_a_higher_limit(tmp_path: Path) -> None:
+    folder = _two_sunflowers(tmp_path / "photos")
     with Collection.open(tmp_path / "col", create=True, device="cpu") as c:
         low = c.index_folder(folder, workers=0, max_pixels=1000)
         assert (low.added, low.skipped) == (0, 2)
@@ -448,10 +452,7 @@ def test_a_sub_folder_that_cannot_be_listed_keeps_its_entries(tmp_path: Path, mo
 
 
 def test_an_image_changed_into_an_unreadable_one_counts_as_removed(tmp_path: Path) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in (1, 2):
-        shutil.copy(SAMPLE_PHOTOS / "sunflower" / f"image_000{i}.jpg", folder / f"{i}.jpg")
+    folder = _two_sunflowers(tmp_path / "photos")
     with Collection.open(tmp_path / "col", create=True, device="cpu") as c:
         c.index_folder(folder, workers=0)
         jpeg = (SAMPLE_PHOTOS / "ketch" / "image_0001.jpg").read_bytes()
