@@ -146,6 +146,20 @@ def test_kl_sparsity_matches_a_hand_computation() -> None:
     assert float(kl_sparsity(torch.full((4, 3), rho), rho)) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("logit", [-15.0, 15.0])
+def test_kl_sparsity_pushes_a_unit_saturated_across_the_batch(logit: float) -> None:
+    """A unit always off (or always on) in float32 must still get a gradient, of the sign of the exact one."""
+    logits = torch.full((8, 2), logit).requires_grad_()
+    kl_sparsity(torch.sigmoid(logits), 0.05).backward()
+    exact_logits = torch.full((8, 2), logit, dtype=torch.float64).requires_grad_()
+    rho_hat = torch.sigmoid(exact_logits).mean(0)
+    exact = (0.05 * torch.log(0.05 / rho_hat) + 0.95 * torch.log(0.95 / (1 - rho_hat))).sum()
+    exact.backward()
+    assert logits.grad is not None and exact_logits.grad is not None
+    assert (torch.sign(logits.grad) == torch.sign(exact_logits.grad).float()).all()
+    assert (logits.grad.abs() > 0).all()
+
+
 @pytest.mark.parametrize("sparsity", ["l1", "kl"])
 @torch.no_grad()
 def test_the_sparse_loss_adds_the_weighted_penalty_of_the_code(sparsity: str) -> None:

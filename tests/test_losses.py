@@ -110,6 +110,19 @@ def test_euclidean_distance_gradient_is_finite_between_identical_embeddings() ->
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("delta", [3e-5, 1e-5, 3e-6])
+def test_euclidean_distance_of_near_duplicates_keeps_its_value_and_gradient_in_float32(delta: float) -> None:
+    """|a|^2 + |b|^2 - 2ab cancels to 0 for unit vectors this close; a near-duplicate negative must still be pushed."""
+    base = F.normalize(torch.randn(1, 128, generator=torch.Generator().manual_seed(0)), dim=1)
+    near = F.normalize(base + delta * torch.randn(1, 128, generator=torch.Generator().manual_seed(1)), dim=1)
+    anchor, negative = base.clone(), near.clone().requires_grad_()
+    d = EuclideanDistance().pairwise(anchor, negative)[0, 0]
+    d.backward()
+    exact = (anchor.double() - negative.detach().double()).norm()
+    assert float(d) == pytest.approx(float(exact), rel=1e-4)
+    assert negative.grad is not None and float(negative.grad.norm()) == pytest.approx(1.0, rel=1e-3)
+
+
 def test_distances_know_whether_larger_means_closer() -> None:
     assert CosineSimilarity().is_similarity and not EuclideanDistance().is_similarity
     assert CosineSimilarity().farness(0.3) == -0.3 and EuclideanDistance().farness(0.3) == 0.3

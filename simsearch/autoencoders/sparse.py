@@ -33,7 +33,10 @@ def l1_penalty(code: Tensor) -> Tensor:
 
 def kl_sparsity(code: Tensor, rho: float) -> Tensor:
     """`sum_j KL(Bernoulli(rho) || Bernoulli(rho_hat_j))` with `rho_hat_j` unit j's batch mean; codes in (0, 1)."""
-    rho_hat = code.mean(dim=0).clamp(_EPS, 1.0 - _EPS)
+    mean = code.mean(dim=0)
+    # The clamp keeps the value finite; its gradient is let through, or a unit saturated across the batch (always
+    # off or always on) would get none and stay that way.
+    rho_hat = mean + (mean.clamp(_EPS, 1.0 - _EPS) - mean).detach()
     return (rho * torch.log(rho / rho_hat) + (1.0 - rho) * torch.log((1.0 - rho) / (1.0 - rho_hat))).sum()
 
 

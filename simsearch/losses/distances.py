@@ -49,6 +49,10 @@ class Distance:
         return f"{type(self).__name__}()"
 
 
+# Squared distances under this share of |a|^2 + |b|^2 are recomputed exactly (float32 keeps ~7 digits of the sum).
+_CLOSE = 1e-3
+
+
 class EuclideanDistance(Distance):
     """L2 distance, or its square with ``squared=True`` (cheaper, but the margins then mean squared units)."""
 
@@ -61,7 +65,14 @@ class EuclideanDistance(Distance):
     def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
         # |a|^2 + |b|^2 - 2ab is one matmul instead of an (N, M, D) difference tensor; cancellation can make it
         # slightly negative, hence the clamp.
-        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+        norms_a, norms_b = (a * a).sum(1), (b * b).sum(1)
+        sq = norms_a[:, None] + norms_b[None, :] - 2.0 * (a @ b.T)
+        # That cancellation loses everything for close pairs (in float32, unit vectors closer than ~3e-4 come out at
+        # exactly 0 with no gradient, so a near-duplicate negative is never pushed away): recompute those few
+        # entries, the diagonal of a batch against itself among them, as differences.
+        i, j = torch.nonzero(sq < _CLOSE * (norms_a[:, None] + norms_b[None, :]), as_tuple=True)
+        if len(i):
+            sq = sq.index_put((i, j), ((a[i] - b[j]) ** 2).sum(1))
         return self._from_squared(sq)
 
     def paired(self, a: Tensor, b: Tensor) -> Tensor:
