@@ -33,6 +33,11 @@ def domain_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def cannot_write(path: Path, exc: OSError) -> click.ClickException:
+    """The one-line error for an output path the OS refused (a read-only folder, a full disk, a file in the way)."""
+    return click.ClickException(f"cannot write {path}: {exc.strerror or exc}")
+
+
 def write_output(path: Path, text: str) -> None:
     """Write a file the user named, its folder made if needed: a path that cannot be written is a one-line error,
     not a traceback after the work is done."""
@@ -40,7 +45,7 @@ def write_output(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise cannot_write(path, exc) from None
 
 
 collection_option = click.option(
@@ -592,7 +597,7 @@ def evaluate(
                 plot_path, [record, *compared], vectors, labels, classes=dataset.classes, projection=projection
             )
         except OSError as exc:
-            raise click.ClickException(f"cannot write {plot_path}: {exc.strerror or exc}") from None
+            raise cannot_write(plot_path, exc) from None
         record["plot"] = str(plot_path)
     headline = f"{record['model']} on {record['images']} images of {record['classes']} classes ({record['protocol']})"
     _report(record, headline, record_path, plot_path, as_json)
@@ -700,7 +705,7 @@ def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: b
     except FileExistsError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise cannot_write(out, exc) from None
     if as_json:
         click.echo(json.dumps({"out": str(out), "images": count, "classes": len(dataset.classes)}, indent=2))
         return

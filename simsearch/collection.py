@@ -757,7 +757,7 @@ class Collection:
         known_skips = self.store.skipped_under(root) if root is not None else {}
         seen: set[str] = set()
         candidates: list[_Candidate] = []
-        self._new_skips: list[tuple[_Candidate, str, bool]] = []
+        self._new_skips: list[tuple[_Candidate, str]] = []
         for path in files:
             p = str(path)
             seen.add(p)
@@ -771,12 +771,8 @@ class Collection:
                 report.unchanged += 1
                 continue
             bad = known_skips.get(p) if root is not None else self.store.skipped(p)
-            # Remembered only while the file, the pixel limit and the cause (its content, not an I/O failure) hold.
-            if (
-                bad is not None
-                and (bad.size, bad.mtime_ns, bad.max_pixels) == (st.st_size, st.st_mtime_ns, max_pixels)
-                and not bad.retry
-            ):
+            # Remembered only while the file and the pixel limit it was refused under stay the same.
+            if bad is not None and (bad.size, bad.mtime_ns, bad.max_pixels) == (st.st_size, st.st_mtime_ns, max_pixels):
                 self._skip(report, progress, p, bad.reason)  # unchanged since a run found it unreadable
                 continue
             candidates.append(_Candidate(p, st.st_size, st.st_mtime_ns))
@@ -788,8 +784,8 @@ class Collection:
         to_embed = self._plan(candidates, gone, report)
         self._embed_and_store(to_embed, report, progress, batch_size, workers, max_pixels)
         with self.store.write() as batch:
-            for c, reason, retry in self._new_skips:
-                batch.skip(c.path, c.size, c.mtime_ns, reason, max_pixels=max_pixels, retry=retry)
+            for c, reason in self._new_skips:
+                batch.skip(c.path, c.size, c.mtime_ns, reason, max_pixels=max_pixels)
             for p in known_skips.keys() - seen:
                 batch.forget_skip(p)  # the bad file is gone
         self._save()
@@ -801,17 +797,11 @@ class Collection:
         return None if image_id is None else self.store.get(image_id)
 
     def _skip(
-        self,
-        report: IndexReport,
-        progress: Progress,
-        path: str,
-        reason: str,
-        candidate: _Candidate | None = None,
-        *,
-        retry: bool = False,
+        self, report: IndexReport, progress: Progress, path: str, reason: str, candidate: _Candidate | None = None
     ) -> None:
+        """Count and report a skipped file; with its `candidate`, also remember it so the next run need not read it."""
         if candidate is not None:
-            self._new_skips.append((candidate, reason, retry))
+            self._new_skips.append((candidate, reason))
         report.skipped += 1
         report.skipped_files.append((path, reason))
         progress.skip(path, reason)
@@ -839,7 +829,9 @@ class Collection:
                 progress.advance(1)
                 if error is not None:
                     c.sha256 = ""  # unusable even if the hash was read
-                    self._skip(report, progress, c.path, error[0], c, retry=error[1])
+                    reason, io_error = error
+                    # An I/O failure (permissions, a flaky mount) says nothing of the file: not remembered, retried.
+                    self._skip(report, progress, c.path, reason, None if io_error else c)
         unreadable = [c.path for c in candidates if not c.sha256]
         candidates[:] = [c for c in candidates if c.sha256]
         # A file that was an image and no longer reads as one loses its entry: its old vector describes nothing.

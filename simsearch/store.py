@@ -44,7 +44,6 @@ class SkippedFile:
     mtime_ns: int
     reason: str
     max_pixels: int | None = None  # the limit it was checked against: a higher one may let it in
-    retry: bool = False  # an I/O failure (permissions, a flaky disk), not the file's content: try again next run
 
 
 def _key(image_id: int) -> bytes:
@@ -230,11 +229,9 @@ class WriteBatch:
     def delete(self, image_id: int) -> None:
         self._ops.append(("delete", (image_id,)))
 
-    def skip(
-        self, path: str, size: int, mtime_ns: int, reason: str, *, max_pixels: int | None = None, retry: bool = False
-    ) -> None:
+    def skip(self, path: str, size: int, mtime_ns: int, reason: str, *, max_pixels: int | None = None) -> None:
         """Remember that ``path`` (at this size and mtime, under this pixel limit) is not a readable image."""
-        self._ops.append(("skip", (path, SkippedFile(size, mtime_ns, reason, max_pixels, retry))))
+        self._ops.append(("skip", (path, SkippedFile(size, mtime_ns, reason, max_pixels))))
 
     def forget_skip(self, path: str) -> None:
         self._ops.append(("forget_skip", (path,)))
