@@ -580,10 +580,15 @@ def evaluate(
         return
     dataset = open_data(data)
     gallery_set = open_data(gallery, "--gallery") if gallery is not None else None  # a bad name fails before any work
+    skipped: list[str] = []
     vectors, labels, searched = embed_queries_and_gallery(
-        embedder, dataset, gallery_set, batch_size=batch_size, workers=workers
+        embedder, dataset, gallery_set, batch_size=batch_size, workers=workers, skipped=skipped
     )
+    for message in skipped:
+        click.echo(f"skipped unreadable image {message}", err=True)
     record = evaluate_embeddings(embedder, vectors, labels, gallery=searched)
+    if skipped:
+        record["skipped"] = skipped
     if gallery is not None:
         record["gallery"] = data_label(gallery)
     record["data"] = data_label(data)

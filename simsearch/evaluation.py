@@ -26,6 +26,7 @@ __all__ = [
     "EvaluationError",
     "TransformedDataset",
     "autocast",
+    "collate_readable",
     "embed_dataset",
     "embed_queries_and_gallery",
     "evaluate",
@@ -48,9 +49,11 @@ class TransformedDataset(Dataset):
     """Applies a model's transform to a dataset that yields PIL images (its own transform left unset), converting each
     image to the model's colour mode first ("L" for a one-channel stem, else "RGB").
 
-    With `replace_unreadable` (training), an image that fails to decode (a truncated file passes the header check
-    made when the folder was scanned) is reported once and replaced by the next readable image of its class, so a
-    long run does not die mid-epoch on one bad file; evaluation keeps the error, as a wrong image would skew it.
+    An image that fails to decode (a truncated file passes the header check made when the folder was scanned)
+    raises by default. With `replace_unreadable` (training) it is reported once and replaced by the next readable
+    image of its class, so a long run does not die mid-epoch on one bad file. With `skip_unreadable` (scoring, where
+    a stand-in would skew the numbers) every item is `(image or None, label, error message or "")`, for
+    `collate_readable` to drop the failures and pass their messages on.
     """
 
     def __init__(
@@ -60,12 +63,14 @@ class TransformedDataset(Dataset):
         embedder: Embedder,
         *,
         replace_unreadable: bool = False,
+        skip_unreadable: bool = False,
     ) -> None:
         self.dataset = dataset
         self.transform = transform
         self.mode = "L" if embedder.data_config.get("input_size", (3,))[0] == 1 else "RGB"
         self.labels = np.asarray(dataset.labels, dtype=np.int64)
         self.replace_unreadable = replace_unreadable
+        self.skip_unreadable = skip_unreadable
         self._unreadable: set[int] = set()
 
     def __len__(self) -> int:
@@ -91,13 +96,30 @@ class TransformedDataset(Dataset):
             logger.warning("skipping an unreadable training image (another of its class stands in): %s", exc)
             return None
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        if self.skip_unreadable:
+            try:
+                image, label = self.dataset[index]
+            except ImageError as exc:
+                return None, int(self.labels[index]), str(exc)
+            return self._prepare(image), int(label), ""
         image, label = self._read(index)
+        return self._prepare(image), int(label)
+
+    def _prepare(self, image: Any) -> Any:
         if isinstance(image, Image.Image):
             if image.mode != self.mode:
                 image = image.convert(self.mode)
             image = self.transform(image)
-        return image, int(label)
+        return image
+
+
+def collate_readable(batch: list[tuple[Any, int, str]]) -> tuple[torch.Tensor | None, torch.Tensor, list[str]]:
+    """Batch the items of a `skip_unreadable` dataset: `(images or None when none decoded, labels, error messages)`."""
+    kept = [(image, label) for image, label, error in batch if not error]
+    images = torch.stack([image for image, _ in kept]) if kept else None
+    labels = torch.tensor([label for _, label in kept], dtype=torch.int64)
+    return images, labels, [error for _, _, error in batch if error]
 
 
 def autocast(device: torch.device) -> torch.autocast:
@@ -106,27 +128,52 @@ def autocast(device: torch.device) -> torch.autocast:
 
 
 def embed_dataset(
-    embedder: Embedder, dataset: Any, *, batch_size: int = 64, workers: int = 0, device: torch.device | None = None
+    embedder: Embedder,
+    dataset: Any,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | None = None,
+    skipped: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embed a labelled dataset (items `(PIL image or tensor, label)`) with the eval transform.
 
+    Args:
+        skipped: when given, an image that fails to decode is left out and its error message appended here (scoring
+            the rest is honest; a stand-in image would not be); without it the first such image raises `ImageError`.
+
     Returns:
-        `(N, D) float32` unit vectors and `(N,) int64` labels.
+        `(N, D) float32` unit vectors and `(N,) int64` labels, of the images that were read.
     """
     dev = device or next(embedder.parameters(), torch.empty(0)).device  # a parameter-free model runs on the CPU
-    data = TransformedDataset(dataset, create_transform(embedder), embedder)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
+    lenient = skipped is not None
+    data = TransformedDataset(dataset, create_transform(embedder), embedder, skip_unreadable=lenient)
+    loader = DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_readable if lenient else None,
+    )
     was_training = embedder.training
     embedder.eval()
     chunks: list[np.ndarray] = []
+    label_chunks: list[np.ndarray] = []
     try:
         with torch.inference_mode(), autocast(dev):
-            for images, _ in loader:
-                chunks.append(embedder(images.to(dev)).float().cpu().numpy())
+            for batch in loader:
+                if lenient:
+                    skipped.extend(batch[2])  # type: ignore[union-attr]
+                    if batch[0] is None:
+                        continue
+                chunks.append(embedder(batch[0].to(dev)).float().cpu().numpy())
+                label_chunks.append(batch[1].numpy())
     finally:
         embedder.train(was_training)
+    if not chunks:
+        return np.empty((0, embedder.embed_dim), np.float32), np.empty(0, np.int64)
     vectors = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
-    return vectors, data.labels.copy()
+    return vectors, np.concatenate(label_chunks).astype(np.int64, copy=False)
 
 
 def evaluate(
@@ -151,14 +198,23 @@ def evaluate(
 
 
 def embed_queries_and_gallery(
-    embedder: Embedder, dataset: Any, gallery: Any | None = None, *, batch_size: int = 64, workers: int = 0
+    embedder: Embedder,
+    dataset: Any,
+    gallery: Any | None = None,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    skipped: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """`embed_dataset` of the queries, and of `gallery` (when given) with its labels renumbered by class name, as
-    `evaluate_embeddings` takes them: `(vectors, labels, (gallery_vectors, gallery_labels) or None)`."""
-    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers)
+    `evaluate_embeddings` takes them: `(vectors, labels, (gallery_vectors, gallery_labels) or None)`. `skipped`
+    as in `embed_dataset`, for both sets."""
+    vectors, labels = embed_dataset(embedder, dataset, batch_size=batch_size, workers=workers, skipped=skipped)
     if gallery is None:
         return vectors, labels, None
-    gallery_vectors, gallery_labels = embed_dataset(embedder, gallery, batch_size=batch_size, workers=workers)
+    gallery_vectors, gallery_labels = embed_dataset(
+        embedder, gallery, batch_size=batch_size, workers=workers, skipped=skipped
+    )
     return vectors, labels, (gallery_vectors, labels_by_class_name(gallery_labels, gallery.classes, dataset.classes))
 
 

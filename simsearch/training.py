@@ -592,6 +592,7 @@ def train(
 
     started = time.perf_counter()
     samples_seen = 0
+    val_skipped: set[str] = set()
     stopped_early = False
     loss_fn.train()
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -653,9 +654,18 @@ def train(
             "samples_per_second": epoch_samples / max(time.perf_counter() - epoch_start, 1e-9),
         }
         if val_dataset is not None:
+            skipped: list[str] = []
             vectors, val_labels = embed_dataset(
-                kept, val_dataset, batch_size=config.val_batch_size, workers=config.workers, device=device
+                kept,
+                val_dataset,
+                batch_size=config.val_batch_size,
+                workers=config.workers,
+                device=device,
+                skipped=skipped,
             )
+            for message in sorted(set(skipped) - val_skipped):  # each bad file once per run, not once per epoch
+                logger.warning("validation leaves out an unreadable image: %s", message)
+            val_skipped.update(skipped)
             try:
                 scores = retrieval_metrics(vectors, val_labels, ks=(1,), nmi=False)
             except ValueError as exc:  # NaN embeddings: the model diverged although the loss stayed finite

@@ -265,6 +265,58 @@ def test_a_truncated_training_image_is_reported_and_stood_in_for_not_fatal(
     assert result.epochs_run == 1 and str(cut) in caplog.text
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_scoring_leaves_out_a_truncated_image_and_names_it_where_asked_else_raises(
+    tmp_path: Path, workers: int
+) -> None:
+    """A stand-in would skew a score, so scoring drops the file; the labels stay aligned with the vectors kept, and
+    the message crosses from a loader worker too."""
+    from simsearch.errors import ImageError
+    from simsearch.models import random_embedder
+
+    root = _make_classes(tmp_path / "data", n_classes=3, per_class=3)
+    cut = root / "class01" / "1.png"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])
+    dataset = ImageFolderDataset(root)
+    embedder = random_embedder(TINY.removeprefix("random:"))
+    with pytest.raises(ImageError, match="1.png"):
+        embed_dataset(embedder, dataset, batch_size=4, workers=workers)
+
+    skipped: list[str] = []
+    vectors, labels = embed_dataset(embedder, dataset, batch_size=4, workers=workers, skipped=skipped)
+    assert len(skipped) == 1 and skipped[0].startswith(str(cut))
+    assert labels.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    readable = ImageFolderDataset(root)
+    readable.samples = [s for s in readable.samples if s[0] != str(cut)]
+    readable.labels = np.array([label for _, label in readable.samples], dtype=np.int64)
+    expected, _ = embed_dataset(embedder, readable, batch_size=4)
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+
+
+def test_a_truncated_image_is_left_out_of_eval_and_validation_and_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cli.main import main
+    from simsearch.models import random_embedder, save_checkpoint
+
+    root = _make_classes(tmp_path / "data", n_classes=6, per_class=3)
+    cut = root / "class05" / "2.png"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])
+    checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
+    record_path = tmp_path / "e.json"
+    args = ["eval", str(root), "--model", str(checkpoint), "--device", "cpu", "--out", str(record_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"skipped unreadable image {cut}" in result.stderr
+    record = json.loads(record_path.read_text())
+    assert record["images"] == 17 and len(record["skipped"]) == 1 and str(cut) in record["skipped"][0]
+
+    train_set, val_set = _datasets(root)
+    with caplog.at_level(logging.WARNING, logger="simsearch.training"):
+        train(_config(epochs=2, batches_per_epoch=1, k=3), train_set, val_set, tmp_path / "run")
+    assert caplog.text.count(str(cut)) == 1
+
+
 def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
