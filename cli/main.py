@@ -2,73 +2,28 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from cli.common import (
+    cannot_write,
+    collection_option,
+    device_option,
+    domain_errors,
+    json_option,
+    open_data,
+    parse_options,
+    tta_option,
+    write_output,
+)
 from cli.progress import BarProgress, EpochBar
 from indexes import IndexLayerError, parse_memory
-from simsearch import Collection, SimSearchError, open_collection
-from simsearch.collection import COLLECTION_ENV, default_collection_path
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def domain_errors(func: F) -> F:
-    """Turn the library's domain errors into one-line click errors (exit status 1)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except SimSearchError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
-def cannot_write(path: Path, exc: OSError) -> click.ClickException:
-    """The one-line error for an output path the OS refused (a read-only folder, a full disk, a file in the way)."""
-    return click.ClickException(f"cannot write {path}: {exc.strerror or exc}")
-
-
-def write_output(path: Path, text: str) -> None:
-    """Write a file the user named, its folder made if needed: a path that cannot be written is a one-line error,
-    not a traceback after the work is done."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise cannot_write(path, exc) from None
-
-
-collection_option = click.option(
-    "-c",
-    "--collection",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar=COLLECTION_ENV,
-    help=f"Collection folder [default: ${COLLECTION_ENV} or {default_collection_path()}].",
-)
-device_option = click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where the model runs: the GPU when torch sees one (auto), else the CPU.",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
-tta_option = click.option(
-    "--tta",
-    type=click.Choice(["hflip"]),  # simsearch.models.TTA_MODES, written out so that --help needs no torch import
-    help="Test-time augmentation: 'hflip' averages each image's vector with its mirror's (twice the model cost). "
-    "Part of the model: a collection keeps it for its queries.",
-)
+from simsearch import Collection, open_collection
 
 
 def _human_bytes(n: float) -> str:
@@ -274,36 +229,6 @@ def _train_summary(epoch: int, record: dict[str, Any]) -> str:
 ONE_SHOT_DATA = "omniglot:one-shot"
 
 
-def open_data(data: str, param_hint: str = "DATA") -> Any:
-    """DATA of train, eval and pretrain (`simsearch.data.open_data`); one it cannot open is a bad value of the option
-    named by `param_hint`, and a shared set's missing files point at $SIMSEARCH_DATA."""
-    from simsearch.data import DataNotFoundError, DatasetError, is_shared_split_name
-    from simsearch.data import open_data as open_spec
-
-    try:
-        return open_spec(data)
-    except DataNotFoundError as exc:
-        if is_shared_split_name(data) and not Path(data).expanduser().exists():
-            raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
-        raise click.BadParameter(str(exc), param_hint=param_hint) from None
-    except DatasetError as exc:
-        raise click.BadParameter(str(exc), param_hint=param_hint) from None
-
-
-def _parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") -> dict[str, Any]:
-    """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, true/false), else kept as a string."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=param_hint)
-        try:
-            options[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = value
-    return options
-
-
 @main.command()
 @click.argument("data")
 @click.option(
@@ -465,9 +390,9 @@ def train(
         **recipe,
         weights=weights,
         augment=not no_augment,
-        loss_kwargs=_parse_options(loss_options),
-        backbone_kwargs=_parse_options(backbone_options, "--backbone-option"),
-        augment_kwargs=_parse_options(augment_options, "--augment-option"),
+        loss_kwargs=parse_options(loss_options),
+        backbone_kwargs=parse_options(backbone_options, "--backbone-option"),
+        augment_kwargs=parse_options(augment_options, "--augment-option"),
     )
     dataset = open_data(data)
     train_classes, val_classes = split_classes(dataset.classes, val_fraction, seed=config.seed)

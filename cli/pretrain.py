@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from cli.main import _parse_options, device_option, domain_errors, json_option, open_data
+from cli.common import device_option, domain_errors, json_option, open_data, parse_options
 from cli.progress import EpochBar
 
 KINDS = ("linear", "mlp", "conv", "denoising", "sparse", "vae", "cvae", "vaegan")
@@ -62,7 +62,7 @@ def _pretrain_summary(epoch: int, record: dict[str, Any]) -> str:
     help="Share of the images held out for the validation loss.",
 )
 @click.option("--max-images", type=click.IntRange(2), help="Train on a random subset of this many images.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @device_option
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Decoding processes.")
 @click.option("--restart", is_flag=True, help="Ignore OUT/last/ instead of resuming from it.")
@@ -101,7 +101,7 @@ def pretrain(
     from simsearch.pretraining import PretrainConfig
     from simsearch.pretraining import pretrain as run_pretraining
 
-    model_options = _parse_options(options, "--option")
+    model_options = parse_options(options, "--option")
     flags = {
         "arch": arch,
         "decoder": decoder,

@@ -39,6 +39,8 @@ _DPI = 100
 # More classes than this in a scatter cannot be told apart by colour: the most frequent ones are drawn.
 _SCATTER_CLASSES = 10
 _SCATTER_SIZE = 5.5  # inches, one panel
+# Every file `write_pictures` may draw, whatever the kind.
+_SET_FILES = ("reconstructions.png", "denoising.png", "latent.png", "interpolation.png", "samples.png")
 
 
 class PictureError(SimSearchError):
@@ -503,7 +505,8 @@ def write_pictures(
     seed: int = 0,
 ) -> list[Path]:
     """The pictures that apply to `ae.kind` in `out_dir`: reconstructions, latent, interpolation for every kind;
-    denoising for "denoising"; prior samples for "vae"/"vaegan"; per-class samples for "cvae".
+    denoising for "denoising"; prior samples for "vae"/"vaegan"; per-class samples for "cvae". The set's files
+    already in `out_dir` go first: another kind's denoising.png or samples.png would pass for this model's.
 
     Args:
         images: `(N, C, H, W)` float in [0, 1], e.g. validation images.
@@ -511,6 +514,8 @@ def write_pictures(
     """
     out = Path(out_dir).expanduser()
     images = _check_images(images, ae)
+    for name in _SET_FILES:
+        (out / name).unlink(missing_ok=True)
     label_array = None if labels is None else np.asarray(labels)
     written = [save_reconstructions(ae, images, out / "reconstructions.png", labels=label_array, seed=seed)]
     if ae.kind == "denoising":

@@ -6,6 +6,7 @@ state, and the pictures. The checkpoint is also an embedding model: `load_embedd
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -57,7 +58,8 @@ _SPARSE_DECODER_WEIGHT_DECAY = 1e-4
 
 
 class PretrainError(SimSearchError):
-    """A pretraining run cannot start or resume: bad recipe, too few images, a `last/` state of another recipe."""
+    """A pretraining run cannot start, resume or go on: bad recipe, too few images, a `last/` state of another recipe
+    or other data, a loss that diverged."""
 
 
 @dataclass
@@ -116,6 +118,8 @@ class PretrainConfig:
             raise PretrainError("lr and disc_lr must be > 0")
         if self.decoder_weight_decay is not None and self.decoder_weight_decay < 0:
             raise PretrainError(f"decoder_weight_decay must be >= 0, got {self.decoder_weight_decay}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise PretrainError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise PretrainError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_images is not None and self.max_images < 2:
@@ -235,7 +239,11 @@ def _labels(dataset: Any) -> np.ndarray:
 
 @dataclass
 class _Data:
-    """The run's images in memory: uint8 `(N, C, S, S)` and int64 `(N,)` labels for training and validation."""
+    """The run's images in memory: uint8 `(N, C, S, S)` and int64 `(N,)` labels for training and validation.
+
+    `classes` names the training labels (and the CVAE's conditions); `val_classes` the validation labels, which
+    index another class list when `val_data` has its own (empty: unnamed).
+    """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -243,6 +251,7 @@ class _Data:
     val_y: torch.Tensor | None
     classes: list[str]
     num_classes: int
+    val_classes: list[str]
 
 
 def _load_data(config: PretrainConfig, train_data: Any, val_data: Any | None) -> _Data:
@@ -275,9 +284,46 @@ def _load_data(config: PretrainConfig, train_data: Any, val_data: Any | None) ->
         val_y = torch.from_numpy(labels[val_idx])
     classes = [str(c) for c in getattr(train_data, "classes", [])]
     num_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 0)
-    if val_y is not None and len(val_y) and int(val_y.max()) >= num_classes and config.kind == "cvae":
-        raise PretrainError("a cvae validates on the training classes: the validation set has other labels")
-    return _Data(train_x, torch.from_numpy(labels[indices]), val_x, val_y, classes, max(num_classes, 1))
+    val_classes = classes
+    if val_data is not None:
+        val_names = getattr(val_data, "classes", None)
+        if val_names is not None:
+            val_classes = [str(c) for c in val_names]
+        elif config.kind != "cvae":
+            val_classes = []  # unnamed labels: the training names could be anybody's
+    if config.kind == "cvae" and val_y is not None:
+        # The CVAE is conditioned on a training label: validating it on another class list's labels is meaningless.
+        if classes and val_classes and val_classes != classes:
+            raise PretrainError(
+                "a cvae validates on the training classes, and the validation set has other ones: "
+                "give it the training set's class list"
+            )
+        if len(val_y) and int(val_y.max()) >= num_classes:
+            raise PretrainError("a cvae validates on the training classes: the validation set has other labels")
+    return _Data(train_x, torch.from_numpy(labels[indices]), val_x, val_y, classes, max(num_classes, 1), val_classes)
+
+
+def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A digest of every pixel and label: hashing is about 1 GB/s, little next to decoding the images."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(x.contiguous().numpy().data)
+    digest.update(y.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _data_summary(data: _Data) -> dict[str, Any]:
+    """What a run trains and validates on, kept in `last/state.pt`: a resumed run must see the same images, or its
+    epochs would mix two data sets under one history."""
+
+    def part(x: torch.Tensor | None, y: torch.Tensor | None, classes: list[str]) -> dict[str, Any]:
+        if x is None or y is None:
+            return {"images": 0, "shape": [], "classes": [], "content": ""}
+        return {"images": len(x), "shape": list(x.shape[1:]), "classes": classes, "content": _fingerprint(x, y)}
+
+    return {
+        "train": part(data.train_x, data.train_y, data.classes),
+        "val": part(data.val_x, data.val_y, data.val_classes),
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -370,7 +416,7 @@ def _recipe_dict(config: PretrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))  # type: ignore[no-any-return]
 
 
-def _load_state(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
+def _load_state(path: Path, recipe: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     # weights_only: tensors, numbers, strings and containers, never arbitrary pickled objects.
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -383,6 +429,18 @@ def _load_state(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     if changed:
         raise PretrainError(
             f"{path.parent} holds a run with another recipe ({', '.join(changed)} differ): "
+            "use another output folder, or restart to start over"
+        )
+    saved_data = json.loads(state.get("data", "null"))  # absent in states written before it was kept
+    if saved_data is not None and saved_data != data:
+        differ = [
+            f"{part} {key}"
+            for part in ("train", "val")
+            for key in ("images", "shape", "classes", "content")
+            if saved_data.get(part, {}).get(key) != data[part][key]
+        ]
+        raise PretrainError(
+            f"{path.parent} holds a run on other data ({', '.join(differ)} differ): "
             "use another output folder, or restart to start over"
         )
     return state  # type: ignore[no-any-return]
@@ -459,15 +517,17 @@ def pretrain(
 
     Datasets yield `(PIL image or uint8 array, label)` and may carry `labels` `(N,)` and `classes`; the images are
     converted once to `(C, S, S)` in [0, 1] (the checkpoint's own eval transform) and held in memory. Labels only
-    feed the CVAE. Without `val_data`, `config.val_fraction` of the images is held out; without either, the
-    training loss chooses the best epoch.
+    feed the CVAE (whose `val_data` must have the training classes) and the pictures. Without `val_data`,
+    `config.val_fraction` of the images is held out; without either, the training loss chooses the best epoch.
 
     Writes to `out_dir`: `model.safetensors` + `config.json` (the encoder as an embedding model, with "autoencoder",
     "recipe", "metrics" and "classes"), `autoencoder.safetensors` (every weight), `history.json`, `last/state.pt`
-    (from which a later call with the same recipe resumes when `resume`), and `pictures/*.png` when `pictures`.
+    (from which a later call with the same recipe and data resumes when `resume`), and `pictures/*.png` when
+    `pictures` (a restart removes the old ones).
 
     Raises:
-        PretrainError: a bad recipe or data, or a `last/` state written by another recipe.
+        PretrainError: a bad recipe or data, a `last/` state written by another recipe or on other data, or a loss
+            that became NaN or infinite.
     """
     config.check()
     out = Path(out_dir).expanduser()
@@ -480,14 +540,18 @@ def pretrain(
     optimizers = _optimizers(ae, config)
     monitor = _monitor_key(ae.kind)
     recipe = _recipe_dict(config)
+    data_summary = _data_summary(data)
 
     start_epoch, best_epoch, best_value = 0, 0, math.inf
     history: list[dict[str, Any]] = []
     state_path = out / LAST_DIR / STATE_FILE
     if not resume:
         forget_run(out)
+        # The old run's pictures show its model: a restart (maybe of another kind) must not leave them beside new ones.
+        for old in (out / PICTURES_DIR).glob("*.png"):
+            old.unlink(missing_ok=True)
     if resume and state_path.is_file():
-        state = _load_state(state_path, recipe)
+        state = _load_state(state_path, recipe, data_summary)
         try:
             ae.load_state_dict(state["model"])
         except RuntimeError as exc:
@@ -500,6 +564,7 @@ def pretrain(
             history = [h for h in json.loads((out / HISTORY_FILE).read_text()) if h["epoch"] <= start_epoch]
         logger.info("resuming %s after epoch %d", out, start_epoch)
 
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     samples_seen = 0
     n_train = len(data.train_x)
@@ -545,6 +610,11 @@ def pretrain(
             record["val"] = _evaluate(ae, data.val_x, data.val_y, config.batch_size, device, config.seed)
             record["val_loss"] = record["val"]["loss"]
             current = record["val"][monitor]
+        if not math.isfinite(current):
+            # A step can diverge after its own loss was measured: then only the validation (or mean) loss shows it.
+            split = "validation" if "val" in record else "training"
+            what = "pixel error" if monitor == "pixel" else "loss"
+            raise PretrainError(f"the {split} {what} became {current} in epoch {epoch}: lower the learning rate")
         record["monitor"] = current
         history.append(record)
         improved = current < best_value
@@ -579,6 +649,7 @@ def pretrain(
                 "best_epoch": best_epoch,
                 "best_value": best_value,
                 "recipe": json.dumps(recipe, sort_keys=True),
+                "data": json.dumps(data_summary, sort_keys=True),
             },
         )
         if progress is not None:
@@ -608,17 +679,16 @@ def _write_pictures(out: Path, data: _Data, device: torch.device, seed: int) -> 
     """The best checkpoint's pictures for its kind, drawn on validation images (training images without them)."""
     from simsearch.ae_pictures import write_pictures
 
-    x, y = (
-        (data.val_x, data.val_y) if data.val_x is not None and data.val_y is not None else (data.train_x, data.train_y)
-    )
+    if data.val_x is not None and data.val_y is not None:
+        x, y, classes = data.val_x, data.val_y, data.val_classes
+    else:
+        x, y, classes = data.train_x, data.train_y, data.classes
     if len(x) > _PICTURE_IMAGES:
         keep = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(x), _PICTURE_IMAGES, replace=False)))
         x, y = x[keep], y[keep]
     ae = load_autoencoder(out, device=device)
     try:
-        return write_pictures(
-            ae, x.float() / 255.0, y.numpy(), out / PICTURES_DIR, classes=data.classes or None, seed=seed
-        )
+        return write_pictures(ae, x.float() / 255.0, y.numpy(), out / PICTURES_DIR, classes=classes or None, seed=seed)
     except Exception:  # noqa: BLE001 - a picture that fails must not lose a finished run
         logger.warning("could not draw the pictures of %s", out, exc_info=True)
         return []

@@ -215,7 +215,83 @@ def test_bad_recipes_are_refused_before_anything_is_written(fashion, tmp_path: P
         pretrain(_config(channels=2), fashion, tmp_path / "b")
     with pytest.raises(PretrainError, match="unknown option"):
         pretrain(_config(options={"widths": [4]}), fashion, tmp_path / "c")
+    with pytest.raises(PretrainError, match="seed must be an integer >= 0"):
+        pretrain(_config(seed=-1), fashion, tmp_path / "d")
     assert not any(tmp_path.iterdir())
+
+
+def _subset(dataset: ArrayDataset, classes: list[int], n: int = 100) -> ArrayDataset:
+    """Up to `n` images of `classes`, relabelled 0.. in that order and named after them."""
+    keep = np.flatnonzero(np.isin(dataset.labels, classes))[:n]
+    relabel = {c: i for i, c in enumerate(classes)}
+    labels = np.asarray([relabel[int(label)] for label in dataset.labels[keep]], dtype=np.int64)
+    return ArrayDataset(dataset.images[keep].copy(), labels, classes=[dataset.classes[c] for c in classes])
+
+
+def test_a_validation_loss_that_diverges_stops_the_run_with_one_line(fashion, tmp_path: Path) -> None:
+    # One step per epoch: that step's own loss is measured before the huge update, so only validation sees it.
+    config = _config(epochs=1, lr=1e9, batch_size=256, max_images=96)
+    for out in (tmp_path / "fresh", tmp_path / "existing"):
+        if out.name == "existing":
+            out.mkdir()
+        with pytest.raises(
+            PretrainError, match=r"^the validation loss became (nan|inf) in epoch 1: lower the learning rate$"
+        ):
+            pretrain(config, fashion, out, pictures=False)
+        assert not (out / "model.safetensors").exists()
+
+
+def test_resuming_on_other_images_is_refused_but_a_state_without_a_data_summary_resumes(
+    fashion, tmp_path: Path
+) -> None:
+    first = ArrayDataset(fashion.images[:96].copy(), fashion.labels[:96].copy(), classes=fashion.classes)
+    other = ArrayDataset(fashion.images[96:192].copy(), fashion.labels[96:192].copy(), classes=fashion.classes)
+    out = tmp_path / "run"
+    pretrain(_config(epochs=1), first, out, pictures=False)
+    with pytest.raises(PretrainError, match=r"holds a run on other data \(train content, val content differ\)"):
+        pretrain(_config(epochs=2), other, out, pictures=False)
+    # A state written before the data summary was kept resumes as it did.
+    state = _state(out)
+    del state["data"]
+    torch.save(state, out / LAST_DIR / "state.pt")
+    resumed = pretrain(_config(epochs=2), other, out, pictures=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+
+
+def test_pictures_name_the_validation_images_by_the_validation_sets_classes(
+    fashion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simsearch import ae_pictures
+
+    drawn: dict[str, Any] = {}
+
+    def spy(ae: Any, images: torch.Tensor, labels: np.ndarray, out_dir: Path, **kwargs: Any) -> list[Path]:
+        drawn.update(labels=labels, **kwargs)
+        return []
+
+    monkeypatch.setattr(ae_pictures, "write_pictures", spy)
+    train_set, val_set = _subset(fashion, [0, 1, 2, 3, 4]), _subset(fashion, [5, 6, 7, 8, 9])
+    pretrain(_config(epochs=1), train_set, tmp_path / "conv", val_data=val_set)
+    assert drawn["classes"] == val_set.classes
+    assert np.array_equal(drawn["labels"], val_set.labels)
+    # A cvae is conditioned on the training classes: validating it on others would be meaningless.
+    with pytest.raises(PretrainError, match="a cvae validates on the training classes"):
+        pretrain(_config(kind="cvae", epochs=1), train_set, tmp_path / "cvae", val_data=val_set)
+
+
+def test_a_restart_leaves_no_pictures_of_the_old_model(fashion, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (out / PICTURES_DIR).mkdir(parents=True)
+    for name in ("denoising.png", "samples.png"):  # what a denoising or vae run before would have drawn
+        (out / PICTURES_DIR / name).write_bytes(PNG_MAGIC)
+    restarted = pretrain(_config(epochs=1, max_images=64), fashion, out, resume=False, pictures=False)
+    assert restarted.pictures == [] and not any((out / PICTURES_DIR).iterdir())
+    # Drawing without a restart (here: resuming the finished run) removes the files of the set it does not redraw.
+    (out / PICTURES_DIR / "samples.png").write_bytes(PNG_MAGIC)
+    drawn = pretrain(_config(epochs=1, max_images=64), fashion, out)
+    names = ["interpolation.png", "latent.png", "reconstructions.png"]
+    assert sorted(p.name for p in drawn.pictures) == names
+    assert sorted(p.name for p in (out / PICTURES_DIR).iterdir()) == names
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -268,6 +344,17 @@ def test_metric_training_starts_from_the_pretrained_encoder(conv_run, fashion, t
     tuned = load_embedder(tmp_path / "metric")
     assert tuned.arch == "simsearch-ae:conv" and tuned.embed_dim == 4
     assert json.loads((tmp_path / "metric" / "config.json").read_text())["backbone_kwargs"]["code_dim"] == 8
+
+
+@pytest.mark.parametrize("option", [{"in_chans": 1}, {"gem_p": 3.0}])
+def test_timm_options_on_the_pretrained_encoder_are_refused_by_name(conv_run, option: dict[str, Any]) -> None:
+    from simsearch.errors import SimSearchError
+    from simsearch.training import build_embedder
+
+    out, _ = conv_run
+    config = TrainConfig(backbone=str(out), embed_dim=4, device="cpu", backbone_kwargs=option)
+    with pytest.raises(SimSearchError, match=f"takes no backbone option {next(iter(option))}: .* fixed by its pretr"):
+        build_embedder(config)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -375,6 +462,8 @@ def test_pretrain_command_turns_bad_input_into_one_line_errors(fashion, tmp_path
     assert clash.exit_code == 2 and "disagree" in clash.output
     missing = _invoke(["no-such-folder", "--out", tmp_path / "z"])
     assert missing.exit_code == 2 and "fashion-mnist" in missing.output
+    negative = _invoke([folder, "--seed", "-1", "--out", tmp_path / "s", "-q"])
+    assert negative.exit_code == 2 and "--seed" in negative.output and "Traceback" not in negative.output
 
 
 def test_a_shared_set_name_without_the_data_folder_names_the_variable(tmp_path: Path) -> None:
