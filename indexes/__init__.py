@@ -9,6 +9,7 @@ from indexes.tuning import (
     choose_index,
     estimate_memory,
     exact_neighbors_chunked,
+    exact_scorer,
     parse_memory,
 )
 from indexes.vector_index import VectorIndex
@@ -24,6 +25,7 @@ __all__ = [
     "default_search_params",
     "estimate_memory",
     "exact_neighbors_chunked",
+    "exact_scorer",
     "gpu_count",
     "parse_memory",
 ]

@@ -9,7 +9,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from indexes import factory as _factory
 from indexes.errors import IndexLayerError
+from indexes.factory import OPQ_ITERATIONS
 from indexes.vector_index import _ivf_below_transforms, apply_build_settings
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ MIN_SAMPLE = 1_000
 HNSW_M = 32
 #: Candidates refined with SQ8 codes re-rank this many times k PQ-fast-scan hits.
 REFINE_K_FACTOR = 8
-#: OPQ rotation training iterations: faiss's 50 took over 5 minutes for OPQ80 on 8.7k x 1280 vectors on 2 cores.
-OPQ_ITERATIONS = 10
 
 #: From this many inverted lists on, the flat scan of the centroids costs as much as the probed lists (1280-d,
 #: nprobe 16: 4096 centroids read 21 MB per query, the lists ~20 MB), so an HNSW quantizer is a candidate too.
@@ -371,11 +370,48 @@ def exact_neighbors(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray
     return ids
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    """Mean fraction of each query's true top-k (truth (Q, >=k)) present in its found top-k (found (Q, >=k))."""
+# ids (Q, m) -> their exact inner products (Q, m) with each row's query; see `exact_scorer`.
+ExactScores = Callable[[np.ndarray], np.ndarray]
+# Two float32 inner products of one pair of unit vectors, summed in another order, differ by about 1e-7.
+_TIE_TOLERANCE = 1e-5
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int, *, exact_scores: ExactScores | None = None) -> float:
+    """Mean fraction of each query's true top-k (truth (Q, >=k)) present in its found top-k (found (Q, >=k)).
+
+    With `exact_scores` (see `exact_scorer`), a found id whose exact score ties the k-th true one counts as well:
+    copies of one file share one vector, and which copy an index returns at the end of a list is arbitrary, so an
+    exact index would otherwise measure below 1.
+    """
     f, t = np.asarray(found)[:, :k], np.asarray(truth)[:, :k]
-    hits = (f[:, :, None] == t[:, None, :]) & (t[:, None, :] >= 0)
-    return float(hits.any(axis=1).sum(axis=1).mean() / k)
+    hits = ((f[:, :, None] == t[:, None, :]) & (t[:, None, :] >= 0)).any(axis=2)
+    if exact_scores is not None:
+        valid = t >= 0
+        last = np.where(valid.any(axis=1), valid.sum(axis=1) - 1, 0)
+        kth = exact_scores(t[np.arange(len(t)), last][:, None])  # (Q, 1); rows with no truth get -inf
+        hits |= (f >= 0) & (exact_scores(f) >= kth - _TIE_TOLERANCE)
+        hits_per_query = np.minimum(hits.sum(axis=1), valid.sum(axis=1))
+        return float(hits_per_query.mean() / k)
+    return float(hits.sum(axis=1).mean() / k)
+
+
+def exact_scorer(queries: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray]) -> ExactScores:
+    """A function from ids (Q, m) to the exact inner products (Q, m) of row q's query with those ids' vectors
+    (-inf for -1), reading each distinct id's vector once through `vectors_of` (ids (U,) -> (U, d))."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+
+    def scores(ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        valid = ids >= 0
+        out = np.full(ids.shape, -np.inf, dtype=np.float32)
+        if valid.any():
+            unique, inverse = np.unique(ids[valid], return_inverse=True)
+            vectors = np.asarray(vectors_of(unique), dtype=np.float32)
+            rows = np.nonzero(valid)[0]
+            out[valid] = np.einsum("nd,nd->n", q[rows], vectors[inverse])
+        return out
+
+    return scores
 
 
 def single_query_seconds(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -507,6 +543,7 @@ def choose_index(
         if queries.ndim != 2 or queries.shape[1] != d or len(queries) == 0:
             raise IndexLayerError(f"tuning queries must have shape (Q, {d}), got {queries.shape}")
     truth = exact_neighbors(base, queries, k)
+    scores = exact_scorer(queries, lambda ids: base[ids])
     pairs = candidate_factories(n, d, len(base))
     fitting = [(full, small, estimate_memory(full, n, d)) for full, small in pairs]
     fitting = [(f, s, mem) for f, s, mem in fitting if max_memory is None or mem <= max_memory]
@@ -527,7 +564,7 @@ def choose_index(
             break
         for full, small, memory in group:
             measured.extend(
-                _measure_candidate(full, small, memory, base, queries, truth, n, k, target_recall, coarse_cache)
+                _measure_candidate(full, small, memory, base, queries, truth, scores, n, k, target_recall, coarse_cache)
             )
     if not measured:
         raise IndexLayerError(f"no candidate index could be built on the {len(base)}-vector sample")
@@ -571,6 +608,7 @@ def _measure_candidate(
     base: np.ndarray,
     queries: np.ndarray,
     truth: np.ndarray,
+    exact_scores: ExactScores,
     n: int,
     k: int,
     target_recall: float,
@@ -587,7 +625,7 @@ def _measure_candidate(
     for params in param_sweep(small):
         set_params(built.index, params)
         seconds, found = single_query_seconds(built.index, queries, k)
-        recall = recall_at_k(found, truth, k)
+        recall = recall_at_k(found, truth, k, exact_scores=exact_scores)
         t_sample = float(np.median(seconds))
         full_params, t_full = _extrapolate(full, small, params, t_sample, len(base), n, d, coarse_cache)
         row = {
@@ -681,13 +719,15 @@ def exact_neighbors_chunked(
     return np.asarray(heap.I, dtype=np.int64)  # unfilled slots keep faiss's id -1
 
 
-def recall_leaving_out(found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, k: int) -> float:
+def recall_leaving_out(
+    found: np.ndarray, truth: np.ndarray, own: np.ndarray | None, k: int, *, exact_scores: ExactScores | None = None
+) -> float:
     """recall@k of `found` (Q, >=k+1 when `own` is given) after dropping each query's own id from its results."""
     f = np.asarray(found)
     if own is not None:
         keep = f != np.asarray(own)[:, None]
         f = np.stack([row[mask][:k] for row, mask in zip(f, keep, strict=True)])
-    return recall_at_k(f, truth, k)
+    return recall_at_k(f, truth, k, exact_scores=exact_scores)
 
 
 def calibrate(
@@ -700,6 +740,7 @@ def calibrate(
     own: np.ndarray | None = None,
     k: int = 10,
     target_recall: float = TARGET_RECALL,
+    exact_scores: ExactScores | None = None,
 ) -> Calibration:
     """Raise the search parameter of a built full-size index from `start_params` until recall@k reaches the target.
 
@@ -714,6 +755,7 @@ def calibrate(
         queries: (Q, d) query vectors; `truth` (Q, >=k) their exact top-k ids at full size.
         own: (Q,) each query's own id when the queries are stored vectors: dropped from its results (the truth must
             leave it out too, see `exact_neighbors_chunked`).
+        exact_scores: lets ties with the k-th true neighbour count (see `recall_at_k`).
     """
     sweep = _sweep_from(factory, start_params)
     extra = 1 if own is not None else 0
@@ -722,7 +764,7 @@ def calibrate(
     for params in sweep:
         index.set_search_params(params)
         _, found = index.search(queries, k + extra)
-        recall = round(recall_leaving_out(found, truth, own, k), 4)
+        recall = round(recall_leaving_out(found, truth, own, k, exact_scores=exact_scores), 4)
         row = {"search_params": params, "recall_at_10": recall}
         tried.append(row)
         if best is None or recall > best["recall_at_10"]:

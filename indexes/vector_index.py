@@ -19,13 +19,14 @@ import faiss
 import numpy as np
 
 from indexes.errors import IndexLayerError
-from indexes.factory import HNSW_EF_CONSTRUCTION, default_search_params, gpu_count
+from indexes.factory import HNSW_EF_CONSTRUCTION, OPQ_ITERATIONS, default_search_params, gpu_count
 
 logger = logging.getLogger(__name__)
 
 #: Version of the JSON sidecar written next to every index file; a newer one is refused on load.
 SIDECAR_FORMAT = 1
 METRIC = "inner_product"
+_IP = faiss.METRIC_INNER_PRODUCT
 #: faiss GPU k-selection handles k <= 2048; larger k is searched on the CPU master instead.
 GPU_MAX_K = 2048
 
@@ -91,15 +92,17 @@ class VectorIndex:
             raise IndexLayerError(f"index factory must be a non-empty faiss factory string, got {factory!r}")
         _resolve_use_gpu(use_gpu)  # fail before building anything
         try:
-            raw = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+            raw = faiss.index_factory(int(dim), factory, _IP)
         except RuntimeError as exc:
             raise IndexLayerError(f"bad index factory string {factory!r}: {_faiss_reason(exc)}") from exc
         if raw.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexLayerError(f"index factory {factory!r} does not support the inner-product metric")
-        if not isinstance(raw, faiss.IndexIDMap) and _ivf_below_transforms(raw) is None:
-            if "IDMap" in factory:
-                raise IndexLayerError(f"index factory {factory!r}: IDMap must wrap the whole index (put it first)")
-            raw = faiss.IndexIDMap2(raw)  # the wrapper keeps a Python reference to the inner index
+        if not isinstance(raw, faiss.IndexIDMap) and _ivf_below_transforms(raw) is None and "IDMap" in factory:
+            raise IndexLayerError(f"index factory {factory!r}: IDMap must wrap the whole index (put it first)")
+        problem = _transform_problem(raw)
+        if problem:
+            raise IndexLayerError(f"index factory {factory!r}: {problem}; use OPQ or RR at full dimension to rotate")
+        raw = _wrapped(raw)
         apply_build_settings(raw)
         obj = cls(raw, factory=factory, use_gpu=use_gpu)
         defaults = default_search_params(factory)
@@ -114,8 +117,10 @@ class VectorIndex:
     def load(cls, path: str | os.PathLike[str], *, use_gpu: bool | None = None) -> VectorIndex:
         """Read an index written by `save`; its sidecar `<path>.json` restores factory string and search params.
 
-        The index file is the truth for vectors and ids; a stale sidecar (from a crash between the two writes) is
-        tolerated, and a missing or unreadable one only loses the factory string ("") and search params.
+        The index file is the truth for vectors and ids. A sidecar that does not describe this very file (its size
+        or vector count differ: a crash between the two writes of `save`) could name another index type, so it is
+        ignored like a missing or unreadable one: the factory string is then unknown ("") and the search params
+        are the file's own.
 
         Raises:
             IndexLayerError: missing or corrupt index file, wrong metric, no id mapping, or a sidecar format newer
@@ -133,7 +138,9 @@ class VectorIndex:
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexLayerError(f"index file {path} does not use the inner-product metric")
         _native_ids(index, str(path))  # refuse unusable layouts with the file's name in the message
-        meta = _read_sidecar(_sidecar_path(path), dim=int(index.d), ntotal=int(index.ntotal))
+        meta = _read_sidecar(
+            _sidecar_path(path), dim=int(index.d), ntotal=int(index.ntotal), file_bytes=path.stat().st_size
+        )
         factory = meta.get("factory")
         obj = cls(index, factory=factory if isinstance(factory, str) else "", use_gpu=use_gpu)
         params = meta.get("search_params")
@@ -280,6 +287,10 @@ class VectorIndex:
         if params:
             try:
                 space: Any = faiss.ParameterSpace()  # stub wrongly types the string argument as int
+                # faiss applies the items left to right and stops at a bad one: try them on an empty index of the
+                # same type first, so a refused string leaves this index as it was.
+                if self.factory:
+                    space.set_index_parameters(_wrapped(faiss.index_factory(self.dim, self.factory, _IP)), params)
                 space.set_index_parameters(self._index, params)
             except RuntimeError as exc:
                 raise IndexLayerError(
@@ -371,8 +382,8 @@ class VectorIndex:
         """Write the index (always the CPU master) to `path` and its JSON sidecar to `<path>.json`, crash-safely.
 
         Each file goes to a temporary file in the same folder, is fsynced and renamed over the target; the sidecar
-        comes second, so a crash in between leaves the new index with the previous (stale) sidecar, which `load`
-        tolerates.
+        comes second and records the index file's size, so a crash in between leaves the new index beside the
+        previous sidecar, which `load` recognises as stale.
 
         Raises:
             IndexLayerError: the folder does not exist or a write fails.
@@ -389,9 +400,9 @@ class VectorIndex:
             "search_params": self._search_params,
             "faiss_version": faiss.__version__,
         }
-        text = json.dumps(meta, indent=2) + "\n"
         try:
             _atomic_write(path, lambda tmp: faiss.write_index(self._index, tmp))
+            text = json.dumps({**meta, "file_bytes": path.stat().st_size}, indent=2) + "\n"
             _atomic_write(_sidecar_path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         except (OSError, RuntimeError) as exc:
             raise IndexLayerError(f"cannot save index to {path}: {_faiss_reason(exc)}") from exc
@@ -539,6 +550,10 @@ def apply_build_settings(index: faiss.Index) -> None:
             # faiss turns on polysemous training for 8-bit PQ: 80 s on 8.7k x 1280 here, for a code reordering that
             # only its Hamming pre-filter uses, and that filter is off (polysemous_ht = 0).
             cast(Any, node).do_polysemous_training = False
+        if isinstance(node, faiss.IndexPreTransform):
+            for transform in _transforms(node):
+                if isinstance(transform, faiss.OPQMatrix):
+                    transform.niter = OPQ_ITERATIONS  # see factory.py; the tuner measured the index trained so
 
 
 def _walk(index: faiss.Index) -> Iterator[faiss.Index]:
@@ -612,12 +627,46 @@ def _preview(ids: np.ndarray, limit: int = 5) -> str:
     return shown if len(ids) <= limit else f"{shown} (+{len(ids) - limit} more)"
 
 
+def _wrapped(index: Any) -> Any:
+    """`index` in an IndexIDMap2 unless it maps ids itself (an IDMap, or an IVF under transforms only)."""
+    if isinstance(index, faiss.IndexIDMap) or _ivf_below_transforms(index) is not None:
+        return index
+    return faiss.IndexIDMap2(index)  # the wrapper keeps a Python reference to the inner index
+
+
+def _transform_problem(index: Any) -> str | None:
+    """Why a pre-transform of `index` (wrapped in IDMap or not) would make scores other than cosines, or None.
+
+    faiss's PCA and ITQ subtract the data mean, which changes every inner product (a vector no longer scores 1
+    against itself); a transform to fewer dimensions drops part of every vector. OPQ and RR at full dimension only
+    rotate, which keeps inner products.
+    """
+    while isinstance(index, faiss.IndexIDMap):
+        index = faiss.downcast_index(index.index)
+    if not isinstance(index, faiss.IndexPreTransform):
+        return None
+    for transform in _transforms(index):
+        if isinstance(transform, faiss.PCAMatrix | faiss.ITQTransform | faiss.ITQMatrix):
+            kind = "PCA" if isinstance(transform, faiss.PCAMatrix) else "ITQ"
+            return f"a {kind} stage centres the vectors, which breaks cosine scores"
+        if transform.d_out < transform.d_in:
+            return f"a stage maps {transform.d_in} to {transform.d_out} dimensions, which breaks cosine scores"
+    return None
+
+
+def _transforms(index: faiss.IndexPreTransform) -> list[Any]:
+    """The vector transforms of a pre-transform chain, downcast."""
+    chain: Any = index.chain  # a SWIG vector; faiss's stubs call it a list
+    return [faiss.downcast_VectorTransform(chain.at(i)) for i in range(chain.size())]
+
+
 def _sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _read_sidecar(path: Path, *, dim: int, ntotal: int) -> dict[str, Any]:
-    """The sidecar's fields, or {} when it is missing, unreadable or describes another index (warned)."""
+def _read_sidecar(path: Path, *, dim: int, ntotal: int, file_bytes: int) -> dict[str, Any]:
+    """The sidecar's fields, or {} when it is missing, unreadable or describes another index or another state of this
+    one (warned)."""
     if not path.is_file():
         logger.warning("no sidecar %s: factory string and search params unknown", path)
         return {}
@@ -642,10 +691,18 @@ def _read_sidecar(path: Path, *, dim: int, ntotal: int) -> dict[str, Any]:
             meta.get("metric"),
         )
         return {}
-    if meta.get("ntotal") != ntotal:
-        logger.debug(
-            "sidecar %s is stale (ntotal %s, index has %d); the index file wins", path, meta.get("ntotal"), ntotal
+    # Sidecars written before `file_bytes` was kept are checked by their vector count alone.
+    if meta.get("ntotal") != ntotal or meta.get("file_bytes", file_bytes) != file_bytes:
+        logger.warning(
+            "sidecar %s ignored: it describes an earlier save of the index (%s vectors, %s bytes; the file has %d, "
+            "%d): factory string and search params unknown",
+            path,
+            meta.get("ntotal"),
+            meta.get("file_bytes", "?"),
+            ntotal,
+            file_bytes,
         )
+        return {}
     return meta
 
 

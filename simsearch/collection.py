@@ -29,6 +29,7 @@ from indexes import (
     default_search_params,
     estimate_memory,
     exact_neighbors_chunked,
+    exact_scorer,
 )
 from simsearch.errors import CollectionError, ImageError, ModelMismatchError
 from simsearch.images import DEFAULT_MAX_PIXELS, file_sha256, probe_image, scan_folder
@@ -583,6 +584,10 @@ class Collection:
 
     def _save(self) -> None:
         """Write the index file, then the manifest that says which store generation it agrees with."""
+        if not self.index.factory:  # loaded without a valid sidecar: of unknown type, so rebuilt as the manifest says
+            factory, params = _buildable(self.manifest, self.dim)
+            log.info("rebuilding the index as %s from the store", factory)
+            self._use_index(factory, params)
         self._maybe_change_factory()
         self._train_when_possible()
         self.index.save(self.path / VECTORS)
@@ -675,12 +680,15 @@ class Collection:
             self._use_index(choice.factory, choice.search_params)
             return {}
         queries, own, truth = self._calibration_queries()
+        scores = (
+            None if queries is None else exact_scorer(queries, lambda ids: self.store.vectors(ids.tolist(), self.dim))
+        )
         checks: list[Calibration] = []
         for factory, params in options:
             self._use_index(factory, params)
             if not self.index.is_trained or queries is None:
                 return {}  # nothing to measure yet (an IVF waiting for training vectors)
-            check = calibrate(self.index, factory, params, queries, truth, own=own)
+            check = calibrate(self.index, factory, params, queries, truth, own=own, exact_scores=scores)
             log.info("full-size check of %s: %s gives recall@10 %.3f", factory, check.search_params, check.recall_at_10)
             checks.append(check)
             if check.reached:
@@ -957,33 +965,96 @@ def _record(image_id: int, c: _Candidate) -> ImageRecord:
 
 
 def _check_same_model(folder: Path, built: ModelInfo, embedder: Embedder) -> None:
+    """Refuse a model whose vectors would not mix with the collection's.
+
+    A model is its id and weights, and also its preprocessing and output size: a timm tag or a checkpoint's
+    config.json sets the data config without changing either. A checkpoint is its weights, architecture and config,
+    not the name of its folder: a moved or renamed copy is accepted, and its new place replaces the old one in
+    `built` (so in the manifest from the collection's next write), as a weights file's new place does.
+    """
+    from simsearch.models.embedder import data_config_differences
+
     built_tta = built.spec.get("tta")
     # An id is partly a folder name, so the test-time augmentation is compared on its own too.
     tta = "" if built_tta == embedder.tta else f", test-time augmentation {built_tta} not {embedder.tta}"
-    if tta or built.id != embedder.model_id or built.weights_sha256 != embedder.weights_sha256:
+    same_id = (
+        built.id == embedder.model_id
+        or _same_checkpoint_arch(built.spec, embedder.spec)
+        or _hub_name_of(built.spec, embedder.spec)
+    )
+    if tta or not same_id or built.weights_sha256 != embedder.weights_sha256:
         raise ModelMismatchError(
             f"collection {folder} was built with model {built.id} (weights {built.weights_sha256[:12]}), not "
             f"{embedder.model_id} (weights {embedder.weights_sha256[:12]}){tta}: vectors of two models never mix; "
             "use another collection (-c) or the model it was built with"
         )
+    differences = [] if built.dim == embedder.embed_dim else [f"dim {built.dim} not {embedder.embed_dim}"]
+    differences += data_config_differences(built.data_config, embedder.data_config)
+    if differences:
+        raise ModelMismatchError(
+            f"collection {folder} was built with model {built.id} (weights {built.weights_sha256[:12]}), whose "
+            f"preprocessing or size differs now: {', '.join(differences)}: vectors of two models never mix; "
+            "use another collection (-c) or the model it was built with"
+        )
+    if built.id != embedder.model_id or built.spec.get("path") != embedder.spec.get("path"):
+        # A moved checkpoint, or a hub model under its repo name: the manifest keeps what the model is called now.
+        built.id = embedder.model_id
+        built.spec = {**built.spec, **{k: embedder.spec[k] for k in ("name", "path") if k in embedder.spec}}
+
+
+def _hub_name_of(built: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Both specs are timm models and one names a Hugging Face hub repo: earlier versions recorded a hub model under
+    the architecture and tag of its config, so with the same weights the two names are one model."""
+    names = (str(built.get("name", "")), str(spec.get("name", "")))
+    return built.get("kind") == spec.get("kind") == "timm" and any(n.startswith("hf-hub:") for n in names)
+
+
+def _same_checkpoint_arch(built: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Both specs are simsearch checkpoints of one architecture (their ids differ by folder name only)."""
+    return built.get("kind") == spec.get("kind") == "checkpoint" and built.get("name") == spec.get("name")
 
 
 def _load_index(path: Path, manifest: Manifest) -> VectorIndex:
+    """The saved index, or a new empty one of the manifest's type that the next reconcile fills from the store.
+
+    An index whose sidecar is missing or stale (a crash between the two writes of a save) is of unknown type (""): it
+    may be one the manifest does not name (the crash came mid-way through a change of type). A reader searches it as
+    it is; the next save, by a writer or by the repair at open, rebuilds it as the manifest says (`_save`).
+    """
     if path.exists():
         try:
             index = VectorIndex.load(path)
             if index.dim == manifest.model.dim:
+                if not index.factory:
+                    log.warning("index file %s has no valid sidecar: it will be rebuilt from the store", path)
+                    manifest.index.generation = -1  # the repair at open rebuilds it when it can take the lock
                 return index
             log.warning(
                 "index file %s has dimension %d, expected %d: rebuilding it", path, index.dim, manifest.model.dim
             )
         except IndexLayerError as exc:
             log.warning("index file %s is unreadable (%s): rebuilding it from the store", path, exc)
-    index = VectorIndex.create(manifest.model.dim, manifest.index.factory)
-    if manifest.index.search_params:
-        index.set_search_params(manifest.index.search_params)
+    factory, params = _buildable(manifest, manifest.model.dim)
+    index = VectorIndex.create(manifest.model.dim, factory)
+    if params:
+        index.set_search_params(params)
     manifest.index.generation = -1  # force a reconcile: the store is the truth
     return index
+
+
+def _buildable(manifest: Manifest, dim: int) -> tuple[str, str]:
+    """The manifest's index factory and search params, or exact search chosen by the engine when this version no
+    longer builds that factory (e.g. a PCA stage, refused since): a collection must still open."""
+    factory, params = manifest.index.factory, manifest.index.search_params
+    try:
+        VectorIndex.create(dim, factory).set_search_params(params)
+    except IndexLayerError as exc:
+        log.warning(
+            "the collection's index type %r cannot be built (%s): using exact search, chosen by size", factory, exc
+        )
+        manifest.index.auto, manifest.index.tuning = True, None
+        return "Flat", default_search_params("Flat")
+    return factory, params
 
 
 def open_collection(path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Collection:

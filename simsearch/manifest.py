@@ -107,6 +107,35 @@ class Manifest:
         try:
             raw["model"] = ModelInfo(**raw["model"])
             raw["index"] = IndexInfo(**raw["index"])
-            return cls(**raw)
+            manifest = cls(**raw)
         except (KeyError, TypeError) as exc:
             raise CollectionError(f"{path} is damaged: {exc}") from exc
+        problem = _model_problem(manifest.model)
+        if problem:
+            raise CollectionError(f"{path} is damaged: model {problem}")
+        return manifest
+
+
+def _model_problem(model: ModelInfo) -> str | None:
+    """What is wrong with a loaded model entry, or None: caught here, a hand-edited field ends in a traceback later."""
+    for key in ("id", "weights_sha256"):
+        if not isinstance(getattr(model, key), str):
+            return f"{key} must be a string, not {getattr(model, key)!r}"
+    if not isinstance(model.dim, int) or isinstance(model.dim, bool) or model.dim < 1:
+        return f"dim must be a positive integer, not {model.dim!r}"
+    if not isinstance(model.data_config, dict):
+        return f"data_config must be an object, not {model.data_config!r}"
+    spec = model.spec
+    if not isinstance(spec, dict):
+        return f"spec must be an object, not {spec!r}"
+    kind = spec.get("kind")
+    if not isinstance(kind, str) or not kind:
+        return f"spec names no kind: {spec}"
+    # What `load_embedder_from_spec` reads for each kind; a kind it does not know is left to it to refuse.
+    needed = {"timm": ("name",), "package": ("name",), "file": ("name", "path"), "checkpoint": ("path",)}
+    for key in needed.get(kind, ()):
+        if not isinstance(spec.get(key), str) or not spec[key]:
+            return f"spec of kind {kind} has no {key}: {spec}"
+    if spec.get("tta") is not None and not isinstance(spec["tta"], str):
+        return f"spec's tta must be a string, not {spec['tta']!r}"
+    return None

@@ -11,13 +11,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from conftest import REPO, SAMPLE_PHOTOS, SAMPLES, copy_collection, unpack_caltech
 from PIL import Image
 
 import simsearch.collection
-from indexes import IndexChoice
+from indexes import IndexChoice, VectorIndex
 from simsearch import Collection, CollectionError, ModelError, ModelMismatchError, SearchResult, open_collection
 from simsearch.images import file_sha256
 
@@ -617,6 +618,109 @@ def test_a_collection_built_with_hflip_tta_keeps_it_for_queries_and_refuses_vect
         open_collection(path, tta="vflip", device="cpu")
 
 
+def test_the_same_weights_under_a_timm_tag_of_other_preprocessing_are_refused(tmp_path: Path) -> None:
+    import safetensors.torch
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    safetensors.torch.save_file(timm.create_model("mobilenetv4_conv_small", num_classes=0).state_dict(), str(weights))
+    built, other = "mobilenetv4_conv_small.e3600_r256_in1k", "mobilenetv4_conv_small.e1200_r224_in1k"
+    path = tmp_path / "col"
+    Collection.open(path, model=built, weights=weights, create=True, device="cpu").close()
+    # One id (file:mobilenetv4_conv_small) and one weights file, but 224 px instead of 256: other vectors.
+    with pytest.raises(
+        ModelMismatchError,
+        match=r"differs now: input_size \(3, 256, 256\) not \(3, 224, 224\), .*crop_pct 0.95 not 0.875",
+    ):
+        open_collection(path, model=other, weights=weights, device="cpu")
+    with open_collection(path, model=built, weights=weights, device="cpu") as c:
+        assert c.embedder.data_config["input_size"] == (3, 256, 256)
+
+
+def test_a_checkpoint_whose_config_changed_its_preprocessing_is_refused(
+    tiny_model_collection: tuple[Path, Path], tmp_path: Path
+) -> None:
+    path, folder = tiny_model_collection
+    config_path = tmp_path / "tiny-model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["data_config"]["crop_pct"] = 0.5  # same weights, same folder: only the crop changes
+    config_path.write_text(json.dumps(config))
+    with open_collection(path, device="cpu") as c, pytest.raises(ModelMismatchError, match=r"crop_pct 0.95 not 0.5"):
+        c.search(folder / "pizza.jpg", k=1)
+    with pytest.raises(ModelMismatchError, match=r"differs now: crop_pct 0.95 not 0.5"):
+        open_collection(path, model=str(tmp_path / "tiny-model"), device="cpu")
+
+
+def test_a_moved_checkpoint_with_the_same_weights_is_accepted_and_its_new_place_kept(
+    tiny_model_collection: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from simsearch.models import save_checkpoint
+    from simsearch.models.registry import random_embedder
+
+    path, folder = tiny_model_collection
+    moved = tmp_path / "runs" / "renamed"
+    moved.parent.mkdir()
+    (tmp_path / "tiny-model").rename(moved)
+    photo, key = folder / "pizza.jpg", str((folder / "pizza.jpg").resolve())
+    with open_collection(path, device="cpu") as c, pytest.raises(ModelError, match="is gone: if it moved"):
+        c.search(photo, k=1)
+    with open_collection(path, model=str(moved), device="cpu") as c:
+        top = c.search(photo, k=1)[0]
+        assert top.path == key and top.score >= 0.999
+        c.add([photo])  # any write keeps the new place in the manifest
+    model = json.loads((path / "manifest.json").read_text())["model"]
+    assert model["id"] == "checkpoint:renamed" and model["spec"]["path"] == str(moved.resolve())
+    with open_collection(path, device="cpu") as c:
+        assert c.search(photo, k=1)[0].path == key
+    # Another checkpoint of the same architecture and size is still another model.
+    other = save_checkpoint(random_embedder("test_efficientnet", embed_dim=16), tmp_path / "runs" / "other")
+    with pytest.raises(ModelMismatchError, match="built with model checkpoint:renamed"):
+        open_collection(path, model=str(other), device="cpu")
+
+
+def test_a_manifest_data_config_compares_as_preprocessing_not_as_json(tiny_model_collection: tuple[Path, Path]) -> None:
+    path, folder = tiny_model_collection
+    manifest = json.loads((path / "manifest.json").read_text())
+    data_config = manifest["model"]["data_config"]
+    assert data_config.pop("crop_mode") == "center"  # timm's default when absent
+    data_config["mean"] = [m + 1e-12 for m in data_config["mean"]]  # last-digit float noise
+    data_config["input_size"] = [float(s) for s in data_config["input_size"]]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with open_collection(path, device="cpu") as c:
+        assert c.search(folder / "pizza.jpg", k=1)[0].score >= 0.999
+    with open_collection(path, model=str(path.parent / "tiny-model"), device="cpu") as c:
+        assert c.search(folder / "pizza.jpg", k=1)[0].score >= 0.999
+
+
+def test_a_manifest_with_a_model_field_of_the_wrong_type_is_a_collection_error(
+    tiny_model_collection: tuple[Path, Path],
+) -> None:
+    path, _ = tiny_model_collection
+    original = (path / "manifest.json").read_text()
+    damages = {
+        "spec": ("x", "spec must be an object"),
+        "dim": ("16", "dim must be a positive integer"),
+        "data_config": (None, "data_config must be an object"),
+        "id": (3, "id must be a string"),
+    }
+    specs = {
+        "file": ({"kind": "file", "name": "test_resnet"}, "spec of kind file has no path"),
+        "kindless": ({"name": "test_resnet"}, "spec names no kind"),
+        "checkpoint": ({"kind": "checkpoint", "name": "x", "path": 7}, "spec of kind checkpoint has no path"),
+    }
+    for key, value, message in [(k, v, m) for k, (v, m) in damages.items()] + [
+        ("spec", v, m) for v, m in specs.values()
+    ]:
+        manifest = json.loads(original)
+        manifest["model"][key] = value
+        (path / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(CollectionError, match=f"manifest.json is damaged: model {message}") as info:
+            open_collection(path, device="cpu")
+        assert "\n" not in str(info.value)
+
+
 # ---------------------------------------------------------------------------------------------------- opening
 
 
@@ -671,7 +775,7 @@ assert "torch" not in sys.modules  # refused before any model work
         assert len(again) == 46
 
 
-@pytest.mark.parametrize("damage", ["deleted", "garbage", "truncated", "sidecar deleted"])
+@pytest.mark.parametrize("damage", ["deleted", "garbage", "truncated", "sidecar deleted", "sidecar stale"])
 def test_a_missing_or_damaged_index_file_is_rebuilt_from_the_store(
     col: Collection, sample_collection: Path, tmp_path: Path, damage: str
 ) -> None:
@@ -685,11 +789,18 @@ def test_a_missing_or_damaged_index_file_is_rebuilt_from_the_store(
         index_file.write_bytes(os.urandom(4096))
     elif damage == "truncated":
         index_file.write_bytes(index_file.read_bytes()[: index_file.stat().st_size // 2])
-    else:
+    elif damage == "sidecar deleted":
         (path / "vectors.faiss.json").unlink()
+    else:  # a crash between the two files of a change of type: an HNSW graph beside the Flat index's sidecar
+        flat_sidecar = (path / "vectors.faiss.json").read_text()
+        hnsw = VectorIndex.create(col.dim, "HNSW32")
+        hnsw.add(col.store.ids(), col.store.vectors(col.store.ids().tolist(), col.dim))
+        hnsw.save(index_file)
+        (path / "vectors.faiss.json").write_text(flat_sidecar)
 
     with open_collection(path) as c:
         assert len(c.index) == 48
+        assert type(faiss.downcast_index(c.index._index.index)).__name__.startswith("IndexFlat")
         assert_consistent(c)
         after = c.search_vectors(queries, k=10)
         assert [[r.id for r in row] for row in after] == [[r.id for r in row] for row in before]
@@ -697,6 +808,45 @@ def test_a_missing_or_damaged_index_file_is_rebuilt_from_the_store(
         assert c.info()["index_factory"] == "Flat"
     with open_collection(path) as c:  # the rebuilt index was saved: the second open finds it whole
         assert len(c.index) == 48 and c.manifest.index.generation == c.store.generation
+
+
+def test_a_reader_searches_an_index_of_unknown_type_as_it_is_while_a_writer_holds_the_lock(
+    col: Collection, sample_collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale sidecar makes the index's type unknown; a reader that cannot rebuild it (the lock is taken) must still
+    search it, here an IVF that a fresh empty index could not replace until trained. The next writer rebuilds it."""
+    path = copy_collection(sample_collection, tmp_path / "col")
+    with open_collection(path) as c:
+        c.set_index_factory("IVF4,Flat", "nprobe=4")
+    sidecar = path / "vectors.faiss.json"
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "ntotal": meta["ntotal"] - 1, "file_bytes": 1}))
+    queries = col.store.vectors(col.store.ids()[::6].tolist(), col.dim)
+    expected = [[r.id for r in row] for row in col.search_vectors(queries, k=3)]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Collection, "_try_lock", lambda self: False)  # a writer is busy
+        with open_collection(path) as c:
+            assert c.index.is_trained and c.index.factory == ""
+            assert [[r.id for r in row][:1] for row in c.search_vectors(queries, k=3)] == [row[:1] for row in expected]
+    with open_collection(path) as c:
+        assert c.index.factory == "IVF4,Flat" and c.index.search_params == "nprobe=4"
+        assert_consistent(c)
+    assert VectorIndex.load(path / "vectors.faiss").factory == "IVF4,Flat"
+
+
+def test_a_pinned_index_type_this_version_refuses_falls_back_to_the_engines_choice(
+    sample_collection: Path, tmp_path: Path
+) -> None:
+    """An older version built PCA indexes; their collection must still open (and rebuild) rather than fail."""
+    path = copy_collection(sample_collection, tmp_path / "col")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["index"].update(factory="PCA8,Flat", search_params="", auto=False)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "vectors.faiss.json").unlink()
+    with open_collection(path) as c:
+        assert c.info()["index_factory"] == "Flat" and c.info()["index_auto"] is True
+        assert_consistent(c)
 
 
 # ---------------------------------------------------------------------------------------------------- index types

@@ -267,6 +267,8 @@ def test_save_load_round_trip_keeps_ids_results_factory_and_params(factory: str,
 
 
 def test_load_trusts_the_index_file_over_a_stale_or_missing_sidecar(tmp_path: Path) -> None:
+    """A sidecar of an earlier save could name another index type (a crash mid-way through a change of type), so it
+    is not believed: the vectors load, the type is unknown."""
     rng = np.random.default_rng(9)
     x = unit_vectors(rng, 400, 16)
     path = tmp_path / "v.faiss"
@@ -283,8 +285,26 @@ def test_load_trusts_the_index_file_over_a_stale_or_missing_sidecar(tmp_path: Pa
     (tmp_path / "v.faiss.json").unlink()
     bare = VectorIndex.load(path)
 
-    assert len(stale) == 400 and stale.factory == "IVF8,Flat" and stale.search_params == "nprobe=3"
+    assert len(stale) == 400 and stale.factory == "" and stale.search(x[350], 1)[1][0, 0] == 350
     assert len(bare) == 400 and bare.factory == "" and bare.search(x[350], 1)[1][0, 0] == 350
+
+
+def test_a_sidecar_of_another_index_type_with_as_many_vectors_is_not_believed(tmp_path: Path) -> None:
+    x = unit_vectors(np.random.default_rng(13), 300, 16)
+    path = tmp_path / "v.faiss"
+    flat = VectorIndex.create(16, "Flat")
+    flat.add(np.arange(300), x)
+    flat.save(path)
+    flat_sidecar = (tmp_path / "v.faiss.json").read_text()
+    hnsw = VectorIndex.create(16, "HNSW32")
+    hnsw.add(np.arange(300), x)
+    hnsw.save(path)
+    (tmp_path / "v.faiss.json").write_text(flat_sidecar)  # the crash came between the index and the sidecar
+
+    assert VectorIndex.load(path).factory == ""
+    (tmp_path / "v.faiss.json").unlink()
+    hnsw.save(path)
+    assert VectorIndex.load(path).factory == "HNSW32"  # a whole save is believed
 
 
 def test_loading_a_missing_or_corrupt_file_raises(tmp_path: Path) -> None:
@@ -479,3 +499,47 @@ def test_factory_and_param_strings_give_their_list_count_and_probe() -> None:
     assert factory_nlist("HNSW32") is None and factory_nlist("Flat") is None
     assert params_probe("nprobe=16,quantizer_efSearch=64") == 16 and params_probe("efSearch=48") == 48
     assert params_probe("") is None and params_probe("k_factor_rf=4") is None
+
+
+def test_a_centring_or_shrinking_stage_is_refused_because_it_breaks_cosine_scores() -> None:
+    x = unit_vectors(np.random.default_rng(14), 200, 32)
+    for factory in ("PCA32,Flat", "PCAR16,IVF4,Flat", "ITQ32,Flat"):
+        with pytest.raises(IndexLayerError, match="(PCA|ITQ) stage centres the vectors"):
+            VectorIndex.create(32, factory)
+    for factory in ("OPQ4_8,Flat", "RR8,Flat"):
+        with pytest.raises(IndexLayerError, match="maps 32 to 8 dimensions"):
+            VectorIndex.create(32, factory)
+    rotated = VectorIndex.create(32, "RR32,Flat")  # a rotation keeps inner products
+    rotated.add(np.arange(200), x)
+    scores, ids = rotated.search(x[:5], 1)
+    assert ids[:, 0].tolist() == [0, 1, 2, 3, 4] and np.allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+def test_a_refused_search_param_string_leaves_the_index_as_it_was() -> None:
+    """faiss applies a string's items in turn and stops at the bad one: the good ones must not stay applied."""
+    x = unit_vectors(np.random.default_rng(15), 2000, 16)
+    index = VectorIndex.create(16, "IVF64,Flat", use_gpu=False)
+    index.add(np.arange(2000), x)
+    index.set_search_params("nprobe=2")
+    before = index.search(x[:50], 10)
+    with pytest.raises(IndexLayerError, match="efSearch"):
+        index.set_search_params("nprobe=64,efSearch=32")
+    assert index.search_params == "nprobe=2" and faiss.extract_index_ivf(index._index).nprobe == 2
+    after = index.search(x[:50], 10)
+    assert (after[1] == before[1]).all()
+
+
+def test_an_opq_index_trains_its_rotation_for_as_many_iterations_as_the_tuner_measured() -> None:
+    from indexes.factory import OPQ_ITERATIONS
+    from indexes.tuning import build_index
+
+    def opq_iterations(index: object) -> int:
+        node = faiss.downcast_index(index)
+        while not isinstance(node, faiss.IndexPreTransform):
+            node = faiss.downcast_index(node.index)
+        return int(faiss.downcast_VectorTransform(node.chain.at(0)).niter)
+
+    x = unit_vectors(np.random.default_rng(16), 300, 32)
+    measured = build_index("OPQ8,IVF4,PQ8x4", 32, x, x, with_ids=False)
+    built = VectorIndex.create(32, "OPQ8,IVF4,PQ8x4", use_gpu=False)
+    assert opq_iterations(built._index) == opq_iterations(measured.index) == OPQ_ITERATIONS

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from timm.data import ImageNetInfo
 
-from simsearch.errors import ModelError
+from simsearch.errors import ModelError, ModelMismatchError
 from simsearch.models import (
     DEFAULT_MODEL,
     Embedder,
@@ -428,3 +428,118 @@ def test_hflip_tta_averages_each_image_with_its_mirror_in_eval_mode_only(tmp_pat
     with torch.no_grad():  # training ignores it (last: a training forward moves the BatchNorm statistics)
         rebuilt.train()
         torch.testing.assert_close(rebuilt.set_tta(None)(x), rebuilt.set_tta("hflip")(x))
+
+
+def _fake_hf_cache(monkeypatch: pytest.MonkeyPatch, cache: Path, repo: str, seed: int) -> str:
+    """A Hugging Face cache holding `repo` (a tiny timm model written by timm's own save_for_hf), used offline."""
+    import huggingface_hub.constants
+
+    revision = f"{seed:040x}"
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "snapshots" / revision).mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(revision)
+    torch.manual_seed(seed)
+    timm.models.save_for_hf(
+        timm.create_model("test_resnet.r160_in1k", num_classes=10), str(root / "snapshots" / revision)
+    )
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return revision
+
+
+def test_an_hf_hub_model_keeps_its_repo_as_its_name_and_rebuilds_as_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    revision = _fake_hf_cache(monkeypatch, tmp_path / "hub", "someuser/tiny", seed=1)
+    _fake_hf_cache(monkeypatch, tmp_path / "hub", "timm/test_resnet.r160_in1k", seed=2)  # timm's stock weights
+    stock = load_embedder("test_resnet.r160_in1k")
+    for name in ("hf-hub:someuser/tiny", f"hf-hub:someuser/tiny@{revision}", "hf_hub:someuser/tiny"):
+        e = load_embedder(name)
+        expected = name.replace("hf_hub:", "hf-hub:")
+        assert e.model_id == f"timm:{expected}" and e.spec == {"kind": "timm", "name": expected, "path": None}
+        assert e.weights_sha256 != stock.weights_sha256
+        rebuilt = registry.load_embedder_from_spec(e.spec)
+        assert rebuilt.model_id == e.model_id and rebuilt.weights_sha256 == e.weights_sha256
+    assert stock.model_id == "timm:test_resnet.r160_in1k"
+
+
+def test_weights_without_batchnorm_step_counters_load_as_torch_strict_loading_accepts_them(tmp_path: Path) -> None:
+    state = {k: v for k, v in _classifier_state("test_resnet", seed=5).items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "old-export.safetensors"
+    safetensors.torch.save_file(state, str(path))
+    loaded = load_embedder("test_resnet", weights=path).backbone.state_dict()
+    assert any(k.endswith("num_batches_tracked") for k in loaded)
+    assert all(torch.equal(loaded[k], state[k]) for k in state if k in loaded)
+    weight = next(k for k in state if k.endswith(".weight"))
+    safetensors.torch.save_file({k: v for k, v in state.items() if k != weight}, str(path))
+    with pytest.raises(ModelError, match=rf"1 missing \(e.g. {weight}\)"):  # a real weight is still required
+        load_embedder("test_resnet", weights=path)
+
+
+@pytest.mark.parametrize(
+    ("data_config", "message"),
+    [
+        ({"input_size": [3, 28]}, "input_size must be 3 positive integers"),
+        ({"input_size": "abc"}, "input_size must be 3 positive integers"),
+        ({"input_size": [3, 0, 28]}, "input_size must be 3 positive integers"),
+        ({"input_size": [3, 28, 28], "mean": "abc"}, "mean must be 3 numbers"),
+        ({"input_size": [1, 28, 28], "mean": [0.5, 0.5, 0.5]}, "mean must be 1 numbers"),
+        ({"std": [0.5, 0.0, 0.5]}, "std must be positive"),
+        ({"interpolation": "nope"}, "interpolation 'nope' is unknown"),
+        ({"crop_pct": 0}, "crop_pct must be a number > 0"),
+        ({"crop_pct": "0.9"}, "crop_pct must be a number > 0"),
+        ({"crop_mode": "nope"}, "crop_mode 'nope' is unknown"),
+        ({"input_size": [3, 28, 28], "crop_size": 20}, "has unknown keys crop_size"),
+    ],
+)
+def test_a_malformed_data_config_in_a_checkpoint_is_a_one_line_model_error(
+    tmp_path: Path, data_config: dict[str, object], message: str
+) -> None:
+    folder = save_checkpoint(registry.random_embedder("simsearch_conv4", embed_dim=4), tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "data_config": data_config}))
+    with pytest.raises(ModelError, match=f"config.json: data_config {message}") as info:
+        load_embedder(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_a_checkpoint_keeps_a_crop_pct_above_one_as_timm_gives_some_models(tmp_path: Path) -> None:
+    folder = save_checkpoint(registry.random_embedder("simsearch_conv4", embed_dim=4), tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text())
+    config["data_config"]["crop_pct"] = 1.15  # volo_d5_512's, resized to 1.15x the input then centre-cropped
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_embedder(folder).data_config["crop_pct"] == 1.15
+
+
+def test_a_collection_of_a_hub_model_recorded_under_its_timm_name_accepts_the_hub_name_with_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Earlier versions recorded `hf-hub:timm/x` as `timm:x`; with the same weights it is the same model."""
+    from simsearch.collection import _check_same_model, _model_info
+
+    _fake_hf_cache(monkeypatch, tmp_path / "hub", "timm/test_resnet.r160_in1k", seed=2)
+    _fake_hf_cache(monkeypatch, tmp_path / "hub", "someuser/tiny", seed=1)
+    built = _model_info(load_embedder("test_resnet.r160_in1k"))
+    hub = load_embedder("hf-hub:timm/test_resnet.r160_in1k")
+    _check_same_model(tmp_path, built, hub)
+    assert (
+        built.id == "timm:hf-hub:timm/test_resnet.r160_in1k"
+        and built.spec["name"] == "hf-hub:timm/test_resnet.r160_in1k"
+    )
+    with pytest.raises(ModelMismatchError, match="vectors of two models never mix"):
+        _check_same_model(
+            tmp_path, _model_info(load_embedder("test_resnet.r160_in1k")), load_embedder("hf-hub:someuser/tiny")
+        )
+
+
+def test_a_model_spec_missing_a_field_or_a_moved_checkpoint_is_a_model_error(tmp_path: Path) -> None:
+    for spec in ({"kind": "file", "name": "test_resnet"}, {"kind": "checkpoint"}, {"kind": "timm", "name": 3}):
+        with pytest.raises(ModelError, match="model spec .* has no (path|name)$"):
+            registry.load_embedder_from_spec(spec)
+    with pytest.raises(ModelError, match="must be an object"):
+        registry.load_embedder_from_spec("default")  # type: ignore[arg-type]
+    gone = {"kind": "checkpoint", "name": "simsearch_conv4", "path": str(tmp_path / "moved-away")}
+    with pytest.raises(ModelError, match="moved-away is gone: if it moved, name its new place as the model"):
+        registry.load_embedder_from_spec(gone)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexes import IndexLayerError
+from indexes import IndexLayerError, VectorIndex
 from indexes.tuning import (
     _sweep_from,
     build_index,
@@ -16,6 +16,7 @@ from indexes.tuning import (
     estimate_memory,
     exact_neighbors,
     exact_neighbors_chunked,
+    exact_scorer,
     latency_percentiles,
     param_sweep,
     parse_memory,
@@ -63,6 +64,42 @@ def test_recall_at_k_equals_an_explicit_loop() -> None:
     for k in (1, 5, 10):
         loop = np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth, strict=True)])
         assert recall_at_k(found, truth, k) == pytest.approx(loop)
+
+
+def test_recall_with_exact_scores_counts_a_tie_at_the_end_of_the_list_and_matches_a_loop_without_ties() -> None:
+    """Copies of a file share one vector: which copy ends a top-k list is arbitrary, so an exhaustive index must
+    measure 1.0 whichever it returns; without ties the score-aware recall is the plain one."""
+    rng = np.random.default_rng(4)
+    unique = clustered(4, 300, 16)
+    for copies in (1, 3):
+        x = np.repeat(unique, copies, axis=0)
+        ids = rng.permutation(len(x)).astype(np.int64) * 3 + 5  # store ids, not positions
+        position = {int(i): p for p, i in enumerate(ids)}
+        own = np.sort(rng.choice(ids, 60, replace=False))
+        queries = x[[position[int(i)] for i in own]]
+        truth = exact_neighbors_chunked(queries, [(ids, x)], 10, exclude=own)
+        index = VectorIndex.create(16, "IVF4,Flat", use_gpu=False)
+        index.add(ids, x)
+        index.set_search_params("nprobe=4")  # every list: exhaustive
+        _, found = index.search(queries, 11)
+        scores = exact_scorer(queries, lambda wanted, x=x, position=position: x[[position[int(i)] for i in wanted]])
+        assert recall_leaving_out(found, truth, own, 10, exact_scores=scores) == 1.0
+        if copies == 1:
+            assert recall_leaving_out(found, truth, own, 10) == 1.0
+        else:
+            assert recall_leaving_out(found, truth, own, 10) < 1.0  # id matching alone misses the other copies
+        check = calibrate(index, "IVF4,Flat", "nprobe=4", queries, truth, own=own, exact_scores=scores)
+        assert check.reached and check.recall_at_10 == 1.0
+
+    truth = np.stack([rng.permutation(30)[:10] for _ in range(25)])
+    found = np.stack([rng.permutation(30)[:10] for _ in range(25)])
+    found[rng.random((25, 10)) < 0.3] = -1
+    base, queries = clustered(5, 30, 8), clustered(6, 25, 8)
+    truth = np.argsort(-(queries @ base.T), axis=1)[:, :10]
+    scores = exact_scorer(queries, lambda wanted: base[wanted])
+    for k in (1, 5, 10):
+        loop = np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth, strict=True)])
+        assert recall_at_k(found, truth, k, exact_scores=scores) == pytest.approx(loop)
 
 
 def test_exact_neighbors_match_numpy_inner_products() -> None:

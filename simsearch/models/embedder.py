@@ -6,7 +6,8 @@ Also owns the eval-time image transform, which is always derived from the model'
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import timm
@@ -35,6 +36,48 @@ def _normalise_data_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
 
 
+def data_config_differences(built: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """How the preprocessing of two data configs differs, e.g. ["crop_pct 0.95 not 0.875"]; [] when it is the same.
+
+    A manifest keeps a data config through JSON, so lists and tuples, ints and floats and last-digit float noise
+    compare equal; a missing or null key counts as the default that `timm.data.create_transform` applies.
+    """
+    from timm.data.constants import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    defaults: dict[str, Any] = {
+        "input_size": (3, 224, 224),
+        "interpolation": "bilinear",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "crop_pct": DEFAULT_CROP_PCT,
+        "crop_mode": "center",
+    }
+
+    def value(config: Mapping[str, Any], key: str) -> Any:
+        v = config.get(key)
+        return defaults.get(key) if v is None else v
+
+    differences = []
+    for key in [*defaults, *sorted((set(built) | set(now)) - set(defaults))]:
+        a, b = value(built, key), value(now, key)
+        if not _same_config_value(a, b):
+            differences.append(f"{key} {_show_config_value(a)} not {_show_config_value(b)}")
+    return differences
+
+
+def _same_config_value(a: Any, b: Any) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_config_value(x, y) for x, y in zip(a, b, strict=True))
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return bool(a == b)
+
+
+def _show_config_value(v: Any) -> str:
+    return repr(tuple(v)) if isinstance(v, list) else repr(v)
+
+
 def channel_data_config(data_config: dict[str, Any], in_chans: int | None) -> dict[str, Any]:
     """`data_config` for a backbone of `in_chans` input channels (None: leave as is).
 
@@ -59,7 +102,8 @@ class Embedder(nn.Module):
     """Backbone (timm, num_classes=0, global-pooled features) + optional linear projection + L2 normalisation.
 
     Attributes:
-        model_id: Stable identity stored in a collection's manifest, e.g. "default:tf_efficientnet_lite0".
+        model_id: Stable identity stored in a collection's manifest, e.g. "default:tf_efficientnet_lite0"; a
+            checkpoint's names its folder, which a collection does not hold it to (it may move).
         weights_sha256: sha256 of the weights actually loaded.
         data_config: The backbone's preprocessing (input_size, interpolation, mean, std, crop_pct, crop_mode).
         embed_dim: Output dimension.

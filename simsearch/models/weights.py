@@ -264,7 +264,9 @@ def drop_keys(state_dict: Mapping[str, torch.Tensor], prefixes: Iterable[str]) -
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """`model.load_state_dict(strict=True)` with a one-line ModelError naming a few missing/unexpected keys."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
+    # BatchNorm fills in a missing step counter itself (torch's strict load accepts it); it plays no part in eval, and
+    # old torchvision files and many exports leave it out.
+    missing = [k for k in expected if k not in state_dict and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or wrong:
