@@ -51,6 +51,12 @@ def _make_classes(root: Path, n_classes: int, per_class: int, seed: int = 0) -> 
     return root
 
 
+def _truncate(path: Path) -> Path:
+    """Cut an image file to a third: its header still reads, its pixels do not decode."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    return path
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _make_classes(tmp_path_factory.mktemp("classes"), n_classes=6, per_class=6)
@@ -244,8 +250,7 @@ def test_a_truncated_training_image_is_reported_and_stood_in_for_not_fatal(
     from simsearch.models import random_embedder
 
     root = _make_classes(tmp_path / "data", n_classes=4, per_class=3)
-    cut = root / "class01" / "1.png"
-    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])
+    cut = _truncate(root / "class01" / "1.png")
     dataset = ImageFolderDataset(root)
     bad = next(i for i, (path, _) in enumerate(dataset.samples) if path == str(cut))
 
@@ -275,8 +280,7 @@ def test_scoring_leaves_out_a_truncated_image_and_names_it_where_asked_else_rais
     from simsearch.models import random_embedder
 
     root = _make_classes(tmp_path / "data", n_classes=3, per_class=3)
-    cut = root / "class01" / "1.png"
-    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])
+    cut = _truncate(root / "class01" / "1.png")
     dataset = ImageFolderDataset(root)
     embedder = random_embedder(TINY.removeprefix("random:"))
     with pytest.raises(ImageError, match="1.png"):
@@ -300,8 +304,7 @@ def test_a_truncated_image_is_left_out_of_eval_and_validation_and_reported_once(
     from simsearch.models import random_embedder, save_checkpoint
 
     root = _make_classes(tmp_path / "data", n_classes=6, per_class=3)
-    cut = root / "class05" / "2.png"
-    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])
+    cut = _truncate(root / "class05" / "2.png")
     checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
     record_path = tmp_path / "e.json"
     args = ["eval", str(root), "--model", str(checkpoint), "--device", "cpu", "--out", str(record_path)]
