@@ -146,7 +146,7 @@ class VectorIndex:
         params = meta.get("search_params")
         if isinstance(params, str) and params:
             try:
-                obj.set_search_params(params)
+                obj._apply_search_params(params.strip(), try_first=False)
             except IndexLayerError as exc:
                 logger.warning("search params %r from %s not applied: %s", params, _sidecar_path(path), exc)
         return obj
@@ -283,13 +283,17 @@ class VectorIndex:
         """
         if not isinstance(params, str):
             raise IndexLayerError(f"search params must be a string like 'nprobe=16', got {params!r}")
-        params = params.strip()
+        self._apply_search_params(params.strip(), try_first=True)
+
+    def _apply_search_params(self, params: str, *, try_first: bool) -> None:
+        """`set_search_params` without the type check; `try_first=False` for a string this index type took before
+        (its sidecar's), which opening a collection need not try on an empty index again."""
         if params:
             try:
                 space: Any = faiss.ParameterSpace()  # stub wrongly types the string argument as int
                 # faiss applies the items left to right and stops at a bad one: try them on an empty index of the
                 # same type first, so a refused string leaves this index as it was.
-                if self.factory:
+                if try_first and self.factory:
                     space.set_index_parameters(_wrapped(faiss.index_factory(self.dim, self.factory, _IP)), params)
                 space.set_index_parameters(self._index, params)
             except RuntimeError as exc:
