@@ -16,6 +16,7 @@ import torch
 
 from simsearch.autoencoders import AutoEncoder, gaussian_noise
 from simsearch.errors import SimSearchError
+from simsearch.fsio import atomic_path
 
 __all__ = [
     "latent_2d",
@@ -139,9 +140,8 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     out = Path(path).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp, dpi=_DPI, facecolor="white")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white")
     logger.info("wrote %s", out)
     return out
 

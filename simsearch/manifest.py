@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from simsearch.errors import CollectionError
+from simsearch.fsio import atomic_write_json
 
 FORMAT = "simsearch-collection"
 VERSION = 1
@@ -18,39 +17,6 @@ VERSION = 1
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file even after a crash."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared collection should be readable like any file
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)  # the rename itself must survive a power cut, not only the bytes
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only way to read it; done once at import, before any threads of ours run
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -87,7 +53,7 @@ class Manifest:
     version: int = VERSION
 
     def save(self, path: Path) -> None:
-        atomic_write_bytes(path, (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_json(path, asdict(self), sort_keys=True)
 
     @classmethod
     def load(cls, path: Path) -> Manifest:

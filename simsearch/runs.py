@@ -4,14 +4,14 @@ about a run: its seeding, and the layout and crash-safe writes of its output fol
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from simsearch.fsio import atomic_path, atomic_write_json
 
 __all__ = ["HISTORY_FILE", "LAST_DIR", "STATE_FILE", "forget_run", "save_state", "seed_everything", "write_json"]
 
@@ -29,10 +29,8 @@ def seed_everything(seed: int) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write-then-rename: an interruption mid-write leaves the previous file intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Durable write-then-rename: an interruption mid-write leaves the previous file intact."""
+    atomic_write_json(path, data)
 
 
 def _cpu(value: Any) -> Any:
@@ -50,9 +48,8 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     """Write a run's resumable state (tensors moved to the CPU), then rename: an interruption mid-write leaves the
     previous epoch's state intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(_cpu(state), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(_cpu(state), tmp)
 
 
 def forget_run(out: Path) -> None:
