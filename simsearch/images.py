@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import re
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -24,10 +25,12 @@ from simsearch.errors import ImageError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_FILE_BYTES",
     "THUMBNAIL_SIZE",
     "file_sha256",
     "load_image",
     "make_thumbnail",
+    "open_regular_file",
     "probe_image",
     "scan_folder",
 ]
@@ -35,6 +38,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS: int = 100_000_000
+#: No image file read is larger: a bigger one is refused before a byte of it is decoded.
+MAX_FILE_BYTES: int = 1 << 30
 THUMBNAIL_SIZE: int = 256
 
 _HASH_CHUNK = 1 << 20
@@ -125,7 +130,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     buffer = bytearray(_HASH_CHUNK)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as f:
+    with open_regular_file(path) as f:
         while n := f.readinto(buffer):
             digest.update(view[:n])
     return digest.hexdigest()
@@ -237,6 +242,49 @@ def make_thumbnail(img: Image.Image, max_side: int = THUMBNAIL_SIZE, quality: in
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def open_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES) -> IO[bytes]:
+    """Open `path` (after following links) for binary reading, only if it is a regular file of at most `max_bytes`.
+
+    The open itself never blocks: a named pipe, a device such as `/dev/zero` or a socket (directly or behind a link)
+    would hang a reader or feed it endless bytes, so it is refused before a byte is read.
+
+    Raises:
+        ImageError: not a regular file, too large, or unreadable (one-line reason).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ImageError(f"not a file path: {type(path).__name__}")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError as exc:
+        raise ImageError("not a file (a folder)") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError("not a file (a folder)")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"not a regular file ({_file_kind(info.st_mode)})")
+        if info.st_size > max_bytes:
+            raise ImageError(f"file too large: {info.st_size:,} bytes (limit {max_bytes:,})")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
+
+
 @contextmanager
 def _open_source(source: str | os.PathLike | bytes | bytearray | memoryview) -> Iterator[IO[bytes]]:
     """A binary file object for a path or bytes; we own it (and close it), so Pillow never keeps a handle open."""
@@ -245,12 +293,7 @@ def _open_source(source: str | os.PathLike | bytes | bytearray | memoryview) -> 
             raise ImageError("empty file")
         yield io.BytesIO(source)
         return
-    try:
-        f = open(source, "rb")  # noqa: SIM115 - closed in the finally below, after decoding
-    except IsADirectoryError as exc:
-        raise ImageError("not a file (a folder)") from exc
-    except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+    f = open_regular_file(source)
     try:
         if os.fstat(f.fileno()).st_size == 0:
             raise ImageError("empty file")

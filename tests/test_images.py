@@ -453,3 +453,62 @@ def test_make_thumbnail_accepts_other_modes_and_sizes() -> None:
     with Image.open(io.BytesIO(make_thumbnail(rgba, max_side=64, quality=70))) as thumb:
         assert thumb.size == (64, 16)
         assert _close(thumb.getpixel((32, 8)), WHITE, tol=3)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Only regular files are read: a named pipe or a device would hang a reader or feed it endless bytes.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _in_thread_with_timeout(fn, seconds: float = 10.0):
+    """Run `fn` in a daemon thread; a regression that blocks fails the test instead of hanging the suite."""
+    import threading
+
+    outcome: dict[str, object] = {}
+
+    def run():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn} blocked for {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("value")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_a_named_pipe_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    for read in (lambda: load_image(fifo), lambda: probe_image(fifo), lambda: file_sha256(fifo)):
+        with pytest.raises(ImageError, match="not a regular file \\(a named pipe\\)"):
+            _in_thread_with_timeout(read)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero on this system")
+def test_a_link_to_a_device_is_refused(tmp_path):
+    link = tmp_path / "zero.jpg"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ImageError, match="a device"):
+        _in_thread_with_timeout(lambda: load_image(link))
+    with pytest.raises(ImageError, match="a device"):
+        _in_thread_with_timeout(lambda: file_sha256(link))
+
+
+def test_an_int_is_not_read_as_a_file_descriptor():
+    with pytest.raises(ImageError, match="not a file path: int"):
+        load_image(0)  # type: ignore[arg-type]
+
+
+def test_a_file_over_the_byte_limit_is_refused_before_decoding(tmp_path):
+    from simsearch.images import open_regular_file
+
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + b"\0" * 100)
+    with pytest.raises(ImageError, match="file too large: 103 bytes \\(limit 50\\)"):
+        open_regular_file(big, max_bytes=50)

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from simsearch.errors import ImageError, SimSearchError
-from simsearch.images import DEFAULT_MAX_PIXELS, load_image, probe_image, scan_folder
+from simsearch.images import DEFAULT_MAX_PIXELS, load_image, open_regular_file, probe_image, scan_folder
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -399,7 +399,11 @@ def _encode(image: Any, max_side: int | None, image_format: str) -> bytes:
         ImageError: a file or bytes that do not decode to the end (a truncated file's header alone looks fine).
     """
     if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
-        raw = Path(image).read_bytes() if isinstance(image, (str, os.PathLike)) else bytes(image)
+        if isinstance(image, (str, os.PathLike)):
+            with open_regular_file(image) as f:
+                raw = f.read()
+        else:
+            raw = bytes(image)
         # Decoded once to the end, at a reduced scale where the format allows (a JPEG's DCT scaling still reads
         # every byte), so a truncated or corrupt file is caught here and not in the middle of a training epoch.
         decoded = load_image(raw, max_pixels=DEFAULT_MAX_PIXELS, min_side=max_side or _CHECK_SIDE)
