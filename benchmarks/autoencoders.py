@@ -64,8 +64,11 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "mlp": ("mlp", {}, "mlp_epochs"),
     "conv_transposed": ("conv", {"decoder": "transposed"}, "epochs"),
     "conv_upsample": ("conv", {"decoder": "upsample"}, "epochs"),
+    "conv_unpool": ("conv", {"decoder": "unpool"}, "epochs"),
     "vae": ("vae", {"decoder": "upsample"}, "epochs"),
 }
+# The rows of the decoders picture.
+CONV_DECODERS = ("conv_transposed", "conv_upsample", "conv_unpool")
 # The conv autoencoder whose encoder the transfer experiment starts from.
 TRANSFER_MODEL = "conv_upsample"
 
@@ -460,15 +463,16 @@ def draw_pictures(
             )
         )
     big = max(args.codes)
-    if ("conv_transposed", big) in models and ("conv_upsample", big) in models:
+    decoders = [(name.removeprefix("conv_"), models[(name, big)]) for name in CONV_DECODERS if (name, big) in models]
+    if len(decoders) == len(CONV_DECODERS):
         written.append(
             save_decoder_comparison(
-                [("transposed", models[("conv_transposed", big)]), ("upsample", models[("conv_upsample", big)])],
+                decoders,
                 x,
                 folder / f"decoders_code{big}.png",
                 labels=y,
                 seed=args.seed,
-                title=f"Conv decoders, code {big}: transposed conv vs nearest upsample + conv",
+                title=f"Conv decoders, code {big}: transposed conv, nearest upsample + conv, max unpooling + conv",
             )
         )
     for code in sorted({2, mid}):

@@ -40,8 +40,9 @@ def _pretrain_summary(epoch: int, record: dict[str, Any]) -> str:
 @click.option("--arch", type=click.Choice(["conv", "mlp"]), help="Body of denoising, sparse and VAE kinds.")
 @click.option(
     "--decoder",
-    type=click.Choice(["upsample", "transposed"]),
-    help="Conv decoder: upsample + conv (no checkerboard) or transposed conv [default: upsample].",
+    type=click.Choice(["upsample", "transposed", "unpool"]),
+    help="Conv decoder: upsample + conv (no checkerboard), transposed conv, or max unpooling to the encoder's "
+    "pooling positions + conv (conv, denoising, sparse) [default: upsample].",
 )
 @click.option("--noise", type=click.Choice(["gaussian", "mask"]), help="Denoising: the corruption.")
 @click.option("--noise-level", type=click.FloatRange(min=0), help="Denoising: Gaussian sigma or masked fraction.")

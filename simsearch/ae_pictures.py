@@ -308,6 +308,9 @@ def save_interpolation(
     code holds the style and the label the class.
     """
     images = _check_images(images, ae)
+    if not ae.decodes_codes:
+        decoder = ae.options.get("decoder")
+        raise PictureError(f"a {ae.kind} autoencoder with decoder {decoder!r} cannot decode a bare code to interpolate")
     if len(images) < 2:
         raise PictureError("an interpolation needs at least two images")
     rng = np.random.default_rng(seed)
@@ -504,7 +507,8 @@ def write_pictures(
     classes: Sequence[str] | None = None,
     seed: int = 0,
 ) -> list[Path]:
-    """The pictures that apply to `ae.kind` in `out_dir`: reconstructions, latent, interpolation for every kind;
+    """The pictures that apply to `ae.kind` in `out_dir`: reconstructions, latent, interpolation for every kind
+    (but an unpool decoder, which cannot decode a bare code);
     denoising for "denoising"; prior samples for "vae"/"vaegan"; per-class samples for "cvae". The set's files
     already in `out_dir` go first: another kind's denoising.png or samples.png would pass for this model's.
 
@@ -522,7 +526,7 @@ def write_pictures(
         written.append(save_denoising(ae, images, out / "denoising.png", labels=label_array, seed=seed))
     if label_array is not None and len(images) >= 2:
         written.append(save_latent_scatter(ae, images, label_array, out / "latent.png", classes=classes))
-    if len(images) >= 2:
+    if len(images) >= 2 and ae.decodes_codes:
         written.append(save_interpolation(ae, images, out / "interpolation.png", labels=label_array, seed=seed))
     if ae.kind in ("vae", "vaegan"):
         written.append(save_prior_samples(ae, out / "samples.png", seed=seed))

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from simsearch.autoencoders.base import check_choice, check_input_shape, check_int_list, check_unused
-from simsearch.autoencoders.conv import ConvDecoder, ConvFeatures, conv_options
+from simsearch.autoencoders.conv import conv_decoder, conv_features, conv_options
 from simsearch.autoencoders.mlp import DEFAULT_HIDDEN, MLPDecoder, MLPFeatures
 
 ARCHS = ("conv", "mlp")
@@ -39,11 +39,7 @@ def arch_options(
 def build_body(input_shape: Sequence[int], options: dict[str, Any]) -> tuple[nn.Module, int]:
     """The encoder's feature layers and their output width."""
     shape = check_input_shape(input_shape)
-    features: MLPFeatures | ConvFeatures
-    if options["arch"] == "mlp":
-        features = MLPFeatures(shape, options["hidden"])
-    else:
-        features = ConvFeatures(shape, options["channels"])
+    features = MLPFeatures(shape, options["hidden"]) if options["arch"] == "mlp" else conv_features(shape, options)
     return features, features.out_features
 
 
@@ -52,4 +48,4 @@ def build_decoder(input_shape: Sequence[int], options: dict[str, Any], in_dim: i
     shape = check_input_shape(input_shape)
     if options["arch"] == "mlp":
         return MLPDecoder(shape, options["hidden"], in_dim)
-    return ConvDecoder(shape, options["channels"], in_dim, options["decoder"])
+    return conv_decoder(shape, options, in_dim)

@@ -81,7 +81,16 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """`(N, C, H, W)` in [0, 1] -> `(N, code_dim)`."""
-        z = self.code(self.features(x))
+        return self._code(self.features(x))
+
+    def forward_with_switches(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The code and the max-pooling positions of feature layers that record them (`PooledFeatures`), for an
+        unpooling decoder; the code is the one `forward` gives."""
+        features, switches = self.features.forward_with_switches(x)  # type: ignore[operator]
+        return self._code(features), switches
+
+    def _code(self, features: Tensor) -> Tensor:
+        z = self.code(features)
         if self.activation == "relu":
             return F.relu(z)
         if self.activation == "sigmoid":
@@ -145,10 +154,21 @@ class AutoEncoder(nn.Module):
         """Images `(N, C, H, W)` in [0, 1] from codes `(N, code_dim)`."""
         return self.output(self.decode_logits(z, y))
 
+    @property
+    def decodes_codes(self) -> bool:
+        """Whether `decode` takes a bare code. An unpooling decoder also needs the encoder's max-pooling positions,
+        so it reconstructs only through `forward` (no interpolations or prior samples)."""
+        return not getattr(self.decoder, "needs_switches", False)
+
     def forward(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """`recon` `(N, C, H, W)`, `code` `(N, code_dim)` and the decoder's `logits`."""
-        code = self.encode(x, y)
-        logits = self.decode_logits(code, y)
+        if self.decodes_codes:
+            code = self.encode(x, y)
+            logits = self.decode_logits(code, y)
+        else:
+            self.check_images(x)
+            code, switches = self.encoder.forward_with_switches(x)  # type: ignore[operator]
+            logits = self.decoder(code, switches)
         return {"recon": self.output(logits), "code": code, "logits": logits}
 
     def reconstruction_error(self, logits: Tensor, x: Tensor) -> Tensor:

@@ -50,6 +50,11 @@ def vae_options(
 ) -> dict[str, Any]:
     """Resolved options shared by the VAE and the CVAE."""
     options = arch_options(kind, input_shape, arch, hidden, channels, decoder)
+    if options.get("decoder") == "unpool":
+        raise ModelError(
+            f"{kind}: decoder 'unpool' needs the max-pooling positions of an encoded image, so it cannot decode "
+            "prior samples; use upsample or transposed"
+        )
     options["beta"] = check_number("beta", beta)
     options["recon"] = check_choice("recon", recon, RECON_MODES)
     return options
