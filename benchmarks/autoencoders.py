@@ -10,7 +10,9 @@ $SIMSEARCH_DATA.
 Protocol. Every autoencoder trains with `simsearch.pretraining.pretrain` on the same seeded subset of the training
 set (`--images`, of which pretrain holds 10% out for its validation loss, which picks the best epoch); PCA is fitted
 on the full 60k training set. Everything is scored on the full 10k test set, as float images in [0, 1]:
-  1. reconstruction: mean squared error per pixel (a VAE decodes its posterior mean);
+  1. reconstruction: mean squared error per pixel (a VAE decodes its posterior mean). conv_unpool's encoder
+     max-pools instead of striding, and its decoder also gets the positions of the maxima, which pass around the
+     code: its error is not that of the code alone (its retrieval uses the code alone);
   2. retrieval (cosine, exact k-NN): P@1 = the nearest of the 60k training images has the query's class; MAP@R over
      the 10k test images leave-one-out (R = 999), the train gallery's R = 6,000 would cost minutes per model;
   3. transfer: triplet training (batch-hard, P x K batches, no head: the code itself is the embedding) on 1% and 10%
