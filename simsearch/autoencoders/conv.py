@@ -97,6 +97,15 @@ class ConvFeatures(nn.Module):
         return self.layers(x)
 
 
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """A size-keeping 3x3 conv, BatchNorm, ReLU: one stage of the "unpool" encoder and decoder."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
 class PooledFeatures(nn.Module):
     """Stride-1 3x3 convs (BatchNorm, ReLU), each followed by 2x2 max pooling, flattened: the "unpool" encoder.
 
@@ -107,10 +116,7 @@ class PooledFeatures(nn.Module):
     def __init__(self, input_shape: tuple[int, int, int], channels: Sequence[int]) -> None:
         super().__init__()
         widths = [input_shape[0], *channels]
-        self.stages = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True))
-            for width, out in zip(widths[:-1], widths[1:], strict=True)
-        )
+        self.stages = nn.ModuleList(_conv_block(width, out) for width, out in zip(widths[:-1], widths[1:], strict=True))
         self.pool = nn.MaxPool2d(2, ceil_mode=True)
         self.spatial = (encoded_side(input_shape[1], len(channels)), encoded_side(input_shape[2], len(channels)))
         self.out_features = widths[-1] * self.spatial[0] * self.spatial[1]
@@ -182,8 +188,7 @@ class UnpoolDecoder(nn.Module):
         self.fc = _code_to_map(in_dim, widths[0], heights[-1], widths_px[-1])
         self.unpool = nn.MaxUnpool2d(2)
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True))
-            for width, out in zip(widths, widths[1:] + widths[-1:], strict=True)
+            _conv_block(width, out) for width, out in zip(widths, widths[1:] + widths[-1:], strict=True)
         )
         self.head = nn.Conv2d(widths[-1], c, 3, padding=1)
 
@@ -230,7 +235,7 @@ class ConvAutoEncoder(AutoEncoder):
         recon: str = "mse",
     ) -> None:
         """Args:
-        channels: encoder widths, one stride-2 stage each (default: `default_channels(input_shape)`).
+        channels: encoder widths, one halving stage each (default: `default_channels(input_shape)`).
         decoder: "upsample" (nearest + 3x3 conv, no checkerboard), "transposed" (ConvTranspose2d k=4 s=2) or
             "unpool" (max-pooling encoder, MaxUnpool2d at the recorded positions + 3x3 conv).
         recon: "mse" or "bce".
