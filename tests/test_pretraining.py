@@ -61,6 +61,19 @@ def conv_run(fashion: ArrayDataset, tmp_path_factory: pytest.TempPathFactory) ->
     return out, pretrain(_config(batch_size=16, lr=3e-3), fashion, out)
 
 
+@pytest.fixture(scope="module")
+def unpool_run(fashion: ArrayDataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """`simsearch pretrain fashion-mnist --kind conv --decoder unpool` on 400 training images, 3 epochs."""
+    out = tmp_path_factory.mktemp("pretrain") / "unpool"
+    result = _invoke(
+        ["fashion-mnist", "--kind", "conv", "--decoder", "unpool", "--code-dim", "8", "--epochs", "3"]
+        + ["--batch-size", "32", "--lr", "3e-3", "--max-images", "400", "--val-fraction", "0.25"]
+        + ["--option", "channels=[8,16]", "--out", out, "--device", "cpu", "--json", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return safetensors.torch.load_file(str(path))
 
@@ -124,6 +137,29 @@ def test_the_checkpoint_embeds_pil_images_as_unit_vectors_equal_to_the_normalise
     assert vectors.shape == (6, 8)
     assert torch.allclose(vectors.norm(dim=1), torch.ones(6), atol=1e-5)
     assert torch.allclose(vectors, torch.nn.functional.normalize(codes, dim=1), atol=1e-5)
+
+
+def test_the_unpool_decoder_trains_on_real_images_and_its_checkpoint_loads_back(unpool_run) -> None:
+    from simsearch.autoencoders.conv import UnpoolDecoder
+
+    out, record = unpool_run
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    ae = load_autoencoder(out)
+    assert ae.options["decoder"] == "unpool" and isinstance(ae.decoder, UnpoolDecoder)
+    torch.manual_seed(0)
+    untrained = build_autoencoder("conv", (1, 28, 28), 8, decoder="unpool", **SMALL).eval()
+    x = torch.from_numpy(load_fashion_mnist("test").images[:300].copy()).float()[:, None] / 255.0
+    with torch.no_grad():
+        before, after = float(untrained.loss(x)["loss"]), float(ae.loss(x)["loss"])
+    assert after < 0.5 * before, f"test loss {before:.4f} -> {after:.4f}"
+    # The encoder alone embeds: the normalised codes, computed without the pooling positions.
+    with torch.no_grad():
+        vectors, codes = load_embedder(out)(x[:6]), ae.encode(x[:6])
+    assert torch.allclose(vectors, torch.nn.functional.normalize(codes, dim=1), atol=1e-5)
+    # No interpolation picture: the decoder cannot decode a bare code.
+    assert sorted(Path(p).name for p in record["pictures"]) == ["latent.png", "reconstructions.png"]
 
 
 class _Interrupt(Exception):
@@ -308,10 +344,11 @@ def _png_folder(dataset: ArrayDataset, root: Path, per_class: int, classes: int 
     return root
 
 
-def test_index_and_query_commands_take_the_checkpoint_as_model(conv_run, fashion, tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", ["conv_run", "unpool_run"])
+def test_index_and_query_commands_take_the_checkpoint_as_model(run: str, fashion, tmp_path: Path, request) -> None:
     from cli.main import main
 
-    out, _ = conv_run
+    out, _ = request.getfixturevalue(run)
     folder = _png_folder(fashion, tmp_path / "images", per_class=3)
     collection = tmp_path / "col"
     runner = CliRunner()
@@ -325,8 +362,9 @@ def test_index_and_query_commands_take_the_checkpoint_as_model(conv_run, fashion
     assert Path(json.loads(found.stdout)["results"][0]["path"]).resolve() == query.resolve()
 
 
-def test_metric_training_starts_from_the_pretrained_encoder(conv_run, fashion, tmp_path: Path) -> None:
-    out, _ = conv_run
+@pytest.mark.parametrize("run", ["conv_run", "unpool_run"])
+def test_metric_training_starts_from_the_pretrained_encoder(run: str, fashion, tmp_path: Path, request) -> None:
+    out, _ = request.getfixturevalue(run)
     config = TrainConfig(
         backbone=str(out),
         embed_dim=4,
@@ -343,7 +381,9 @@ def test_metric_training_starts_from_the_pretrained_encoder(conv_run, fashion, t
     assert result.epochs_run == 1
     tuned = load_embedder(tmp_path / "metric")
     assert tuned.arch == "simsearch-ae:conv" and tuned.embed_dim == 4
-    assert json.loads((tmp_path / "metric" / "config.json").read_text())["backbone_kwargs"]["code_dim"] == 8
+    backbone_kwargs = json.loads((tmp_path / "metric" / "config.json").read_text())["backbone_kwargs"]
+    assert backbone_kwargs["code_dim"] == 8
+    assert backbone_kwargs["options"] == load_autoencoder(out).options  # e.g. the unpool decoder's pooling encoder
 
 
 @pytest.mark.parametrize("option", [{"in_chans": 1}, {"gem_p": 3.0}])
@@ -462,6 +502,9 @@ def test_pretrain_command_turns_bad_input_into_one_line_errors(fashion, tmp_path
     assert clash.exit_code == 2 and "disagree" in clash.output
     missing = _invoke(["no-such-folder", "--out", tmp_path / "z"])
     assert missing.exit_code == 2 and "fashion-mnist" in missing.output
+    unpool_vae = _invoke([folder, "--kind", "vae", "--decoder", "unpool", "--out", tmp_path / "u", "-q"])
+    assert unpool_vae.exit_code == 1 and "cannot decode prior samples" in unpool_vae.output
+    assert "Traceback" not in unpool_vae.output
     negative = _invoke([folder, "--seed", "-1", "--out", tmp_path / "s", "-q"])
     assert negative.exit_code == 2 and "--seed" in negative.output and "Traceback" not in negative.output
 

@@ -1,5 +1,5 @@
-"""The max-unpooling conv decoder: shapes, the unpooled positions against a plain loop, a short `simsearch pretrain`
-on real Fashion-MNIST images, its checkpoint as a backbone (index, metric training), and the kinds that refuse it."""
+"""The max-unpooling conv decoder: shapes, the unpooled positions against a plain loop, rebuilding, and the kinds that
+take or refuse it. Training it on real images and its checkpoint as a backbone: test_pretraining.py."""
 
 from __future__ import annotations
 
@@ -7,29 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
-import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import DATA
-from PIL import Image
 
 from simsearch.autoencoders import autoencoder_from_config, build_autoencoder, encoder_backbone
 from simsearch.autoencoders.conv import PooledFeatures, UnpoolDecoder
-from simsearch.data import ArrayDataset, DataNotFoundError, load_fashion_mnist
 from simsearch.errors import ModelError
 
 SHAPES = [(1, 28, 28), (1, 105, 105), (3, 64, 64), (1, 11, 13)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these small models gain nothing from more, and the CPU may be shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def unpool_ae(shape: tuple[int, int, int] = (1, 28, 28), code_dim: int = 8, **options: Any):
@@ -134,122 +119,3 @@ def test_variational_kinds_refuse_the_unpool_decoder_with_one_line(kind: str) ->
     with pytest.raises(ModelError, match="cannot decode prior samples") as info:
         build_autoencoder(kind, (1, 28, 28), 4, num_classes=10, decoder="unpool")
     assert "\n" not in str(info.value)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Training on real images through the command, and the checkpoint as a backbone
-# --------------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fashion() -> ArrayDataset:
-    """The first 400 Fashion-MNIST training images."""
-    try:
-        full = load_fashion_mnist("train", root=DATA)
-    except DataNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST not found ({exc}); set SIMSEARCH_DATA to the shared data folder")
-    return ArrayDataset(full.images[:400].copy(), full.labels[:400].copy(), classes=full.classes)
-
-
-def _png_folder(dataset: ArrayDataset, root: Path, per_class: int, classes: int = 4) -> Path:
-    for c in range(classes):
-        folder = root / dataset.classes[c].replace("/", "-")
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in np.flatnonzero(dataset.labels == c)[:per_class]:
-            Image.fromarray(dataset.images[i]).save(folder / f"{i}.png")
-    return root
-
-
-def _pretrain(args: list[Any]) -> Any:
-    from cli.pretrain import pretrain as command
-
-    group = click.Group(commands={"pretrain": command})
-    return CliRunner().invoke(group, ["pretrain", *[str(a) for a in args]], env={"SIMSEARCH_DATA": str(DATA)})
-
-
-@pytest.fixture(scope="module")
-def unpool_run(fashion: ArrayDataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """`simsearch pretrain fashion-mnist --kind conv --decoder unpool` on 400 images, 3 epochs."""
-    out = tmp_path_factory.mktemp("unpool") / "run"
-    result = _pretrain(
-        ["fashion-mnist", "--kind", "conv", "--decoder", "unpool", "--code-dim", "8", "--epochs", "3"]
-        + ["--batch-size", "32", "--lr", "3e-3", "--max-images", "400", "--val-fraction", "0.25"]
-        + ["--option", "channels=[8,16]", "--out", out, "--device", "cpu", "--json", "-q"]
-    )
-    assert result.exit_code == 0, result.output
-    return out, json.loads(result.stdout)
-
-
-def _raw(dataset: ArrayDataset, rows: slice) -> torch.Tensor:
-    return torch.from_numpy(dataset.images[rows].copy()).float()[:, None] / 255.0
-
-
-def test_training_lowers_the_loss_and_the_checkpoint_loads_back_with_its_decoder(unpool_run, fashion) -> None:
-    from simsearch.pretraining import load_autoencoder
-
-    out, record = unpool_run
-    history = json.loads((out / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2, 3]
-    assert history[-1]["val_loss"] < history[0]["val_loss"]
-    ae = load_autoencoder(out)
-    assert ae.options["decoder"] == "unpool" and isinstance(ae.decoder, UnpoolDecoder)
-    torch.manual_seed(0)
-    untrained = unpool_ae(channels=[8, 16]).eval()
-    x = _raw(fashion, slice(0, 300))
-    with torch.no_grad():
-        before, after = float(untrained.loss(x)["loss"]), float(ae.loss(x)["loss"])
-    assert after < 0.5 * before, f"loss {before:.4f} -> {after:.4f}"
-    # No interpolation picture: the decoder cannot decode a bare code.
-    assert sorted(Path(p).name for p in record["pictures"]) == ["latent.png", "reconstructions.png"]
-
-
-def test_the_checkpoint_embeds_with_the_encoder_alone(unpool_run, fashion) -> None:
-    from simsearch.models import load_embedder
-    from simsearch.pretraining import load_autoencoder
-
-    out, _ = unpool_run
-    embedder = load_embedder(out)
-    x = _raw(fashion, slice(0, 6))
-    with torch.no_grad():
-        vectors = embedder(x)
-        codes = load_autoencoder(out).encode(x)
-    assert vectors.shape == (6, 8)
-    assert torch.allclose(vectors, torch.nn.functional.normalize(codes, dim=1), atol=1e-5)
-
-
-def test_index_and_metric_training_take_the_unpool_checkpoint(unpool_run, fashion, tmp_path: Path) -> None:
-    from cli.main import main
-    from simsearch.models import load_embedder
-    from simsearch.training import TrainConfig, train
-
-    out, _ = unpool_run
-    folder = _png_folder(fashion, tmp_path / "images", per_class=3)
-    args = ["index", str(folder), "-c", str(tmp_path / "col"), "--model", str(out), "--device", "cpu"]
-    indexed = CliRunner().invoke(main, [*args, "--workers", "0", "-q", "--json"])
-    assert indexed.exit_code == 0, indexed.output
-    assert json.loads(indexed.stdout)["images"] == 12
-
-    config = TrainConfig(
-        backbone=str(out),
-        embed_dim=4,
-        loss="triplet",
-        epochs=1,
-        p=4,
-        k=2,
-        batches_per_epoch=2,
-        warmup_epochs=0,
-        patience=None,
-        device="cpu",
-    )
-    assert train(config, fashion, None, tmp_path / "metric").epochs_run == 1
-    tuned = load_embedder(tmp_path / "metric")
-    assert tuned.arch == "simsearch-ae:conv" and tuned.embed_dim == 4
-    kwargs = json.loads((tmp_path / "metric" / "config.json").read_text())["backbone_kwargs"]
-    assert kwargs["options"]["decoder"] == "unpool"
-
-
-def test_the_command_refuses_unpool_for_a_vae_in_one_line(fashion, tmp_path: Path) -> None:
-    folder = _png_folder(fashion, tmp_path / "images", per_class=2)
-    result = _pretrain([folder, "--kind", "vae", "--decoder", "unpool", "--out", tmp_path / "v", "-q"])
-    assert result.exit_code == 1 and "Error:" in result.output and "Traceback" not in result.output
-    assert "cannot decode prior samples" in result.output
