@@ -9,6 +9,7 @@ import argparse
 import gc
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,24 +18,15 @@ from typing import Any
 import faiss
 import numpy as np
 
-from benchmarks.suites import BenchmarkError
-from indexes.factory import factory_nlist, params_probe
-from indexes.tuning import (
-    TARGET_RECALL,
-    batch_qps,
-    build_index,
-    choose_index,
-    coarse_centroids,
-    estimate_memory,
-    ivf_nlist,
-    latency_percentiles,
-    param_sweep,
-    recall_at_k,
-    rss_bytes,
-    serialized_bytes,
-    set_params,
-    single_query_seconds,
-)
+from benchmarks.record import rss_bytes
+from benchmarks.suites import BenchmarkError, percentiles_ms
+from indexes.blas import blas_from_small_batches
+from indexes.building import build_index, coarse_centroids
+from indexes.evaluation import recall_at_k
+from indexes.factory import factory_nlist, ivf_nlist
+from indexes.memory import estimate_memory, serialized_bytes
+from indexes.params import param_sweep, params_probe, set_params
+from indexes.tuning import TARGET_RECALL, choose_index, single_query_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +283,7 @@ def measure_factory(
     160k x 1280 took minutes per variant here, and sharing also makes the variants differ only in what they claim to.
     """
     gc.collect()
-    rss0 = rss_bytes()
+    rss0 = rss_bytes(os.getpid())
     train = data.rows(n, train_rows(factory, n), args.seed + 7) if train_rows(factory, n) else None
     nlist = factory_nlist(factory) or 0
     built = build_index(factory, data.d, train, data.chunks(n), centroids=shared.get(nlist))
@@ -308,7 +300,7 @@ def measure_factory(
         "add_s": round(built.add_s, 3),
         "serialized_bytes": serialized_bytes(built.index),
         "estimated_bytes": estimate_memory(factory, n, data.d),
-        "rss_delta_bytes": rss_bytes() - rss0,
+        "rss_delta_bytes": rss_bytes(os.getpid()) - rss0,
     }
     queries = data.queries[: args.queries]
     single = queries[: args.single_queries]
@@ -321,7 +313,9 @@ def measure_factory(
             seconds, _ = single_query_seconds(built.index, single, K)
             suffix = "" if i == 0 else f"_t{threads}"  # the first thread count's keys are unsuffixed
             single_rows[f"qps_1{suffix}"] = round(len(seconds) / float(seconds.sum()), 1)
-            single_rows.update({key + suffix: round(v, 3) for key, v in latency_percentiles(seconds).items()})
+            single_rows.update(
+                {key + suffix: round(v, 3) for key, v in percentiles_ms(seconds, points=(50, 95, 99)).items()}
+            )
         faiss.omp_set_num_threads(args.batch_threads)
         qps_batch, found = batch_qps(built.index, queries, K, args.batch)
         row = {
@@ -337,6 +331,19 @@ def measure_factory(
     del built
     gc.collect()
     return build, rows
+
+
+def batch_qps(index: Any, queries: np.ndarray, k: int, batch: int) -> tuple[float, np.ndarray]:
+    """Queries per second searching `queries` in batches of `batch`, with faiss's BLAS switch set as VectorIndex sets
+    it for a search; also the ids found (Q, k)."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    ids = np.empty((len(q), k), dtype=np.int64)
+    with blas_from_small_batches():
+        t0 = time.perf_counter()
+        for start in range(0, len(q), batch):
+            _, ids[start : start + batch] = index.search(q[start : start + batch], k)
+        seconds = time.perf_counter() - t0
+    return len(q) / max(seconds, 1e-12), ids
 
 
 def measure_size(data: Dataset, n: int, args: argparse.Namespace, bandwidth: float) -> dict[str, Any]:
