@@ -499,6 +499,44 @@ def test_asking_for_a_gpu_without_one_raises() -> None:
         VectorIndex.create(8, use_gpu=True)
 
 
+def test_the_gpu_copy_is_made_lazily_takes_the_params_and_is_dropped_on_each_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The placement logic without a GPU: faiss's cloner is replaced by a CPU clone that counts its calls."""
+    import indexes.placement as placement
+
+    clones: list[int] = []
+
+    def clone(resources: object, device: int, index: faiss.Index) -> faiss.Index:
+        clones.append(int(index.ntotal))
+        return faiss.clone_index(index)
+
+    monkeypatch.setattr(placement, "gpu_count", lambda: 1)
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", clone, raising=False)
+    rng = np.random.default_rng(18)
+    x, q = clustered(rng, 2000, 16), unit_vectors(rng, 20, 16)
+    ids = sparse_ids(rng, 2000)
+    gpu, cpu = VectorIndex.create(16, "IVF16,Flat", use_gpu=True), VectorIndex.create(16, "IVF16,Flat", use_gpu=False)
+    for index in (gpu, cpu):
+        index.add(ids, x)
+    assert gpu.on_gpu and not cpu.on_gpu and not VectorIndex.create(16, "HNSW32", use_gpu=True).on_gpu
+
+    gpu.search(q, 5)
+    gpu.search(q, 5)
+    assert clones == [2000]  # made once, on the first search
+    for index in (gpu, cpu):
+        index.set_search_params("nprobe=1")
+    np.testing.assert_array_equal(gpu.search(q, 5)[1], cpu.search(q, 5)[1])  # the copy took the new params
+    assert clones == [2000]
+    for index in (gpu, cpu):
+        index.remove(ids[:100])
+    np.testing.assert_array_equal(gpu.search(q, 5)[1], cpu.search(q, 5)[1])
+    assert clones == [2000, 1900]  # cloned again after the change, with the params it had
+    gpu.search(q, placement.GPU_MAX_K + 1)
+    assert clones == [2000, 1900]  # k beyond the GPU's reach is searched on the CPU master
+
+
 @pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize(("factory", "params"), [("Flat", ""), ("IVF16,Flat", "nprobe=16")])
