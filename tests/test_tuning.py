@@ -4,6 +4,7 @@ versions faiss's own functions replaced, and the tuner's choice on seeded cluste
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
@@ -274,8 +275,6 @@ def test_ivf_variants_can_share_one_k_means() -> None:
 
 
 def reference_exact_neighbors(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    import faiss
-
     flat = faiss.IndexFlatIP(base.shape[1])
     flat.add(np.ascontiguousarray(base, dtype=np.float32))
     _, ids = flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(base)))
@@ -285,8 +284,6 @@ def reference_exact_neighbors(base: np.ndarray, queries: np.ndarray, k: int) -> 
 def reference_exact_neighbors_chunked(
     queries: np.ndarray, chunks: list[tuple[np.ndarray, np.ndarray]], k: int, exclude: np.ndarray | None = None
 ) -> np.ndarray:
-    import faiss
-
     q = np.ascontiguousarray(queries, dtype=np.float32)
     heap = faiss.ResultHeap(len(q), k, keep_max=True)
     for ids, vectors in chunks:
