@@ -218,7 +218,7 @@ def write_record(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _rss_bytes(pid: int | str) -> int:
+def rss_bytes(pid: int | str) -> int:
     """Resident set size of one process from /proc (0 when it is gone or /proc is absent)."""
     try:
         with open(f"/proc/{pid}/statm") as f:
@@ -274,7 +274,7 @@ class PeakRSS:
 
     def _sample(self, pss: bool = True) -> None:
         pid = os.getpid()
-        self.peak_self = max(self.peak_self, _rss_bytes(pid))
+        self.peak_self = max(self.peak_self, rss_bytes(pid))
         if pss:
             total = _pss_bytes(pid) + sum(_pss_bytes(c) for c in _children(pid))
             self.peak_total = max(self.peak_total, total)

@@ -22,16 +22,8 @@ from cli.common import (
     write_output,
 )
 from cli.progress import BarProgress, EpochBar
-from indexes import IndexLayerError, parse_memory
+from indexes import IndexLayerError, format_bytes, parse_memory
 from simsearch import Collection, open_collection
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n} B"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -188,7 +180,7 @@ def info(collection: Path | None, as_json: bool) -> None:
         ("model", f"{facts['model']} (dim {facts['dim']}, {facts['metric']})"),
         ("weights", facts["weights_sha256"][:16]),
         ("index", index_kind + (f", {facts['search_params']}" if facts["search_params"] else "")),
-        ("on disk", _human_bytes(facts["disk_bytes"])),
+        ("on disk", format_bytes(facts["disk_bytes"])),
         ("updated", facts["updated"]),
     ]
     for name, value in rows:

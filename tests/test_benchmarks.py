@@ -387,3 +387,9 @@ def test_fashion_mnist_benchmark_without_validation_keeps_the_last_epoch(tmp_pat
     assert record["best_epoch"] == 2 and record["best_val"] == {}
     assert "none held out" in record["protocol"] and "last epoch" in record["note"]
     assert 0.0 <= record["p@1"] <= 1.0
+
+
+def test_latency_percentiles_are_in_milliseconds_and_ordered() -> None:
+    stats = suites.percentiles_ms(np.linspace(0.001, 0.1, 101), points=(50, 95, 99))
+    assert stats["p50_ms"] == pytest.approx(50.5) and stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= 100
+    assert stats["min_ms"] == pytest.approx(1.0) and "p99_ms" not in suites.percentiles_ms([0.001, 0.002])

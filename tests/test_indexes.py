@@ -432,8 +432,64 @@ def test_importing_indexes_does_not_import_torch() -> None:
     assert result.returncode == 0, result.stderr
 
 
+class _RecordsBlasThreshold:
+    """A faiss index stand-in that notes faiss's BLAS threshold at each search and searches the real index."""
+
+    def __init__(self, index: object) -> None:
+        self._inner = index
+        self.seen: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.seen.append(int(faiss.cvar.distance_compute_blas_threshold))
+        return self._inner.search(q, k)
+
+
 def test_batched_exhaustive_search_uses_blas_early() -> None:
-    assert faiss.cvar.distance_compute_blas_threshold <= 4096
+    x = unit_vectors(np.random.default_rng(17), 300, 16)
+    index = VectorIndex.create(16, "Flat", use_gpu=False)
+    index.add(np.arange(300), x)
+    expected = index.search(x[:40], 5)
+    recorder = _RecordsBlasThreshold(index._index)
+    index._index = recorder
+    before = faiss.cvar.distance_compute_blas_threshold
+    try:
+        found = index.search(x[:40], 5)
+        faiss.cvar.distance_compute_blas_threshold = 100  # a caller's lower value is kept, and left as it was
+        index.search(x[:40], 5)
+        assert faiss.cvar.distance_compute_blas_threshold == 100
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+    assert recorder.seen[0] <= 4096 and recorder.seen[1] == 100
+    assert faiss.cvar.distance_compute_blas_threshold == before  # restored after the search
+    np.testing.assert_array_equal(found[1], expected[1])
+
+
+def test_importing_indexes_changes_no_faiss_setting() -> None:
+    code = (
+        "import faiss; before = faiss.cvar.distance_compute_blas_threshold; import indexes; "
+        "assert faiss.cvar.distance_compute_blas_threshold == before, before"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_concurrent_searches_share_one_lowering_of_the_blas_threshold() -> None:
+    from indexes.blas import BLAS_THRESHOLD, blas_from_small_batches
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    outer = blas_from_small_batches()
+    outer.__enter__()  # a first search still running ...
+    with blas_from_small_batches():  # ... while a second starts and ends
+        assert faiss.cvar.distance_compute_blas_threshold == BLAS_THRESHOLD
+    assert faiss.cvar.distance_compute_blas_threshold == BLAS_THRESHOLD  # the first still needs it
+    outer.__exit__(None, None, None)
+    assert faiss.cvar.distance_compute_blas_threshold == before
 
 
 @pytest.mark.skipif(gpu_count() > 0, reason="checks the no-GPU answer")
@@ -441,6 +497,44 @@ def test_asking_for_a_gpu_without_one_raises() -> None:
     assert not VectorIndex.create(8).on_gpu
     with pytest.raises(IndexLayerError, match="no GPU"):
         VectorIndex.create(8, use_gpu=True)
+
+
+def test_the_gpu_copy_is_made_lazily_takes_the_params_and_is_dropped_on_each_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The placement logic without a GPU: faiss's cloner is replaced by a CPU clone that counts its calls."""
+    import indexes.placement as placement
+
+    clones: list[int] = []
+
+    def clone(resources: object, device: int, index: faiss.Index) -> faiss.Index:
+        clones.append(int(index.ntotal))
+        return faiss.clone_index(index)
+
+    monkeypatch.setattr(placement, "gpu_count", lambda: 1)
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", clone, raising=False)
+    rng = np.random.default_rng(18)
+    x, q = clustered(rng, 2000, 16), unit_vectors(rng, 20, 16)
+    ids = sparse_ids(rng, 2000)
+    gpu, cpu = VectorIndex.create(16, "IVF16,Flat", use_gpu=True), VectorIndex.create(16, "IVF16,Flat", use_gpu=False)
+    for index in (gpu, cpu):
+        index.add(ids, x)
+    assert gpu.on_gpu and not cpu.on_gpu and not VectorIndex.create(16, "HNSW32", use_gpu=True).on_gpu
+
+    gpu.search(q, 5)
+    gpu.search(q, 5)
+    assert clones == [2000]  # made once, on the first search
+    for index in (gpu, cpu):
+        index.set_search_params("nprobe=1")
+    np.testing.assert_array_equal(gpu.search(q, 5)[1], cpu.search(q, 5)[1])  # the copy took the new params
+    assert clones == [2000]
+    for index in (gpu, cpu):
+        index.remove(ids[:100])
+    np.testing.assert_array_equal(gpu.search(q, 5)[1], cpu.search(q, 5)[1])
+    assert clones == [2000, 1900]  # cloned again after the change, with the params it had
+    gpu.search(q, placement.GPU_MAX_K + 1)
+    assert clones == [2000, 1900]  # k beyond the GPU's reach is searched on the CPU master
 
 
 @pytest.mark.gpu
@@ -493,7 +587,8 @@ def test_an_index_searched_on_the_gpu_saves_and_loads_on_the_cpu(tmp_path: Path)
 
 
 def test_factory_and_param_strings_give_their_list_count_and_probe() -> None:
-    from indexes.factory import factory_nlist, params_probe
+    from indexes.factory import factory_nlist
+    from indexes.params import params_probe
 
     assert factory_nlist("IVF4096_HNSW32,SQ8") == 4096 and factory_nlist("OPQ80,IVF1024,PQ80") == 1024
     assert factory_nlist("HNSW32") is None and factory_nlist("Flat") is None
@@ -530,8 +625,8 @@ def test_a_refused_search_param_string_leaves_the_index_as_it_was() -> None:
 
 
 def test_an_opq_index_trains_its_rotation_for_as_many_iterations_as_the_tuner_measured() -> None:
+    from indexes.building import build_index
     from indexes.factory import OPQ_ITERATIONS
-    from indexes.tuning import build_index
 
     def opq_iterations(index: object) -> int:
         node = faiss.downcast_index(index)

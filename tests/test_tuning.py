@@ -1,30 +1,20 @@
-"""Tests of the measured index choice (indexes.tuning): memory sizes, the memory formulas against built indexes,
-recall against an explicit loop, and the tuner's choice on seeded clustered data, with and without a budget."""
+"""Tests of the measured index choice (indexes.tuning, indexes.calibration) and what it stands on: memory sizes, the
+memory formulas against built indexes, ground truth and recall against explicit loops and against the hand-written
+versions faiss's own functions replaced, and the tuner's choice on seeded clustered data, with and without a budget."""
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
 from indexes import IndexLayerError, VectorIndex
-from indexes.tuning import (
-    _sweep_from,
-    build_index,
-    calibrate,
-    choose_index,
-    coarse_centroids,
-    estimate_memory,
-    exact_neighbors,
-    exact_neighbors_chunked,
-    exact_scorer,
-    latency_percentiles,
-    param_sweep,
-    parse_memory,
-    recall_at_k,
-    recall_leaving_out,
-    serialized_bytes,
-    set_params,
-)
+from indexes.building import build_index, coarse_centroids
+from indexes.calibration import calibrate
+from indexes.evaluation import exact_neighbors, exact_neighbors_chunked, exact_scorer, recall_at_k, recall_leaving_out
+from indexes.memory import estimate_memory, parse_memory, serialized_bytes
+from indexes.params import param_sweep, set_params, sweep_from
+from indexes.tuning import choose_index
 
 
 def clustered(seed: int, n: int, d: int, n_clusters: int = 40, noise: float = 0.6) -> np.ndarray:
@@ -138,11 +128,6 @@ def test_an_unknown_family_has_no_memory_formula() -> None:
         estimate_memory("LSH", 1000, 64)
 
 
-def test_latency_percentiles_are_in_milliseconds_and_ordered() -> None:
-    stats = latency_percentiles(np.linspace(0.001, 0.1, 101))
-    assert stats["p50_ms"] == pytest.approx(50.5) and stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= 100
-
-
 def test_a_small_collection_keeps_flat_without_measuring() -> None:
     choice = choose_index(clustered(0, 2000, 32), 5000, exact_max=10_000)
     assert (choice.factory, choice.measured, choice.candidates_measured, choice.recall_at_10) == (
@@ -216,15 +201,15 @@ def test_recall_leaving_out_drops_the_own_id_before_counting() -> None:
 
 
 def test_the_sweep_starts_at_the_choice_even_off_its_grid() -> None:
-    assert _sweep_from("HNSW32", "efSearch=48") == [
+    assert sweep_from("HNSW32", "efSearch=48") == [
         "efSearch=48",
         "efSearch=64",
         "efSearch=128",
         "efSearch=256",
         "efSearch=512",
     ]
-    assert _sweep_from("IVF64,Flat", "nprobe=16") == ["nprobe=16", "nprobe=32", "nprobe=64"]
-    assert _sweep_from("Flat", "") == [""]
+    assert sweep_from("IVF64,Flat", "nprobe=16") == ["nprobe=16", "nprobe=32", "nprobe=64"]
+    assert sweep_from("Flat", "") == [""]
 
 
 def test_calibration_raises_nprobe_until_the_full_index_reaches_the_target() -> None:
@@ -247,7 +232,7 @@ def test_calibration_raises_nprobe_until_the_full_index_reaches_the_target() -> 
     assert recall_leaving_out(found, truth, own, 10) == pytest.approx(check.recall_at_10, abs=1e-4)
 
     impossible = calibrate(Index(), "IVF64,Flat", "nprobe=1", x[own], truth, own=own, target_recall=1.01)
-    assert not impossible.reached and len(impossible.tried) == len(_sweep_from("IVF64,Flat", "nprobe=1"))
+    assert not impossible.reached and len(impossible.tried) == len(sweep_from("IVF64,Flat", "nprobe=1"))
     assert impossible.recall_at_10 == max(t["recall_at_10"] for t in impossible.tried)
 
 
@@ -281,3 +266,76 @@ def test_ivf_variants_can_share_one_k_means() -> None:
         _, found = again.index.search(x[:50], 10)
         assert recall_at_k(found, exact_neighbors(x, x[:50], 10), 10) >= 0.5, factory
     assert coarse_centroids(build_index("OPQ8,IVF32,PQ8", 32, x, x, opq_iterations=1).index) is None
+
+
+# ------------------------------------------------------------------------------ faiss's own functions against ours
+# The hand-written versions below are what indexes.evaluation held before it called faiss.knn,
+# faiss.contrib.exhaustive_search.knn_ground_truth and faiss.contrib.evaluation.knn_intersection_measure: the same
+# seeded inputs must give the same outputs.
+
+
+def reference_exact_neighbors(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    flat = faiss.IndexFlatIP(base.shape[1])
+    flat.add(np.ascontiguousarray(base, dtype=np.float32))
+    _, ids = flat.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(base)))
+    return ids
+
+
+def reference_exact_neighbors_chunked(
+    queries: np.ndarray, chunks: list[tuple[np.ndarray, np.ndarray]], k: int, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    heap = faiss.ResultHeap(len(q), k, keep_max=True)
+    for ids, vectors in chunks:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            continue
+        scores = q @ np.ascontiguousarray(vectors, dtype=np.float32).T
+        if exclude is not None:
+            scores[np.asarray(exclude)[:, None] == ids[None, :]] = -np.inf
+        take = min(k, len(ids))
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        heap.add_result(np.ascontiguousarray(np.take_along_axis(scores, top, axis=1)), np.ascontiguousarray(ids[top]))
+    heap.finalize()
+    return np.asarray(heap.I, dtype=np.int64)
+
+
+def reference_recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    f, t = np.asarray(found)[:, :k], np.asarray(truth)[:, :k]
+    hits = ((f[:, :, None] == t[:, None, :]) & (t[:, None, :] >= 0)).any(axis=2)
+    return float(hits.sum(axis=1).mean() / k)
+
+
+def test_faiss_knn_gives_the_exact_neighbours_the_flat_index_gave() -> None:
+    for seed, n in ((11, 700), (12, 6)):  # fewer vectors than k too
+        base, queries = clustered(seed, n, 24), clustered(seed + 100, 40, 24)
+        assert np.array_equal(exact_neighbors(base, queries, 10), reference_exact_neighbors(base, queries, 10))
+
+
+@pytest.mark.parametrize("leave_out", [False, True])
+@pytest.mark.parametrize(("n", "chunk"), [(1000, 128), (1000, 1000), (13, 4), (7, 3)])
+def test_knn_ground_truth_gives_the_ids_the_hand_written_chunked_search_gave(
+    n: int, chunk: int, leave_out: bool
+) -> None:
+    """Chunks smaller than k, fewer vectors than k (rows end in -1), ids that are not positions, an empty chunk."""
+    rng = np.random.default_rng(n + chunk)
+    x = clustered(n, n, 16)
+    ids = rng.choice(10**9, size=n, replace=False).astype(np.int64)
+    rows = rng.choice(n, size=min(n, 30), replace=False)
+    exclude = ids[rows] if leave_out else None
+    chunks = [(ids[i : i + chunk], x[i : i + chunk]) for i in range(0, n, chunk)]
+    chunks.insert(1, (ids[:0], x[:0]))
+    got = exact_neighbors_chunked(x[rows], iter(chunks), 10, exclude=exclude)
+    expected = reference_exact_neighbors_chunked(x[rows], chunks, 10, exclude)
+    assert got.shape == expected.shape == (len(rows), 10)
+    assert np.array_equal(got, expected)
+
+
+def test_the_faiss_intersection_measure_gives_the_recall_the_hand_written_count_gave() -> None:
+    rng = np.random.default_rng(21)
+    for q, width, k in ((50, 10, 10), (50, 10, 5), (40, 6, 10), (1, 10, 1)):
+        truth = np.stack([rng.permutation(40)[:width] for _ in range(q)])
+        truth[rng.random(truth.shape) < 0.1] = -1  # padding in the truth never counts
+        found = np.stack([rng.permutation(40)[:10] for _ in range(q)])
+        found[rng.random(found.shape) < 0.3] = -1  # nor padding in the results, even against padding
+        assert recall_at_k(found, truth, k) == pytest.approx(reference_recall_at_k(found, truth, k))

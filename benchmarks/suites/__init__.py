@@ -159,12 +159,11 @@ def class_balanced_rows(labels: np.ndarray, limit: int | None) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
-    """p50, p95, mean and min of durations given in seconds, in milliseconds."""
+def percentiles_ms(seconds: Sequence[float], points: Sequence[int] = (50, 95)) -> dict[str, float]:
+    """Percentiles (`points`, default p50 and p95), mean and min of durations given in seconds, in milliseconds."""
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
     return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
+        **{f"p{p}_ms": float(np.percentile(ms, p)) for p in points},
         "mean_ms": float(ms.mean()),
         "min_ms": float(ms.min()),
     }

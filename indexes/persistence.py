@@ -1,0 +1,133 @@
+"""An index on disk: the faiss file and its JSON sidecar (factory string, search params, and the size and vector
+count of the file it describes), each written crash-safely; reading both back, trusting the index file over a sidecar
+that describes anything else."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faiss
+
+from indexes.errors import IndexLayerError, faiss_reason
+from indexes.ids import native_ids
+
+logger = logging.getLogger(__name__)
+
+#: Version of the JSON sidecar written next to every index file; a newer one is refused on load.
+SIDECAR_FORMAT = 1
+METRIC = "inner_product"
+
+
+def save_index(index: faiss.Index, path: Path, *, factory: str, search_params: str) -> None:
+    """Write `index` to `path` and its sidecar to `<path>.json`, each via a temporary file, fsync and rename; the
+    sidecar comes second and records the index file's size (see `VectorIndex.save`)."""
+    if not path.parent.is_dir():
+        raise IndexLayerError(f"cannot save index to {path}: folder {path.parent} does not exist")
+    meta = {
+        "format": SIDECAR_FORMAT,
+        "factory": factory,
+        "dim": int(index.d),
+        "ntotal": int(index.ntotal),
+        "metric": METRIC,
+        "search_params": search_params,
+        "faiss_version": faiss.__version__,
+    }
+    try:
+        _atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
+        text = json.dumps({**meta, "file_bytes": path.stat().st_size}, indent=2) + "\n"
+        _atomic_write(sidecar_path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    except (OSError, RuntimeError) as exc:
+        raise IndexLayerError(f"cannot save index to {path}: {faiss_reason(exc)}") from exc
+
+
+def read_index(path: Path) -> tuple[faiss.Index, dict[str, Any]]:
+    """The index in `path` and its sidecar's fields ({} when the sidecar does not describe this very file)."""
+    if not path.is_file():
+        raise IndexLayerError(f"no index file at {path}")
+    try:
+        index = faiss.read_index(str(path))
+    except (RuntimeError, MemoryError, ValueError) as exc:
+        raise IndexLayerError(
+            f"cannot read index file {path} (corrupt or not a faiss index): {faiss_reason(exc)}"
+        ) from exc
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise IndexLayerError(f"index file {path} does not use the inner-product metric")
+    native_ids(index, str(path))  # refuse unusable layouts with the file's name in the message
+    meta = _read_sidecar(sidecar_path(path), dim=int(index.d), ntotal=int(index.ntotal), file_bytes=path.stat().st_size)
+    return index, meta
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _read_sidecar(path: Path, *, dim: int, ntotal: int, file_bytes: int) -> dict[str, Any]:
+    """The sidecar's fields, or {} when it is missing, unreadable or describes another index or another state of this
+    one (warned)."""
+    if not path.is_file():
+        logger.warning("no sidecar %s: factory string and search params unknown", path)
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("unreadable sidecar %s ignored: %s", path, exc)
+        return {}
+    if not isinstance(meta, dict):
+        logger.warning("sidecar %s ignored: not a JSON object", path)
+        return {}
+    fmt = meta.get("format")
+    if isinstance(fmt, int) and fmt > SIDECAR_FORMAT:
+        raise IndexLayerError(
+            f"{path} has sidecar format {fmt}, newer than this code reads ({SIDECAR_FORMAT}); upgrade simsearch"
+        )
+    if meta.get("dim") != dim or meta.get("metric") != METRIC:
+        logger.warning(
+            "sidecar %s ignored: it describes another index (dim %s, metric %s)",
+            path,
+            meta.get("dim"),
+            meta.get("metric"),
+        )
+        return {}
+    # Sidecars written before `file_bytes` was kept are checked by their vector count alone.
+    if meta.get("ntotal") != ntotal or meta.get("file_bytes", file_bytes) != file_bytes:
+        logger.warning(
+            "sidecar %s ignored: it describes an earlier save of the index (%s vectors, %s bytes; the file has %d, "
+            "%d): factory string and search params unknown",
+            path,
+            meta.get("ntotal"),
+            meta.get("file_bytes", "?"),
+            ntotal,
+            file_bytes,
+        )
+        return {}
+    return meta
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Write via `write(tmp_name)` to a temp file beside `path`, fsync it, rename it over `path`, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(str(tmp))
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if os.name == "posix":  # make the rename itself durable; directories cannot be opened on Windows
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
