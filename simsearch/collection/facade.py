@@ -15,7 +15,7 @@ import PIL.Image
 
 from indexes import IndexLayerError, VectorIndex
 from simsearch.collection import identity
-from simsearch.collection.index_policy import KEEP, IndexPolicy, Keep
+from simsearch.collection.index_policy import KEEP, IndexPolicy, IndexSettings, Keep
 from simsearch.collection.ingest import IngestRun, Progress, folder_files, listed_files
 from simsearch.collection.layout import (
     MANIFEST,
@@ -297,9 +297,10 @@ class Collection:
         brought in line with them in memory, rebuilt from the stored vectors when its type changes (nothing is
         embedded again). Nothing is written until the next write (`index_folder`, `add`, `remove`) or `save`.
         """
-        self._policy.validate(factory=factory, search_params=search_params, max_memory=max_memory)
+        settings = IndexSettings(factory, search_params, max_memory)
+        self._policy.validate(settings)
         self._begin_write()
-        self._policy.configure(factory=factory, search_params=search_params, max_memory=max_memory)
+        self._policy.configure(settings)
 
     def set_index_factory(self, factory: str | None, search_params: str | None = None) -> None:
         """Pin the FAISS index type, or ``None`` to let the engine choose again, and save (see `configure_index`)."""
@@ -308,7 +309,7 @@ class Collection:
 
     def set_max_memory(self, budget: int | None) -> None:
         """Set (or clear, with ``None``) the index's memory budget in bytes and save (see `configure_index`)."""
-        self._policy.validate(max_memory=budget)
+        self._policy.validate(IndexSettings(max_memory=budget))
         if budget == self.manifest.index.max_memory:
             return
         self.configure_index(max_memory=budget)

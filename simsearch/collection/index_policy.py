@@ -58,6 +58,17 @@ class Keep(enum.Enum):
 KEEP = Keep.KEEP
 
 
+@dataclasses.dataclass(frozen=True)
+class IndexSettings:
+    """A change of index settings. factory: a FAISS factory string to pin (kept verbatim), None to let the engine
+    choose (by size, then by measurement). search_params: applied to the resulting index. max_memory: the budget in
+    bytes that the engine's choices respect, None for none. KEEP leaves a setting as it is."""
+
+    factory: str | None | Literal[Keep.KEEP] = KEEP
+    search_params: str | None = None
+    max_memory: int | None | Literal[Keep.KEEP] = KEEP
+
+
 class IndexPolicy:
     """Owns the collection's `VectorIndex` and the index settings of its manifest (`IndexInfo`)."""
 
@@ -139,14 +150,9 @@ class IndexPolicy:
 
     # -- settings ---------------------------------------------------------------------------------------------------
 
-    def validate(
-        self,
-        *,
-        factory: str | None | Literal[Keep.KEEP] = KEEP,
-        search_params: str | None = None,
-        max_memory: int | None | Literal[Keep.KEEP] = KEEP,
-    ) -> None:
+    def validate(self, settings: IndexSettings) -> None:
         """Refuse settings that no index could follow, before anything is changed or saved."""
+        factory, search_params, max_memory = settings.factory, settings.search_params, settings.max_memory
         if isinstance(factory, str):
             params = search_params if search_params is not None else default_search_params(factory)
             try:
@@ -158,21 +164,11 @@ class IndexPolicy:
         if isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory < 1:
             raise CollectionError(f"the memory budget must be a positive number of bytes, got {max_memory!r}")
 
-    def configure(
-        self,
-        *,
-        factory: str | None | Literal[Keep.KEEP] = KEEP,
-        search_params: str | None = None,
-        max_memory: int | None | Literal[Keep.KEEP] = KEEP,
-    ) -> None:
+    def configure(self, settings: IndexSettings) -> None:
         """Change the index settings and bring the index in line with them in memory; nothing is written (the next
-        `save` writes both). Refused settings leave settings and index as they were.
-
-        factory: a FAISS factory string to pin (kept verbatim), None to let the engine choose (by size, then by
-        measurement), KEEP to leave it. search_params: applied to the resulting index. max_memory: the budget in
-        bytes that the engine's choices respect, None for none, KEEP to leave it.
-        """
-        self.validate(factory=factory, search_params=search_params, max_memory=max_memory)
+        `save` writes both). Refused settings leave settings and index as they were."""
+        self.validate(settings)
+        factory, search_params, max_memory = settings.factory, settings.search_params, settings.max_memory
         info = self.info
         before, index = copy.deepcopy(info), self.index
         if factory is not KEEP:
@@ -188,8 +184,8 @@ class IndexPolicy:
             self._settle()
             if search_params is not None and info.auto:
                 self._become(self.index.factory, search_params)
-            if isinstance(info.max_memory, int):
-                self._check_budget_floor(info.max_memory)
+            if isinstance(max_memory, int):  # a budget kept from before was checked when it was set
+                self._check_budget_floor(max_memory)
         except (CollectionError, IndexLayerError):
             for f in dataclasses.fields(info):
                 setattr(info, f.name, getattr(before, f.name))
