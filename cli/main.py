@@ -24,6 +24,7 @@ from cli.common import (
 from cli.progress import BarProgress, EpochBar
 from indexes import IndexLayerError, format_bytes, parse_memory
 from simsearch import Collection, open_collection
+from simsearch.collection import KEEP
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,10 +96,8 @@ def index(
             raise click.ClickException(f"--max-memory: {exc}") from exc
     progress = BarProgress(enabled=not quiet and sys.stderr.isatty())
     with Collection.open(collection, model=model, weights=weights, device=device, create=True, tta=tta) as col:
-        if budget is not None:
-            col.set_max_memory(budget)
-        if index_factory:
-            col.set_index_factory(index_factory)
+        if index_factory or budget is not None:  # checked now, written once with the run's results
+            col.configure_index(factory=index_factory or KEEP, max_memory=KEEP if budget is None else budget)
         try:
             report = col.index_folder(
                 folder, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress
@@ -169,7 +168,7 @@ def query(image: Path, collection: Path | None, k: int, device: str, html_path: 
 def info(collection: Path | None, as_json: bool) -> None:
     """Describe the collection: model, image count, index type, size on disk."""
     with open_collection(collection) as col:
-        facts = col.info()
+        facts = col.info().as_dict()
     if as_json:
         click.echo(json.dumps(facts, indent=2))
         return

@@ -11,17 +11,19 @@ __version__ = "0.1.0"
 
 from simsearch.collection import (
     Collection,
+    CollectionInfo,
+    ImageRecord,
     IndexReport,
     SearchResult,
     default_collection_path,
     open_collection,
 )
 from simsearch.errors import CollectionError, ImageError, ModelError, ModelMismatchError, SimSearchError
-from simsearch.store import ImageRecord
 
 __all__ = [
     "Collection",
     "CollectionError",
+    "CollectionInfo",
     "ImageError",
     "ImageRecord",
     "IndexReport",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from simsearch.autoencoders import AutoEncoder, gaussian_noise
-from simsearch.errors import SimSearchError
+from simsearch.errors import PictureError
 from simsearch.fsio import atomic_path
 
 __all__ = [
@@ -42,10 +42,6 @@ _SCATTER_CLASSES = 10
 _SCATTER_SIZE = 5.5  # inches, one panel
 # Every file `write_pictures` may draw, whatever the kind.
 _SET_FILES = ("reconstructions.png", "denoising.png", "latent.png", "interpolation.png", "samples.png")
-
-
-class PictureError(SimSearchError):
-    """A picture cannot be drawn: no images, a model that cannot do what the picture shows."""
 
 
 # --------------------------------------------------------------------------------------------------------------------

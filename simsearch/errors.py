@@ -1,10 +1,14 @@
-"""Domain exceptions: the library raises these, the CLI turns them into one-line errors."""
+"""Domain exceptions: the library raises these, the CLI turns them into one-line errors. Every error simsearch raises
+on purpose is defined here (the index layer, `indexes`, keeps its own `IndexLayerError`)."""
 
 from __future__ import annotations
 
 
 class SimSearchError(Exception):
     """Base class of every error that simsearch raises on purpose."""
+
+
+# -- collections ------------------------------------------------------------------------------------------------------
 
 
 class CollectionError(SimSearchError):
@@ -15,9 +19,57 @@ class ModelMismatchError(CollectionError):
     """The collection was built with another model: vectors of two models never mix."""
 
 
+# -- models and images ------------------------------------------------------------------------------------------------
+
+
 class ModelError(SimSearchError):
     """A model could not be built or its weights could not be loaded."""
 
 
 class ImageError(SimSearchError):
     """A file is not a readable image (corrupt, truncated, empty, too large, not an image)."""
+
+
+# -- data sets --------------------------------------------------------------------------------------------------------
+
+
+class DatasetError(SimSearchError):
+    """A dataset is malformed: wrong counts, bad header, empty class list, unknown file format version."""
+
+
+class DataNotFoundError(DatasetError, FileNotFoundError):
+    """A dataset file or folder is missing (a FileNotFoundError too, so plain `except OSError` still catches it)."""
+
+
+# -- training, pretraining and scoring --------------------------------------------------------------------------------
+
+
+class LossError(SimSearchError, ValueError):
+    """A loss was built with bad options or called with a malformed batch.
+
+    Also a ValueError, so callers that only know the standard library can catch it.
+    """
+
+
+class TrainingError(SimSearchError):
+    """A training run cannot start or resume: bad recipe, too few classes, a `last/` state of another recipe."""
+
+
+class PretrainError(SimSearchError):
+    """A pretraining run cannot start, resume or go on: bad recipe, too few images, a `last/` state of another recipe
+    or other data, a loss that diverged."""
+
+
+class EvaluationError(SimSearchError):
+    """A labelled set that cannot be scored: too few images, or labels that do not fit the vectors."""
+
+
+# -- pictures ---------------------------------------------------------------------------------------------------------
+
+
+class PlotError(SimSearchError):
+    """A plot cannot be drawn: no recall@k numbers in a record, an unknown projection, too few points."""
+
+
+class PictureError(SimSearchError):
+    """A picture cannot be drawn: no images, a model that cannot do what the picture shows."""

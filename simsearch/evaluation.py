@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from simsearch.data import ArrayDataset, omniglot_one_shot_runs
-from simsearch.errors import ImageError, SimSearchError
+from simsearch.errors import EvaluationError, ImageError
 from simsearch.metrics import one_shot_accuracy, retrieval_metrics
 from simsearch.models import Embedder, create_transform
 
@@ -39,10 +39,6 @@ logger = logging.getLogger(__name__)
 
 # The k of recall@k that `evaluate` reports (hit rate), as in the deep-metric-learning literature and the eval plot.
 EVAL_KS = (1, 2, 4, 8, 16, 32)
-
-
-class EvaluationError(SimSearchError):
-    """A labelled set that cannot be scored: too few images, or labels that do not fit the vectors."""
 
 
 class TransformedDataset(Dataset):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from simsearch.errors import SimSearchError
+from simsearch.errors import PlotError
 
 __all__ = [
     "PROJECTIONS",
@@ -32,10 +32,6 @@ _MAX_POINTS = {"pca": 6000, "tsne": 1000}
 _LEGEND_CLASSES = 20
 FIGURE_SIZE = (12.0, 5.5)
 FIGURE_DPI = 100
-
-
-class PlotError(SimSearchError):
-    """A plot cannot be drawn: no recall@k numbers in a record, an unknown projection, too few points."""
 
 
 def recall_curve(record: Mapping[str, Any]) -> tuple[list[int], list[float]]:

@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from simsearch.autoencoders import KINDS, AutoEncoder, autoencoder_from_config, build_autoencoder, encoder_backbone
-from simsearch.errors import ModelError, SimSearchError
+from simsearch.errors import ModelError, PretrainError
 from simsearch.models import Embedder, resolve_device, save_checkpoint
 from simsearch.models.registry import AE_BACKBONE_PREFIX, CHECKPOINT_CONFIG, ae_data_config
 from simsearch.runs import HISTORY_FILE, LAST_DIR, STATE_FILE, forget_run, save_state, seed_everything, write_json
@@ -55,11 +55,6 @@ _LARGE_IMAGE_SIDE = 64
 _MAX_MEMORY_BYTES = 4 << 30
 # The L1 sparse code can shrink while the decoder's weights grow to undo it; a little weight decay there stops it.
 _SPARSE_DECODER_WEIGHT_DECAY = 1e-4
-
-
-class PretrainError(SimSearchError):
-    """A pretraining run cannot start, resume or go on: bad recipe, too few images, a `last/` state of another recipe
-    or other data, a loss that diverged."""
 
 
 @dataclass

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from simsearch.autoencoders import EncoderBackbone
 from simsearch.data import PKSampler, SiamesePairs
-from simsearch.errors import SimSearchError
+from simsearch.errors import TrainingError
 from simsearch.evaluation import TransformedDataset, autocast, embed_dataset
 from simsearch.losses import MetricLoss, PairLoss, create_loss, is_pair_loss, list_losses, loss_has_parameters
 from simsearch.metrics import retrieval_metrics
@@ -73,10 +73,6 @@ SAMPLERS = ("pk", "pairs")
 AUGMENT_OPTIONS = frozenset(
     {"scale", "ratio", "hflip", "vflip", "color_jitter", "auto_augment", "re_prob", "re_mode", "re_count"}
 )
-
-
-class TrainingError(SimSearchError):
-    """A training run cannot start or resume: bad recipe, too few classes, a `last/` state of another recipe."""
 
 
 @dataclass

@@ -405,3 +405,29 @@ def test_max_memory_is_recorded_for_later_runs(indexed: tuple[Path, Path, Result
     assert json.loads((col / "manifest.json").read_text())["index"]["max_memory"] == 512 * 1024**2
     ok(run("index", indexed[1], "-c", col, "--workers", "0", "-q"))  # a run without the option keeps it
     assert json.loads((col / "manifest.json").read_text())["index"]["max_memory"] == 512 * 1024**2
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "why"),
+    [("--max-memory", "1K", "too small"), ("--index-factory", "garbage", "bad index factory 'garbage'")],
+)
+def test_index_settings_no_index_can_follow_are_refused_before_anything_is_kept(
+    indexed: tuple[Path, Path, Result], tmp_path: Path, option: str, value: str, why: str
+) -> None:
+    """`--max-memory 1K` once left a new collection that no later command could open."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(SAMPLE_PHOTOS / "watch" / "image_0001.jpg", photos / "watch.jpg")
+    new = tmp_path / "new"
+    message = one_line_error(run("index", photos, "-c", new, option, value, "--workers", "0", "-q"))
+    assert why in message
+    assert not new.exists(), "a failed first run leaves no collection behind"
+    ok(run("index", photos, "-c", new, "--workers", "0", "-q"))
+    assert json.loads(ok(run("info", "-c", new, "--json")).stdout)["images"] == 1
+
+    existing = copy_collection(indexed[0], tmp_path / "col")
+    manifest = (existing / "manifest.json").read_bytes()
+    one_line_error(run("index", indexed[1], "-c", existing, option, value, "--workers", "0", "-q"))
+    assert (existing / "manifest.json").read_bytes() == manifest, "nothing was kept"
+    facts = json.loads(ok(run("info", "-c", existing, "--json")).stdout)
+    assert facts["images"] == 12 and facts["index_max_memory"] is None and facts["index_factory"] == "Flat"

@@ -21,7 +21,7 @@ import pytest
 from conftest import SAMPLE_PHOTOS, copy_collection
 
 from simsearch import Collection, CollectionError, open_collection
-from simsearch.store import Store
+from simsearch.collection.store import Store
 
 SCRIPT = Path(sys.executable).parent / "simsearch"
 POLL_S = 0.005

@@ -64,7 +64,7 @@ from click.testing import CliRunner
 from cli.main import main
 
 with simsearch.open_collection({path!r}) as col:
-    assert col.info()["images"] == 48
+    assert col.info().images == 48
     hit = col.search_vectors(col.store.vectors([3], col.dim)[0], k=1)[0]
     assert hit.id == 3, hit
     assert [r.id for r in col.remove([3])] == [3]

@@ -517,21 +517,26 @@ def test_a_collection_of_a_hub_model_recorded_under_its_timm_name_accepts_the_hu
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Earlier versions recorded `hf-hub:timm/x` as `timm:x`; with the same weights it is the same model."""
-    from simsearch.collection import _check_same_model, _model_info
+    import dataclasses
+
+    from simsearch.collection.identity import check_same_model, model_info
+    from simsearch.collection.manifest import ModelInfo
+
+    def recorded_by_format_1(name: str) -> ModelInfo:
+        """The model entry of a format-1 manifest of a timm model, as the upgrade to format 2 marks it."""
+        return dataclasses.replace(model_info(load_embedder(name)), hub_name_unknown=True)
 
     _fake_hf_cache(monkeypatch, tmp_path / "hub", "timm/test_resnet.r160_in1k", seed=2)
     _fake_hf_cache(monkeypatch, tmp_path / "hub", "someuser/tiny", seed=1)
-    built = _model_info(load_embedder("test_resnet.r160_in1k"))
+    built = recorded_by_format_1("test_resnet.r160_in1k")
     hub = load_embedder("hf-hub:timm/test_resnet.r160_in1k")
-    _check_same_model(tmp_path, built, hub)
+    check_same_model(tmp_path, built, hub)
     assert (
         built.id == "timm:hf-hub:timm/test_resnet.r160_in1k"
         and built.spec["name"] == "hf-hub:timm/test_resnet.r160_in1k"
     )
     with pytest.raises(ModelMismatchError, match="vectors of two models never mix"):
-        _check_same_model(
-            tmp_path, _model_info(load_embedder("test_resnet.r160_in1k")), load_embedder("hf-hub:someuser/tiny")
-        )
+        check_same_model(tmp_path, recorded_by_format_1("test_resnet.r160_in1k"), load_embedder("hf-hub:someuser/tiny"))
 
 
 def test_a_model_spec_missing_a_field_or_a_moved_checkpoint_is_a_model_error(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import simsearch.store
+import simsearch.collection.store
+from simsearch.collection.store import ImageRecord, Store
 from simsearch.errors import CollectionError
-from simsearch.store import ImageRecord, Store
 
 DIM = 16
 
@@ -179,7 +179,7 @@ def test_a_batch_that_raises_inside_with_commits_nothing(store: Store) -> None:
 
 
 def test_a_batch_bigger_than_the_map_grows_it_and_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(simsearch.store, "_INITIAL_MAP_SIZE", 64 * 1024)
+    monkeypatch.setattr(simsearch.collection.store, "_INITIAL_MAP_SIZE", 64 * 1024)
     rng = np.random.default_rng(5)
     vectors = rng.standard_normal((200, 1280)).astype(np.float32)  # 1 MB of vectors in one transaction
     store = Store(tmp_path / "store.lmdb")

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from simsearch.errors import ImageError, SimSearchError
+from simsearch.errors import DataNotFoundError, DatasetError, ImageError
 from simsearch.images import DEFAULT_MAX_PIXELS, load_image, open_regular_file, probe_image, scan_folder
 
 __all__ = [
@@ -49,14 +49,6 @@ Transform = Callable[[Image.Image], Any]
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
-
-
-class DatasetError(SimSearchError):
-    """A dataset is malformed: wrong counts, bad header, empty class list, unknown file format version."""
-
-
-class DataNotFoundError(DatasetError, FileNotFoundError):
-    """A dataset file or folder is missing (a FileNotFoundError too, so plain `except OSError` still catches it)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -5,16 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from simsearch.errors import SimSearchError
+from simsearch.errors import LossError
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-
-
-class LossError(SimSearchError, ValueError):
-    """A loss was built with bad options or called with a malformed batch.
-
-    Also a ValueError, so callers that only know the standard library can catch it.
-    """
 
 
 class MetricLoss(nn.Module):

@@ -7,16 +7,20 @@ a derived artefact: after a crash the index is reconciled from the store, never 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import numpy as np
 
 from simsearch.errors import CollectionError
+
+log = logging.getLogger(__name__)
 
 _ID = struct.Struct(">q")  # big-endian so that LMDB's byte order is numeric order for ids >= 0
 _INITIAL_MAP_SIZE = 1 << 30  # grows by doubling on demand; a sparse file on Linux either way
@@ -43,7 +47,7 @@ class SkippedFile:
     size: int
     mtime_ns: int
     reason: str
-    max_pixels: int | None = None  # the limit it was checked against: a higher one may let it in
+    max_pixels: int  # the limit it was checked against: a higher one may let it in
 
 
 def _key(image_id: int) -> bytes:
@@ -152,6 +156,28 @@ class Store:
                     out[path] = record
         return out
 
+    def records_for(self, items: Iterable[int | str | os.PathLike[str]]) -> dict[int, ImageRecord]:
+        """The records that ids, file paths or folder paths (everything under them) name, by id."""
+        found: dict[int, ImageRecord] = {}
+        for item in items:
+            if isinstance(item, (int, np.integer)):
+                record = self.get(int(item))
+                if record is not None:
+                    found[record.id] = record
+                continue
+            path = Path(item).expanduser().absolute()
+            matched: dict[int, ImageRecord] = {}
+            for p in (str(path), str(path.resolve())):
+                image_id = self.id_for_path(p)
+                record = self.get(image_id) if image_id is not None else None
+                if record is not None:
+                    matched[record.id] = record
+                matched.update((r.id, r) for r in self.records_under(p).values())
+            if not matched:
+                log.info("not in the collection: %s", path)
+            found.update(matched)
+        return found
+
     def skipped_under(self, folder: str) -> dict[str, SkippedFile]:
         """Files under ``folder`` that an earlier run could not read, keyed by path (see ``WriteBatch.skip``)."""
         prefix = os.fsencode(folder.rstrip(os.sep) + os.sep)
@@ -168,6 +194,25 @@ class Store:
         with self._env.begin() as txn:
             raw = txn.get(os.fsencode(path), db=self._dbs["skipped"])
         return None if raw is None else SkippedFile(**json.loads(raw))
+
+    def rewrite_skips(self, upgrade: Callable[[dict[str, Any]], dict[str, Any] | None]) -> int:
+        """Pass every skip record through `upgrade` in one transaction (format upgrades use it): a returned record
+        replaces the stored one, None deletes it. Returns how many records changed."""
+        if self.readonly:
+            raise CollectionError(f"image store {self.path} is open read-only")
+        changed = 0
+        with self._env.begin(write=True) as txn, txn.cursor(db=self._dbs["skipped"]) as cur:
+            for key, raw in list(cur):
+                old = json.loads(raw)
+                new = upgrade(dict(old)) if isinstance(old, dict) else None
+                if new is None:
+                    txn.delete(key, db=self._dbs["skipped"])
+                elif new != old:
+                    txn.put(key, json.dumps(new).encode(), db=self._dbs["skipped"])
+                else:
+                    continue
+                changed += 1
+        return changed
 
     def vectors(self, ids: Iterable[int], dim: int) -> np.ndarray:
         """The stored vectors of ``ids``: (N, dim) float32; a missing id is an error since store and index agree."""
@@ -229,7 +274,7 @@ class WriteBatch:
     def delete(self, image_id: int) -> None:
         self._ops.append(("delete", (image_id,)))
 
-    def skip(self, path: str, size: int, mtime_ns: int, reason: str, *, max_pixels: int | None = None) -> None:
+    def skip(self, path: str, size: int, mtime_ns: int, reason: str, *, max_pixels: int) -> None:
         """Remember that ``path`` (at this size and mtime, under this pixel limit) is not a readable image."""
         self._ops.append(("skip", (path, SkippedFile(size, mtime_ns, reason, max_pixels))))
 

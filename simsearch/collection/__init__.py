@@ -1,0 +1,33 @@
+"""A collection: one folder holding a manifest, an LMDB image store and a FAISS index that agree.
+
+Who owns what (an image from `simsearch index` to the FAISS add crosses each layer once, top to bottom):
+  - facade.py: `Collection`, the public API (open, search, add, remove, configure, info); it delegates, nothing more.
+  - ingest.py: the pipeline of one indexing run (scan -> probe and hash -> plan -> embed -> write), state per run.
+  - index_policy.py: the only place that chooses, tunes, checks and rebuilds the index; `save` is its entry point.
+  - store.py: the LMDB store, the truth (metadata, thumbnails, vectors); the index is derived from it.
+  - manifest.py: the current manifest format; migrations.py: every upgrade of an older format (in memory for a
+    reader, on disk by the first writer).
+  - identity.py: which model made the vectors and which may join them; lock.py: the one-writer lock.
+  - layout.py: where each file lives and the default collection; results.py: the types the API hands back.
+"""
+
+from simsearch.collection.facade import Collection, ImageInput, open_collection
+from simsearch.collection.index_policy import KEEP
+from simsearch.collection.ingest import Progress
+from simsearch.collection.layout import COLLECTION_ENV, default_collection_path
+from simsearch.collection.results import CollectionInfo, IndexReport, SearchResult
+from simsearch.collection.store import ImageRecord
+
+__all__ = [
+    "COLLECTION_ENV",
+    "KEEP",
+    "Collection",
+    "CollectionInfo",
+    "ImageInput",
+    "ImageRecord",
+    "IndexReport",
+    "Progress",
+    "SearchResult",
+    "default_collection_path",
+    "open_collection",
+]

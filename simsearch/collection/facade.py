@@ -1,0 +1,396 @@
+"""The `Collection` facade: open, search, add, remove, configure and describe a collection, delegating each concern
+to the module that owns it (see the package docstring)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import numpy as np
+import PIL.Image
+
+from indexes import IndexLayerError, VectorIndex
+from simsearch.collection import identity
+from simsearch.collection.index_policy import KEEP, IndexPolicy, IndexSettings, Keep
+from simsearch.collection.ingest import IngestRun, Progress, folder_files, listed_files
+from simsearch.collection.layout import (
+    MANIFEST,
+    STORE,
+    VECTORS,
+    check_new_folder,
+    make_new_folder,
+    missing_collection,
+    remove_new_collection,
+    resolve_folder,
+)
+from simsearch.collection.lock import WriterLock
+from simsearch.collection.manifest import VERSION, Manifest, now_iso
+from simsearch.collection.migrations import migrate_in_place, open_manifest
+from simsearch.collection.results import CollectionInfo, IndexReport, SearchResult
+from simsearch.collection.store import ImageRecord, Store
+from simsearch.errors import CollectionError, ImageError
+from simsearch.images import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:  # torch loads only when a model is needed: `info`, `remove` and vector search stay fast
+    from simsearch.models import Embedder
+
+log = logging.getLogger(__name__)
+
+ImageInput = str | os.PathLike[str] | bytes | PIL.Image.Image
+#: One query vector (D,) and a batch of them (Q, D); `search_vectors` answers a list, or a list of lists.
+QueryVector = np.ndarray[tuple[int], np.dtype[Any]]
+QueryMatrix = np.ndarray[tuple[int, int], np.dtype[Any]]
+
+
+class Collection:
+    """A searchable image collection on disk. Open one with :func:`open_collection`."""
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        store: Store,
+        policy: IndexPolicy,
+        embedder: Embedder | None,
+        device: str | None,
+        *,
+        on_disk_version: int = VERSION,
+        made_folder: bool | None = None,
+    ) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.store = store
+        self._policy = policy
+        self._embedder = embedder
+        self._device = device
+        self._lock = WriterLock(path)
+        self._on_disk_version = on_disk_version
+        self._made_folder = made_folder  # None: the collection existed; else made by this open (True: its folder too)
+
+    # -- opening ----------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+        create: bool = False,
+        tta: str | None = None,
+    ) -> Collection:
+        """Open the collection at ``path`` (default: :func:`default_collection_path`).
+
+        With ``model``, the collection must have been built with that model (else ModelMismatchError); without it,
+        the model recorded in the manifest is used, loaded on the first query that needs it. ``create`` makes a new
+        collection when none is there. ``tta`` ("hflip") embeds with test-time augmentation; it is part of the
+        model, so an existing collection must have been built with the same. A collection of an older format is
+        read through its upgrade, and upgraded on disk by its first write.
+        """
+        folder = resolve_folder(path)
+        identity.check_tta_name(tta)
+        manifest_path = folder / MANIFEST
+        made: bool | None = None
+        if manifest_path.exists():
+            manifest, on_disk = open_manifest(manifest_path)
+            embedder = identity.named_model(folder, manifest.model, model, weights, device, tta)
+        elif create:
+            check_new_folder(folder)
+            embedder = identity.load_model(model, weights, device, tta)
+            made = make_new_folder(folder)
+            from simsearch import __version__
+
+            info = identity.model_info(embedder)
+            manifest = Manifest(info, IndexPolicy.initial_info(info.dim), simsearch_version=__version__)
+            on_disk = VERSION
+        else:
+            raise missing_collection(folder)
+        store: Store | None = None
+        try:
+            if made is not None:
+                manifest.save(manifest_path)
+            store = Store(folder / STORE)
+            policy = IndexPolicy.load(folder / VECTORS, store, manifest.index, manifest.model.dim)
+            col = cls(folder, manifest, store, policy, embedder, device, on_disk_version=on_disk, made_folder=made)
+            col._reconcile()
+        except BaseException:
+            if store is not None:
+                store.close()
+            if made is not None:
+                remove_new_collection(folder, made)
+            raise
+        return col
+
+    # -- the model --------------------------------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        """The collection's model, loaded on first use so that opening for search_vectors or info stays cheap."""
+        if self._embedder is None:
+            self._embedder = identity.recorded_model(self.path, self.manifest.model, self._device)
+        return self._embedder
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.model.dim
+
+    @property
+    def index(self) -> VectorIndex:
+        """The FAISS index as it is in memory (owned by the index policy)."""
+        return self._policy.index
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    # -- searching --------------------------------------------------------------------------------------------------
+
+    def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Embed query images (paths, bytes or PIL images) with the collection's model: ``(N, D) float32``."""
+        from simsearch.embedding import embed_images
+
+        return embed_images(self.embedder, images)
+
+    def search(self, image: ImageInput, k: int = 10) -> list[SearchResult]:
+        """The ``k`` images most similar to ``image`` (a path, encoded bytes or a PIL image), best first."""
+        try:
+            vector = self.embed([image])[0]
+        except ImageError as exc:
+            label = "the query image" if isinstance(image, (bytes, PIL.Image.Image)) else str(image)
+            raise ImageError(f"cannot search with {label}: {exc}") from exc
+        return self.search_vectors(vector, k)
+
+    @overload
+    def search_vectors(self, vectors: QueryVector, k: int = 10) -> list[SearchResult]: ...
+    @overload
+    def search_vectors(self, vectors: QueryMatrix, k: int = 10) -> list[list[SearchResult]]: ...
+    @overload
+    def search_vectors(
+        self, vectors: np.ndarray | Sequence[Any], k: int = 10
+    ) -> list[SearchResult] | list[list[SearchResult]]: ...
+
+    def search_vectors(
+        self, vectors: np.ndarray | Sequence[Any], k: int = 10
+    ) -> list[SearchResult] | list[list[SearchResult]]:
+        """Search with vectors already embedded by this collection's model.
+
+        Args:
+            vectors: ``(D,)`` for one query, or ``(Q, D)`` for several; L2-normalised float32.
+            k: results per query.
+
+        Returns:
+            ``list[SearchResult]`` for a ``(D,)`` query, ``list[list[SearchResult]]`` for ``(Q, D)``.
+        """
+        queries = np.asarray(vectors, dtype=np.float32)
+        single = queries.ndim == 1
+        queries = queries.reshape(1, -1) if single else queries
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise CollectionError(
+                f"query vectors must have shape (Q, {self.dim}) for this collection's model, "
+                f"got {tuple(np.shape(vectors))}"
+            )
+        if k < 1:
+            raise CollectionError(f"k must be at least 1, got {k}")
+        index = self.index
+        if not index.is_trained:
+            raise CollectionError(
+                f"the {index.factory} index trains once the collection holds "
+                f"{index.min_training_vectors} images; it holds {len(self.store)}"
+            )
+        try:
+            scores, ids = index.search(queries, k)
+        except IndexLayerError as exc:
+            raise CollectionError(str(exc)) from exc
+        found = ids[ids >= 0]
+        records = dict(zip(found.tolist(), self.store.get_many(found.tolist()), strict=True))
+        results: list[list[SearchResult]] = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            row: list[SearchResult] = []
+            for score, image_id in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
+                record = records.get(image_id)
+                if image_id < 0 or record is None:
+                    continue
+                row.append(SearchResult(len(row) + 1, image_id, float(score), record.path, record.width, record.height))
+            results.append(row)
+        return results[0] if single else results
+
+    def thumbnail(self, image_id: int) -> bytes | None:
+        """The JPEG preview (longest side <= 256 px) kept in the store."""
+        return self.store.thumbnail(image_id)
+
+    def get(self, image_id: int) -> ImageRecord | None:
+        return self.store.get(image_id)
+
+    # -- writing ----------------------------------------------------------------------------------------------------
+
+    def index_folder(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        progress: Progress | None = None,
+    ) -> IndexReport:
+        """Bring the collection in line with ``folder``: embed new and changed images, follow moved ones, drop
+        entries of files that are gone from it. Entries outside ``folder`` are left alone."""
+        root, files, unreadable = folder_files(folder)
+        run = self._ingest_run(batch_size, workers, max_pixels, progress)
+        return run.run(files, root=root, unreadable=unreadable)
+
+    def add(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        batch_size: int = 32,
+        workers: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        progress: Progress | None = None,
+    ) -> IndexReport:
+        """Add (or refresh) image files; a folder among ``paths`` adds what it holds. Removes nothing."""
+        files = listed_files(paths)
+        return self._ingest_run(batch_size, workers, max_pixels, progress).run(files, root=None)
+
+    def _ingest_run(
+        self, batch_size: int, workers: int | None, max_pixels: int, progress: Progress | None
+    ) -> IngestRun:
+        self._begin_write()
+        return IngestRun(
+            self.store,
+            self._policy,
+            lambda: self.embedder,
+            self._save,
+            batch_size=batch_size,
+            workers=workers,
+            max_pixels=max_pixels,
+            progress=progress,
+        )
+
+    def remove(self, items: Iterable[int | str | os.PathLike[str]]) -> list[ImageRecord]:
+        """Remove images by id, by path, or every image under a folder path. Returns what was removed."""
+        self._begin_write()
+        doomed = self.store.records_for(items)
+        if doomed:
+            with self.store.write() as batch:
+                for image_id in doomed:
+                    batch.delete(image_id)
+            self._policy.remove(np.fromiter(doomed, dtype=np.int64))
+            self._save()
+        return list(doomed.values())
+
+    def configure_index(
+        self,
+        *,
+        factory: str | None | Literal[Keep.KEEP] = KEEP,
+        search_params: str | None = None,
+        max_memory: int | None | Literal[Keep.KEEP] = KEEP,
+    ) -> None:
+        """Set the index settings that the next save follows: ``factory`` a FAISS factory string to pin (kept
+        verbatim) or None to let the engine choose (by size, then by measurement); ``max_memory`` the index's budget
+        in bytes, kept for later runs, or None for none; KEEP leaves a setting as it is.
+
+        The settings are checked first (a factory that builds, a budget that can hold an index), then the index is
+        brought in line with them in memory, rebuilt from the stored vectors when its type changes (nothing is
+        embedded again). Nothing is written until the next write (`index_folder`, `add`, `remove`) or `save`.
+        """
+        settings = IndexSettings(factory, search_params, max_memory)
+        self._policy.validate(settings)
+        self._begin_write()
+        self._policy.configure(settings)
+
+    def set_index_factory(self, factory: str | None, search_params: str | None = None) -> None:
+        """Pin the FAISS index type, or ``None`` to let the engine choose again, and save (see `configure_index`)."""
+        self.configure_index(factory=factory, search_params=search_params)
+        self._save()
+
+    def set_max_memory(self, budget: int | None) -> None:
+        """Set (or clear, with ``None``) the index's memory budget in bytes and save (see `configure_index`)."""
+        self._policy.validate(IndexSettings(max_memory=budget))
+        if budget == self.manifest.index.max_memory:
+            return
+        self.configure_index(max_memory=budget)
+        self._save()
+
+    def save(self) -> None:
+        """Write the index and the manifest now (writes save by themselves; this is for `configure_index` alone)."""
+        self._begin_write()
+        self._save()
+
+    def close(self) -> None:
+        self._lock.release()
+        self.store.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        made = self._made_folder
+        discard = exc_type is not None and made is not None and len(self.store) == 0
+        self.close()
+        if discard and made is not None:
+            remove_new_collection(self.path, made)  # a failed first run leaves no empty collection behind
+
+    # -- information ------------------------------------------------------------------------------------------------
+
+    def info(self) -> CollectionInfo:
+        files = [self.path / MANIFEST, self.path / VECTORS]
+        disk = sum(f.stat().st_size for f in files if f.exists()) + self.store.disk_bytes()
+        return CollectionInfo.of(self.path, self.manifest, len(self.store), self.index.on_gpu, disk)
+
+    # -- internals --------------------------------------------------------------------------------------------------
+
+    def _begin_write(self) -> None:
+        """Take the writer lock, kept until close (see `_took_lock`)."""
+        if not self._lock.held:
+            self._lock.acquire()
+            self._took_lock()
+
+    def _took_lock(self) -> None:
+        """Upgrade an older format on disk, then bring the in-memory index in line with the store, since another
+        process may have written since this one opened the collection."""
+        try:
+            migrate_in_place(self.path, self.manifest, self.store, self._on_disk_version)
+            self._on_disk_version = VERSION
+            self._policy.sync_with_store()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _reconcile(self) -> None:
+        """At open: repair an index that disagrees with the store, and persist the repair when no writer is busy.
+
+        A reader that only took the lock to save the repair gives it back at once, so that a long-lived searcher
+        never keeps `simsearch index` out. A collection of an older format is repaired in memory only: only a
+        writer upgrades it on disk.
+        """
+        if self._policy.is_current():
+            return
+        if self._on_disk_version < VERSION or not self._lock.try_acquire():
+            self._policy.sync_with_store()  # another process is writing: repair in memory only
+            return
+        self._took_lock()
+        try:
+            self._save()
+        except CollectionError as exc:  # e.g. a memory budget that the grown collection no longer fits
+            log.warning("the repaired index of %s could not be saved (%s): it is used as it is", self.path, exc)
+        finally:
+            self._lock.release()
+
+    def _save(self) -> None:
+        """Write the index (through the index policy), then the manifest that says which store generation it agrees
+        with."""
+        self._policy.save()
+        self.manifest.count = len(self.store)
+        self.manifest.updated = now_iso()
+        self.manifest.save(self.path / MANIFEST)
+
+
+def open_collection(path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Collection:
+    """Open an existing collection (see :meth:`Collection.open` for the keyword arguments)."""
+    return Collection.open(path, **kwargs)

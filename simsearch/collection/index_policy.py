@@ -1,0 +1,378 @@
+"""The index policy: the only place that chooses, tunes, checks and rebuilds a collection's FAISS index.
+
+The store is the truth and the index is derived from it. `save` is the one entry point that brings the index in line
+with the manifest's settings (pinned type, or the engine's choice by size, then by measurement, within the memory
+budget) and writes it; `configure` changes those settings after checking them, without writing anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import enum
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from indexes import (
+    Calibration,
+    IndexChoice,
+    IndexLayerError,
+    VectorIndex,
+    calibrate,
+    choose_factory,
+    choose_index,
+    default_search_params,
+    estimate_memory,
+    exact_neighbors_chunked,
+    exact_scorer,
+)
+from simsearch.collection.manifest import IndexInfo, now_iso
+from simsearch.collection.store import Store
+from simsearch.errors import CollectionError
+
+log = logging.getLogger(__name__)
+
+#: Beyond exact search the index is chosen by measurement (indexes.choose_index) on this many stored vectors, of
+#: which TUNE_QUERIES are held out as queries: ~10-30 s at 1280 dims on 2 cores, once per RETUNE_GROWTH-fold change.
+TUNE_SAMPLE = 20_000
+TUNE_QUERIES = 200
+RETUNE_GROWTH = 4.0
+#: The chosen index is checked once built over the whole collection, on this many stored vectors as queries...
+CALIBRATION_QUERIES = 200
+#: ...and when it misses the target there, at most this many other candidates are built and checked.
+CALIBRATION_FALLBACKS = 2
+#: A memory budget must hold an exact index of this many vectors: below about this size (the tuner's smallest sample
+#: plus its queries) nothing smaller than exact search can be measured, so a smaller budget fits no index at all.
+BUDGET_FLOOR_VECTORS = 1_200
+
+
+class Keep(enum.Enum):
+    """`configure`'s default: leave this setting as it is (None has a meaning of its own)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexSettings:
+    """A change of index settings. factory: a FAISS factory string to pin (kept verbatim), None to let the engine
+    choose (by size, then by measurement). search_params: applied to the resulting index. max_memory: the budget in
+    bytes that the engine's choices respect, None for none. KEEP leaves a setting as it is."""
+
+    factory: str | None | Literal[Keep.KEEP] = KEEP
+    search_params: str | None = None
+    max_memory: int | None | Literal[Keep.KEEP] = KEEP
+
+
+class IndexPolicy:
+    """Owns the collection's `VectorIndex` and the index settings of its manifest (`IndexInfo`)."""
+
+    def __init__(self, path: Path, store: Store, info: IndexInfo, dim: int, index: VectorIndex) -> None:
+        self.path = path
+        self.store = store
+        self.info = info
+        self.dim = dim
+        self.index = index
+
+    # -- opening ----------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def initial_info(dim: int) -> IndexInfo:
+        """The index settings of a new, empty collection: the engine chooses."""
+        factory = choose_factory(0, dim)
+        return IndexInfo(factory=factory, search_params=default_search_params(factory))
+
+    @classmethod
+    def load(cls, path: Path, store: Store, info: IndexInfo, dim: int) -> IndexPolicy:
+        """The saved index, or one rebuilt from the store as the manifest says when the file is missing or unusable.
+
+        An index whose sidecar is missing or stale (a crash between the two writes of a save) is of unknown type
+        (""): it may be one the manifest does not name (the crash came mid-way through a change of type). A reader
+        searches it as it is; the next save, by a writer or by the repair at open, rebuilds it as the manifest says.
+        """
+        if path.exists():
+            try:
+                index = VectorIndex.load(path)
+                if index.dim == dim:
+                    if not index.factory:
+                        log.warning("index file %s has no valid sidecar: it will be rebuilt from the store", path)
+                        info.generation = -1  # the repair at open rebuilds it when it can take the lock
+                    return cls(path, store, info, dim, index)
+                log.warning("index file %s has dimension %d, expected %d: rebuilding it", path, index.dim, dim)
+            except IndexLayerError as exc:
+                log.warning("index file %s is unreadable (%s): rebuilding it from the store", path, exc)
+        policy = cls(path, store, info, dim, _create(dim, info.factory))
+        policy._fill()
+        policy._become(info.factory, info.search_params)
+        info.generation = -1  # the repaired index is saved by the next writer
+        return policy
+
+    def is_current(self) -> bool:
+        """The saved index agrees with the store."""
+        return self.info.generation == self.store.generation and self.path.exists()
+
+    # -- following the store ----------------------------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not self.index.is_trained:
+            return  # an IVF/PQ index trains once on enough vectors; until then the store keeps them (see save)
+        try:
+            self.index.add(ids, vectors)
+        except IndexLayerError as exc:
+            raise CollectionError(f"cannot add to the index: {exc}") from exc
+
+    def remove(self, ids: np.ndarray) -> None:
+        try:
+            self.index.remove(ids)
+        except IndexLayerError as exc:
+            raise CollectionError(f"cannot remove from the index: {exc}") from exc
+
+    def add_from_store(self, ids: np.ndarray, chunk: int = 8192) -> None:
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            self.add(part, self.store.vectors(part.tolist(), self.dim))
+
+    def sync_with_store(self) -> None:
+        """Make the in-memory index hold exactly the store's ids (the store is the truth)."""
+        store_ids, index_ids = self.store.ids(), self.index.ids()
+        extra = np.setdiff1d(index_ids, store_ids)
+        missing = np.setdiff1d(store_ids, index_ids)
+        if len(extra) or len(missing):
+            log.info("reconciling the index with the store: %d to drop, %d to add", len(extra), len(missing))
+        if len(extra):
+            self.remove(extra)
+        self.add_from_store(missing)
+
+    # -- settings ---------------------------------------------------------------------------------------------------
+
+    def validate(self, settings: IndexSettings) -> None:
+        """Refuse settings that no index could follow, before anything is changed or saved."""
+        factory, search_params, max_memory = settings.factory, settings.search_params, settings.max_memory
+        if isinstance(factory, str):
+            params = search_params if search_params is not None else default_search_params(factory)
+            try:
+                VectorIndex.create(self.dim, factory).set_search_params(params)
+            except IndexLayerError as exc:
+                raise CollectionError(f"bad index factory {factory!r} (search params {params!r}): {exc}") from exc
+        if max_memory is KEEP or max_memory is None:
+            return
+        if isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory < 1:
+            raise CollectionError(f"the memory budget must be a positive number of bytes, got {max_memory!r}")
+
+    def configure(self, settings: IndexSettings) -> None:
+        """Change the index settings and bring the index in line with them in memory; nothing is written (the next
+        `save` writes both). Refused settings leave settings and index as they were."""
+        self.validate(settings)
+        factory, search_params, max_memory = settings.factory, settings.search_params, settings.max_memory
+        info = self.info
+        before, index = copy.deepcopy(info), self.index
+        if factory is not KEEP:
+            info.auto, info.tuning = factory is None, None
+            if factory is not None:
+                info.factory = factory
+                info.search_params = search_params if search_params is not None else default_search_params(factory)
+        elif search_params is not None and not info.auto:
+            info.search_params = search_params
+        if max_memory is not KEEP and max_memory != info.max_memory:
+            info.max_memory, info.tuning = max_memory, None  # a measurement under another budget no longer holds
+        try:
+            self._settle()
+            if search_params is not None and info.auto:
+                self._become(self.index.factory, search_params)
+            if isinstance(max_memory, int):  # a budget kept from before was checked when it was set
+                self._check_budget_floor(max_memory)
+        except (CollectionError, IndexLayerError):
+            for f in dataclasses.fields(info):
+                setattr(info, f.name, getattr(before, f.name))
+            self.index = index
+            raise
+
+    def _check_budget_floor(self, budget: int) -> None:
+        floor = estimate_memory("Flat", BUDGET_FLOOR_VECTORS, self.dim)
+        if budget < floor:
+            raise CollectionError(
+                f"a memory budget of {budget} bytes is too small: the index must hold at least an exact index of "
+                f"{BUDGET_FLOOR_VECTORS} vectors of this model ({floor / 2**20:.1f} MiB), the fewest from which "
+                "a smaller index can be measured"
+            )
+
+    # -- the entry point --------------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Bring the index in line with the settings and the store's size (rebuilt, chosen, tuned and checked as
+        needed), write it, and record in `info` what was written and which store generation it agrees with."""
+        self._settle()
+        self.index.save(self.path)
+        self.info.generation = self.store.generation
+        self.info.factory = self.index.factory
+        self.info.search_params = self.index.search_params
+
+    # -- internals --------------------------------------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        info = self.info
+        if not self.index.factory:  # loaded without a valid sidecar: of unknown type, so rebuilt as the manifest says
+            log.info("rebuilding the index as %s from the store", info.factory)
+            self._become(info.factory, info.search_params)
+        if info.auto:
+            self._choose()
+        else:
+            self._become(info.factory, info.search_params)
+        self._train_when_possible()
+
+    def _choose(self) -> None:
+        """When the engine picks the factory: exact "Flat" while the size rule says so and it fits the budget;
+        beyond, the index measured fastest at recall@10 >= 0.95 on a sample of the stored vectors
+        (indexes.choose_index), then built and checked at full size (`_build_and_check`), measured again once the
+        size has changed RETUNE_GROWTH-fold. Rebuilds from the store when the choice changes."""
+        info = self.info
+        n = len(self.store)
+        flat_fits = info.max_memory is None or estimate_memory("Flat", n, self.dim) <= info.max_memory
+        if choose_factory(n, self.dim) == "Flat" and flat_fits:
+            info.tuning = None
+            self._become("Flat", default_search_params("Flat"))
+            return
+        tuning = info.tuning or {}
+        tuned_n = int(tuning.get("n") or 0)
+        fresh = tuned_n and tuned_n / RETUNE_GROWTH < n < tuned_n * RETUNE_GROWTH
+        if fresh and tuning.get("factory") == self.index.factory:
+            return
+        choice = self._tune(n, info.max_memory)
+        info.tuning = {
+            **choice.as_dict(),
+            "chosen_on_sample": {"factory": choice.factory, "search_params": choice.search_params},
+            "tuned_at": now_iso(),
+            **self._build_and_check(choice),
+        }
+
+    def _become(self, factory: str, params: str) -> None:
+        """Make the index `factory` (rebuilt from the store when it is another one, trained when it can be) and
+        apply `params`. Every rebuild of the index happens here."""
+        if factory != self.index.factory:
+            log.info("collection size %d: rebuilding the index as %s", len(self.store), factory)
+            self.index = _create(self.dim, factory)
+            self._fill()
+        if params != self.index.search_params:
+            try:
+                self.index.set_search_params(params)
+            except IndexLayerError as exc:
+                raise CollectionError(f"cannot apply the chosen search params: {exc}") from exc
+
+    def _fill(self) -> None:
+        """Fill a new index with every stored vector (training it first when it needs training and can be)."""
+        self.add_from_store(self.store.ids())
+        self._train_when_possible()
+
+    def _train_when_possible(self, max_training: int = 100_000) -> None:
+        """Train an untrained index on a sample of the stored vectors once there are enough, then fill it."""
+        need = self.index.min_training_vectors
+        if not need:
+            return
+        ids = self.store.ids()
+        if len(ids) < need:
+            if len(ids):
+                log.warning(
+                    "index %s needs %d images to train; the collection has %d: searches wait until then",
+                    self.index.factory,
+                    need,
+                    len(ids),
+                )
+            return
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(ids, size=min(len(ids), max(need, max_training)), replace=False))
+        try:
+            self.index.train(self.store.vectors(sample.tolist(), self.dim))
+        except IndexLayerError as exc:
+            raise CollectionError(f"cannot train the index: {exc}") from exc
+        self.add_from_store(ids)
+
+    def _tune(self, n: int, budget: int | None) -> IndexChoice:
+        """Measure the candidate indexes on up to TUNE_SAMPLE stored vectors (a seeded sample)."""
+        ids = self.store.ids()
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(ids, size=min(len(ids), TUNE_SAMPLE), replace=False))
+        log.info("choosing the index for %d vectors by measurement on %d of them", n, len(sample))
+        try:
+            choice = choose_index(
+                self.store.vectors(sample.tolist(), self.dim), n, max_memory=budget, n_queries=TUNE_QUERIES
+            )
+        except IndexLayerError as exc:
+            raise CollectionError(f"cannot choose an index: {exc}") from exc
+        log.info(
+            "index chosen: %s %s (recall@10 %s, %s queries/s, %d bytes)",
+            choice.factory,
+            choice.search_params,
+            choice.recall_at_10,
+            choice.qps,
+            choice.memory_bytes,
+        )
+        return choice
+
+    def _build_and_check(self, choice: IndexChoice) -> dict[str, Any]:
+        """Build the tuner's choice over the whole collection and measure its recall@10 there, on CALIBRATION_QUERIES
+        stored vectors left out of their own results, raising nprobe/efSearch until it reaches the target; when it
+        cannot, try the next candidates that reached the target on the sample (at most CALIBRATION_FALLBACKS), and
+        keep the best. Returns what goes into the manifest's tuning record: the final factory and params, and
+        every check."""
+        options = [(choice.factory, choice.search_params)]
+        options += [(a["factory"], a["search_params"]) for a in choice.alternatives[:CALIBRATION_FALLBACKS]]
+        if not choice.measured:
+            self._become(choice.factory, choice.search_params)
+            return {}
+        queries, own, truth = self._calibration_queries()
+        scores = (
+            None if queries is None else exact_scorer(queries, lambda ids: self.store.vectors(ids.tolist(), self.dim))
+        )
+        checks: list[Calibration] = []
+        for factory, params in options:
+            self._become(factory, params)
+            if not self.index.is_trained or queries is None:
+                return {}  # nothing to measure yet (an IVF waiting for training vectors)
+            check = calibrate(self.index, factory, params, queries, truth, own=own, exact_scores=scores)
+            log.info("full-size check of %s: %s gives recall@10 %.3f", factory, check.search_params, check.recall_at_10)
+            checks.append(check)
+            if check.reached:
+                break
+        best = next((c for c in checks if c.reached), None) or max(checks, key=lambda c: c.recall_at_10)
+        if not best.reached:
+            log.warning(
+                "no candidate index reached recall@10 %.2f on the whole collection; keeping %s %s at %.3f",
+                choice.target_recall,
+                best.factory,
+                best.search_params,
+                best.recall_at_10,
+            )
+        self._become(best.factory, best.search_params)
+        return {
+            "factory": best.factory,
+            "search_params": best.search_params,
+            "full_size_recall_at_10": best.recall_at_10,
+            "full_size_checks": [c.as_dict() for c in checks],
+        }
+
+    def _calibration_queries(self) -> tuple[Any, Any, Any]:
+        """(queries, their ids, leave-one-out exact top-10 ids) for CALIBRATION_QUERIES seeded stored vectors; the
+        ground truth streams the store in chunks, so the collection is never held twice in memory."""
+        ids = self.store.ids()
+        if len(ids) <= 11:
+            return None, None, None
+        rng = np.random.default_rng(1)
+        own = np.sort(rng.choice(ids, size=min(len(ids) // 2, CALIBRATION_QUERIES), replace=False))
+        queries = self.store.vectors(own.tolist(), self.dim)
+        chunks = (
+            (part, self.store.vectors(part.tolist(), self.dim))
+            for part in (ids[i : i + 50_000] for i in range(0, len(ids), 50_000))
+        )
+        return queries, own, exact_neighbors_chunked(queries, chunks, 10, exclude=own)
+
+
+def _create(dim: int, factory: str) -> VectorIndex:
+    try:
+        return VectorIndex.create(dim, factory)
+    except IndexLayerError as exc:
+        raise CollectionError(f"cannot build the chosen index {factory!r}: {exc}") from exc
