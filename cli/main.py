@@ -378,8 +378,7 @@ def train(
         simsearch train ./labeled --sampler pairs --loss contrastive --out runs/siamese
         simsearch index ./catalog --model runs/products
     """
-    from simsearch.data import ClassSubset
-    from simsearch.training import TrainConfig, split_classes
+    from simsearch.training import TrainConfig, class_disjoint_split
     from simsearch.training import train as run_training
 
     if no_augment and augment_options:
@@ -394,10 +393,7 @@ def train(
         backbone_kwargs=parse_options(backbone_options, "--backbone-option"),
         augment_kwargs=parse_options(augment_options, "--augment-option"),
     )
-    dataset = open_data(data)
-    train_classes, val_classes = split_classes(dataset.classes, val_fraction, seed=config.seed)
-    train_set = ClassSubset(dataset, train_classes)
-    val_set = ClassSubset(dataset, val_classes) if val_classes else None
+    train_set, val_set = class_disjoint_split(open_data(data), val_fraction, seed=config.seed)
     result = run_training(
         config,
         train_set,

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -325,12 +326,12 @@ def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
 ) -> None:
     """history.json is written before last/state.pt: a crash between the two leaves a history one epoch ahead,
     which the resumed run cuts back and replays, so every epoch is in the history once."""
-    import simsearch.training as training
+    import simsearch.runs.run as run_module
 
     train_set, val_set = _datasets(data_root)
     config = _config(epochs=3, batches_per_epoch=1)
     out = tmp_path / "run"
-    real_save_state, calls = training.save_state, []
+    real_save_state, calls = run_module.save_state, []
 
     def crash_on_the_second(path: Path, state: dict) -> None:
         calls.append(state["epoch"])
@@ -338,13 +339,13 @@ def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
             raise KeyboardInterrupt
         real_save_state(path, state)
 
-    monkeypatch.setattr(training, "save_state", crash_on_the_second)
+    monkeypatch.setattr(run_module, "save_state", crash_on_the_second)
     with pytest.raises(KeyboardInterrupt):
         train(config, train_set, val_set, out)
     assert _state(out)["epoch"] == 1
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
 
-    monkeypatch.setattr(training, "save_state", real_save_state)
+    monkeypatch.setattr(run_module, "save_state", real_save_state)
     result = train(config, train_set, val_set, out)
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.epochs_run == 3
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2, 3]
@@ -470,11 +471,11 @@ def test_freeze_stages_keeps_the_stem_and_first_stages_as_they_were_even_after_t
     later = [name for name in after if name.startswith("backbone.blocks.4.") and name.endswith(".weight")]
     assert later and all(not torch.equal(after[name], start[name]) for name in later)
     # No gradient reaches the fixed part, so no backward pass runs through it (the time an epoch saves).
-    from simsearch.training import _set_backbone_frozen, frozen_stages
+    from simsearch.training.model import frozen_stages, set_backbone_frozen
 
     embedder = build_embedder(config)
     fixed_params, fixed_modules = frozen_stages(embedder.backbone, 2)
-    _set_backbone_frozen(embedder, False, fixed_params)
+    set_backbone_frozen(embedder, False, fixed_params)
     assert not any(p.requires_grad for module in fixed_modules for p in module.parameters())
     assert all(p.requires_grad for p in embedder.backbone.blocks[2].parameters())
 
@@ -512,11 +513,24 @@ def test_a_crop_pct_outside_0_to_1_is_refused(crop_pct: float) -> None:
         TrainConfig(crop_pct=crop_pct).check()
 
 
+def _reference_factor(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """The schedule as it was written by hand before timm computed it: linear warm-up from ~0 to 1, then half a
+    cosine down to 0 at `total_steps`. The reference that the timm-based schedule must reproduce."""
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
 def test_the_schedule_warms_up_linearly_then_follows_half_a_cosine_to_zero() -> None:
-    from simsearch.training import _lr_lambda
+    from simsearch.training.schedule import rate_factor
 
     total, warmup = 20, 4
-    factor = _lr_lambda(total, warmup)
+    factor = _reference_factor(total, warmup)
     expected = []
     for step in range(total + 2):  # two steps past the end stay at zero
         if step < warmup:
@@ -525,8 +539,60 @@ def test_the_schedule_warms_up_linearly_then_follows_half_a_cosine_to_zero() -> 
             t = min(1.0, (step - warmup) / (total - warmup))
             expected.append((1 + math.cos(math.pi * t)) / 2)
     assert [factor(step) for step in range(total + 2)] == pytest.approx(expected)
-    assert factor(warmup - 1) == 1.0 and factor(warmup) == 1.0 and factor(total) == pytest.approx(0.0)
-    assert _lr_lambda(10, 0)(0) == 1.0  # no warm-up: the cosine starts at once
+    assert [rate_factor(total, warmup, step) for step in range(total + 2)] == pytest.approx(expected, rel=1e-12)
+    assert rate_factor(total, warmup, warmup - 1) == 1.0 and rate_factor(total, warmup, warmup) == 1.0
+    assert rate_factor(total, warmup, total) == pytest.approx(0.0)
+    assert rate_factor(10, 0, 0) == 1.0  # no warm-up: the cosine starts at once
+
+
+@pytest.mark.parametrize(
+    ("steps_per_epoch", "epochs", "warmup_epochs"),
+    [(5, 4, 1.0), (3, 2, 0.0), (7, 3, 0.5), (1, 1, 0.0), (2, 1, 1.0), (4, 2, 3.0), (6, 10, 0.25)],
+)
+def test_timm_s_cosine_scheduler_gives_every_step_the_rate_of_the_hand_written_schedule(
+    steps_per_epoch: int, epochs: int, warmup_epochs: float
+) -> None:
+    """Per step and per parameter group (backbone at lr x 0.1, head, loss at its own lr), the optimizer's rates under
+    `WarmupCosine` (timm's CosineLRScheduler) are those of torch's LambdaLR driven by the hand-written formula, from
+    the first step to two steps past the end; and resuming from a saved step count gives the same rates."""
+    from simsearch.training.schedule import WarmupCosine
+
+    total, warmup = steps_per_epoch * epochs, round(warmup_epochs * steps_per_epoch)
+
+    def optimizer() -> torch.optim.Optimizer:
+        groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in (1e-4, 1e-3, 0.05)]
+        return torch.optim.AdamW(groups, lr=1e-3)
+
+    reference_optimizer = optimizer()
+    reference = torch.optim.lr_scheduler.LambdaLR(reference_optimizer, _reference_factor(total, warmup))
+    timm_optimizer = optimizer()
+    schedule = WarmupCosine(timm_optimizer, total, warmup)
+    for step in range(total + 2):
+        expected = [group["lr"] for group in reference_optimizer.param_groups]
+        assert schedule.get_last_lr() == pytest.approx(expected, rel=1e-12, abs=1e-18), step
+        assert [group["lr"] for group in timm_optimizer.param_groups] == schedule.get_last_lr()
+        reference_optimizer.step()
+        reference.step()
+        schedule.step()
+        if step == total // 2:  # a resumed run: a new schedule loaded from the saved step count (LambdaLR's too)
+            state = schedule.state_dict()
+            assert state == {"last_epoch": reference.state_dict()["last_epoch"]}
+            schedule = WarmupCosine(timm_optimizer, total, warmup)
+            schedule.load_state_dict(reference.state_dict())
+
+
+def test_resuming_with_more_epochs_jumps_to_the_rate_of_the_longer_cosine_as_the_hand_written_schedule_did() -> None:
+    from simsearch.training.schedule import WarmupCosine, rate_factor
+
+    steps_per_epoch, warmup = 4, 2
+    for done in range(0, 9):
+        for new_epochs in (2, 3, 5):
+            longer = _reference_factor(steps_per_epoch * new_epochs, warmup)(done)
+            assert rate_factor(steps_per_epoch * new_epochs, warmup, done) == pytest.approx(longer, rel=1e-12)
+            group = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+            schedule = WarmupCosine(group, steps_per_epoch * new_epochs, warmup)
+            schedule.load_state_dict({"last_epoch": done})
+            assert schedule.get_last_lr()[0] == pytest.approx(0.01 * longer, rel=1e-12)
 
 
 def _bn_means(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -750,7 +816,7 @@ def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A diverged model's NaN vectors must not be scored (faiss would answer them with index -1, read as a hit)."""
-    import simsearch.training as training
+    import simsearch.training.loop as training_loop
     from simsearch.evaluation import EvaluationError
     from simsearch.models import random_embedder
 
@@ -763,7 +829,7 @@ def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
         labels = np.asarray(dataset.labels)  # type: ignore[attr-defined]
         return np.full((len(labels), 16), np.nan, dtype=np.float32), labels
 
-    monkeypatch.setattr(training, "embed_dataset", nan_vectors)
+    monkeypatch.setattr(training_loop, "embed_dataset", nan_vectors)
     train_set, val_set = _datasets(data_root)
     with pytest.raises(TrainingError, match="validation after epoch 1: .*NaN"):
         train(_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run")
