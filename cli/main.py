@@ -225,10 +225,6 @@ def _train_summary(epoch: int, record: dict[str, Any]) -> str:
     return f"epoch {epoch}: loss {record['loss']:.4f}{scores}"
 
 
-#: `simsearch eval` DATA that means the official Omniglot 20-way one-shot runs rather than a labelled set.
-ONE_SHOT_DATA = "omniglot:one-shot"
-
-
 @main.command()
 @click.argument("data")
 @click.option(
@@ -482,18 +478,17 @@ def evaluate(
         simsearch eval ./labeled_test --model runs/products   # + runs/products/eval-labeled_test.json, .png
         simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval-labeled_test.json
     """
-    from simsearch.data import data_label
-    from simsearch.evaluation import embed_queries_and_gallery, evaluate_embeddings
+    from simsearch.evaluation import ONE_SHOT_DATA, default_record_path, evaluate_labelled, read_record
     from simsearch.models import load_embedder
 
-    compared = [_read_record(path) for path in compare_paths]
+    compared = [read_record(path) for path in compare_paths]
     if data == ONE_SHOT_DATA and (gallery or plot_path or compared):
         raise click.UsageError(f"{ONE_SHOT_DATA} is scored by its own runs: no --gallery, --plot or --compare")
     embedder = load_embedder(model, weights=weights, device=device, tta=tta)
     if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
         folder = Path(embedder.spec["path"])
         if os.access(folder, os.W_OK):
-            record_path = _default_record_path(folder, data, gallery, tta)
+            record_path = default_record_path(folder, data, gallery, tta)
         else:
             click.echo(f"{folder} is not writable: no record written (pass --out)", err=True)
     if data == ONE_SHOT_DATA:
@@ -501,18 +496,12 @@ def evaluate(
         return
     dataset = open_data(data)
     gallery_set = open_data(gallery, "--gallery") if gallery is not None else None  # a bad name fails before any work
-    skipped: list[str] = []
-    vectors, labels, searched = embed_queries_and_gallery(
-        embedder, dataset, gallery_set, batch_size=batch_size, workers=workers, skipped=skipped
+    scored = evaluate_labelled(
+        embedder, dataset, data, gallery=gallery_set, gallery_name=gallery, batch_size=batch_size, workers=workers
     )
-    for message in skipped:
+    record = scored.record
+    for message in record.skipped:
         click.echo(f"skipped unreadable image {message}", err=True)
-    record = evaluate_embeddings(embedder, vectors, labels, gallery=searched)
-    if skipped:
-        record["skipped"] = skipped
-    if gallery is not None:
-        record["gallery"] = data_label(gallery)
-    record["data"] = data_label(data)
     if plot_path is None and record_path is not None:
         plot_path = record_path.with_suffix(".png")
     if plot_path is not None:
@@ -520,13 +509,17 @@ def evaluate(
 
         try:
             save_eval_plot(
-                plot_path, [record, *compared], vectors, labels, classes=dataset.classes, projection=projection
+                plot_path,
+                [record.as_dict(), *compared],
+                scored.vectors,
+                scored.labels,
+                classes=dataset.classes,
+                projection=projection,
             )
         except OSError as exc:
             raise cannot_write(plot_path, exc) from None
-        record["plot"] = str(plot_path)
-    headline = f"{record['model']} on {record['images']} images of {record['classes']} classes ({record['protocol']})"
-    _report(record, headline, record_path, plot_path, as_json)
+        record.plot = str(plot_path)
+    _report(record.as_dict(), record.headline(), record_path, plot_path, as_json)
 
 
 def _report(
@@ -549,58 +542,13 @@ def _report(
 def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json: bool) -> None:
     """`simsearch eval omniglot:one-shot`: 20-way accuracy over the official runs, as a record like eval's."""
     from simsearch.data import DataNotFoundError
-    from simsearch.evaluation import one_shot_eval
+    from simsearch.evaluation import one_shot_record
 
     try:
-        scores = one_shot_eval(embedder, batch_size=batch_size)
+        record = one_shot_record(embedder, batch_size=batch_size)
     except DataNotFoundError as exc:
         raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
-    record = {
-        "model": embedder.model_id,
-        "embed_dim": embedder.embed_dim,
-        "data": ONE_SHOT_DATA,
-        "protocol": "Omniglot 20-way one-shot (Lake et al. 2015), official runs, nearest training image by cosine",
-        "metrics": {"one_shot_accuracy": scores["accuracy"], "runs": scores["runs"]},
-        "per_run": scores["per_run"],
-    }
-    _report(
-        record,
-        f"{record['model']} on {ONE_SHOT_DATA} ({scores['runs']} runs of 20 queries)",
-        record_path,
-        None,
-        as_json,
-    )
-
-
-def _default_record_path(folder: Path, data: str, gallery: str | None, tta: str | None = None) -> Path:
-    """`eval-<DATA>[-vs-<GALLERY>][-<TTA>].json` in a checkpoint folder; when that file holds another folder's record
-    (two `test` folders in different places), a short hash of this DATA's path is added rather than overwriting it."""
-    import hashlib
-
-    from simsearch.data import data_file_name, data_label
-
-    name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "") + (f"-{tta}" if tta else "")
-    path = folder / f"eval-{name}.json"
-    labels = {"data": data_label(data), "gallery": data_label(gallery) if gallery else None}
-    try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return path  # none yet (or unreadable: it is replaced, as --out would)
-    if isinstance(earlier, dict) and all(earlier.get(key) == value for key, value in labels.items()):
-        return path
-    digest = hashlib.sha256(json.dumps(labels).encode()).hexdigest()[:8]
-    return folder / f"eval-{name}-{digest}.json"
-
-
-def _read_record(path: Path) -> dict[str, Any]:
-    """An earlier `simsearch eval` record, for --compare."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise click.ClickException(f"cannot read eval record {path}: {exc}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
-        raise click.ClickException(f"{path} is not a `simsearch eval` record (no metrics)")
-    return record
+    _report(record.as_dict(), record.headline(), record_path, None, as_json)
 
 
 @main.command()
