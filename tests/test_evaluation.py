@@ -230,7 +230,8 @@ def test_the_library_makes_the_eval_record_its_file_name_and_the_list_of_skipped
     assert default_record_path(folder, str(root), None) == path
     other = _make_classes(tmp_path / "elsewhere" / "test", n_classes=2, per_class=2)
     hashed = default_record_path(folder, str(other), None)
-    assert hashed.parent == folder and hashed.name.startswith("eval-test-") and len(hashed.stem) == len("eval-test-") + 8
+    assert hashed.parent == folder and hashed.name.startswith("eval-test-")
+    assert len(hashed.stem) == len("eval-test-") + 8
     assert default_record_path(folder, str(other), None, "hflip").name == "eval-test-hflip.json"
     assert default_record_path(folder, str(root), str(other)).name == "eval-test-vs-test.json"
 
