@@ -151,14 +151,6 @@ def _run_epochs(
         if improved:
             metrics = {"epoch": epoch, "monitor": monitor, "value": current, **record.get("val", {})}
             save(ae, run.out, {"recipe": run.identity.recipe, "metrics": metrics, "classes": data.classes})
-        logger.info(
-            "epoch %d/%d: loss %.5f%s%s",
-            epoch,
-            config.epochs,
-            record["loss"],
-            f", val loss {record['val_loss']:.5f}" if "val_loss" in record else "",
-            " (best)" if improved else "",
-        )
         state = {
             "model": ae.state_dict(),
             "optimizers": [o.state_dict() for o in optimizers],
@@ -166,7 +158,8 @@ def _run_epochs(
             "best_epoch": best.epoch,
             "best_value": best.value,
         }
-        run.end_epoch(record, state)
+        val = f", val loss {record['val_loss']:.5f}" if "val_loss" in record else ""
+        run.end_epoch(record, state, summary=f"loss {record['loss']:.5f}{val}", improved=improved)
         if progress is not None:
             progress.end_epoch(epoch, record)
     return throughput

@@ -112,11 +112,13 @@ class RunFolder:
     def saved_recipe(self, state: dict[str, Any]) -> dict[str, Any]:
         return self.identity.saved_recipe(state)
 
-    def end_epoch(self, record: dict[str, Any], state: dict[str, Any]) -> None:
-        """Add an epoch's record to the history and save the state after it.
+    def end_epoch(self, record: dict[str, Any], state: dict[str, Any], *, summary: str, improved: bool) -> None:
+        """Log an epoch (`summary`: its scores), add its record to the history and save the state after it.
 
         History first: a state never names an epoch that history.json lacks (resuming cuts the rest).
         """
+        epochs = self.identity.recipe.get("epochs")
+        logger.info("epoch %d/%s: %s%s", record["epoch"], epochs, summary, " (best)" if improved else "")
         self.history.append(record)
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / HISTORY_FILE, self.history)

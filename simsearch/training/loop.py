@@ -280,15 +280,8 @@ def _run_epochs(
             best_metrics = dict(record.get("val", {}))
             extra = {"loss": {"name": config.loss, **parts.loss_kwargs}, "recipe": run.identity.recipe, "data": data}
             save_checkpoint(parts.kept, run.out, extra_config={**extra, "metrics": {"epoch": epoch, **best_metrics}})
-        logger.info(
-            "epoch %d/%d: loss %.4f%s%s",
-            epoch,
-            config.epochs,
-            record["loss"],
-            f", val R@1 {record['val']['recall@1']:.4f} MAP@R {record['val']['map@r']:.4f}" if "val" in record else "",
-            " (best)" if improved else "",
-        )
-        run.end_epoch(record, parts.state(best))
+        val = f", val R@1 {record['val']['recall@1']:.4f} MAP@R {record['val']['map@r']:.4f}" if "val" in record else ""
+        run.end_epoch(record, parts.state(best), summary=f"loss {record['loss']:.4f}{val}", improved=improved)
         if progress is not None:
             progress.end_epoch(epoch, record)
     return TrainResult(
