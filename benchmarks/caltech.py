@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shlex
 import sys
 import time
@@ -35,12 +34,16 @@ import timm
 import torch
 from torch import nn
 
+from benchmarks.recipes import add_recipe_option, recipe_from_args
 from benchmarks.record import environment
 from simsearch.data import caltech101_split
 from simsearch.evaluation import evaluate
 from simsearch.losses import create_loss, loss_has_parameters
 from simsearch.metrics import retrieval_metrics
 from simsearch.models import Embedder, create_transform, load_embedder, save_checkpoint
+from simsearch.runs import recipe_dict, with_changes
+from simsearch.training import TrainConfig
+from simsearch.training.schedule import WarmupCosine
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -48,6 +51,36 @@ CACHE = REPO / ".cache" / "bench"
 #: Issue 3's figures for this split: off the shelf R@1 0.944, MAP@R 0.711; target MAP@R >= 0.76 at R@1 >= 0.944.
 TARGET_MAP_AT_R = 0.76
 TARGET_R_AT_1 = 0.944
+
+#: The shared part of every loss's recipe. Only the tail after the first `freeze_stages` stages trains (blocks[5:]
+#: and the head conv of 7 blocks by default), at `lr` (the tail is backbone: backbone_lr_mult 1); a loss's own
+#: parameters at `loss_lr`; BatchNorm statistics stay those of ImageNet (P x K batches are small); half an epoch of
+#: warm-up. The features of the frozen stages are cached, so `augment` is the cached views (--views), not timm's.
+RECIPE = TrainConfig(
+    backbone="default",
+    embed_dim=None,
+    epochs=6,
+    p=16,
+    k=4,
+    batches_per_epoch=60,
+    lr=1e-4,
+    backbone_lr_mult=1.0,
+    loss_lr=1e-2,
+    weight_decay=1e-4,
+    warmup_epochs=0.5,
+    freeze_bn=True,
+    freeze_stages=5,
+    augment=False,
+    seed=0,
+    device="cpu",
+    patience=None,
+)
+#: Each loss's own options (the rest of its recipe is RECIPE).
+LOSS_OPTIONS: dict[str, dict[str, Any]] = {
+    "triplet": {"margin": 0.1, "mining": "semi_hard"},
+    "contrastive": {"pos_margin": 0.0, "neg_margin": 0.5},
+    "center": {"weight": 0.1},
+}
 
 logger = logging.getLogger("benchmarks.caltech")
 
@@ -152,14 +185,22 @@ def pk_batches(labels: np.ndarray, p: int, k: int, count: int, rng: np.random.Ge
     return batches
 
 
+def loss_recipe(args: argparse.Namespace, loss_name: str) -> TrainConfig:
+    """RECIPE for one loss: its options from LOSS_OPTIONS, then the command line's `--set` changes."""
+    base = with_changes(RECIPE, {"loss": loss_name, "loss_kwargs": LOSS_OPTIONS.get(loss_name, {})})
+    return recipe_from_args(args.parser, base, args.changes)
+
+
 def finetune(args: argparse.Namespace, loss_name: str, embedder_path: str) -> dict[str, Any]:
     """Train the tail with one loss; return the best epoch's scores and the checkpoint folder."""
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    config = loss_recipe(args, loss_name)
+    cut = config.freeze_stages
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
     embedder = load_embedder(embedder_path)
     embedder.use_channels_last(False)
-    train = cache_features(embedder, "train", args.cut)
-    views = [train["plain"], train["mirrored"], *cache_random_views(embedder, args.cut, args.views, args.crop_scale)]
+    train = cache_features(embedder, "train", cut)
+    views = [train["plain"], train["mirrored"], *cache_random_views(embedder, cut, args.views, args.crop_scale)]
     labels = train["labels"]
     classes = np.unique(labels)
     val_classes = rng.choice(classes, size=args.val_classes, replace=False)
@@ -168,20 +209,16 @@ def finetune(args: argparse.Namespace, loss_name: str, embedder_path: str) -> di
     remap = {c: i for i, c in enumerate(np.unique(labels[train_idx]))}
     train_labels = np.array([remap[c] for c in labels[train_idx]])
 
-    tail = Tail(embedder.backbone, args.cut)
+    tail = Tail(embedder.backbone, cut)
     dim = embedder.embed_dim
-    loss_kwargs = json.loads(args.loss_kwargs).get(loss_name, {})
+    loss_kwargs = dict(config.loss_kwargs)
     loss_fn = create_loss(loss_name, num_classes=len(remap), embed_dim=dim, **loss_kwargs)
-    groups = [{"params": list(tail.parameters()), "lr": args.lr}]
+    groups = [{"params": list(tail.parameters()), "lr": config.lr * config.backbone_lr_mult}]
     if loss_has_parameters(loss_name):
-        groups.append({"params": list(loss_fn.parameters()), "lr": args.loss_lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
-    steps = args.epochs * args.batches
-    warmup = args.batches // 2
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))),
-    )
+        groups.append({"params": list(loss_fn.parameters()), "lr": config.loss_lr or config.lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    batches = config.batches_per_epoch or 1
+    schedule = WarmupCosine(optimizer, config.epochs * batches, round(config.warmup_epochs * batches))
 
     def validate() -> dict[str, float]:
         if not len(val_idx):  # --val-classes 0: nothing to score, the last epoch is kept
@@ -195,13 +232,13 @@ def finetune(args: argparse.Namespace, loss_name: str, embedder_path: str) -> di
     best_state = {k: v.clone() for k, v in tail.state_dict().items()}
     started = time.perf_counter()
     samples = 0
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(1, config.epochs + 1):
         tail.train()
         for module in tail.modules():  # BatchNorm statistics stay those of ImageNet: P x K batches are small
             if isinstance(module, nn.BatchNorm2d):
                 module.eval()
         losses = []
-        for batch in pk_batches(train_labels, args.p, args.k, args.batches, rng):
+        for batch in pk_batches(train_labels, config.p, config.k, batches, rng):
             rows = train_idx[batch]
             chosen = rng.integers(len(views), size=len(batch))
             x = np.stack([views[v][row] for v, row in zip(chosen, rows, strict=True)])
@@ -224,8 +261,13 @@ def finetune(args: argparse.Namespace, loss_name: str, embedder_path: str) -> di
 
     name = f"{loss_name}{args.tag}"
     out = Path(args.runs) / name
-    recipe = {k: v for k, v in vars(args).items() if k not in ("loss", "out", "runs", "tag")}
-    save_checkpoint(embedder, out, {"loss": loss_name, "loss_kwargs": loss_kwargs, "recipe": recipe})
+    recipe = {
+        **recipe_dict(config),
+        "views": args.views,
+        "crop_scale": args.crop_scale,
+        "val_classes": args.val_classes,
+    }
+    save_checkpoint(embedder, out, {"loss": {"name": loss_name, **loss_kwargs}, "recipe": recipe})
     return {
         "name": name,
         "loss": loss_name,
@@ -244,35 +286,25 @@ def test_scores(model: str, limit: int | None = None) -> dict[str, Any]:
     embedder = load_embedder(model)
     dataset = caltech101_split("test")
     record = evaluate(embedder, dataset, batch_size=32, workers=1)
-    return record["metrics"]
+    return record.metrics
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loss", nargs="+", default=["multi_similarity", "triplet", "contrastive", "center"])
-    parser.add_argument(
-        "--loss-kwargs",
-        default='{"triplet": {"margin": 0.1, "mining": "semi_hard"}, "contrastive": {"pos_margin": 0.0, '
-        '"neg_margin": 0.5}, "center": {"weight": 0.1}}',
-        help="JSON: loss name -> its options",
-    )
-    parser.add_argument("--cut", type=int, default=5, help="train blocks[cut:] and the head conv; 5 of 7 by default")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batches", type=int, default=60, help="P x K batches per epoch")
-    parser.add_argument("--p", type=int, default=16)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--loss-lr", type=float, default=1e-2, help="for losses with their own parameters")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    add_recipe_option(parser, RECIPE)
     parser.add_argument("--val-classes", type=int, default=10, help="0: train on all 50, keep the last epoch")
     parser.add_argument("--views", type=int, default=0, help="random resized crops cached per photo, besides two")
     parser.add_argument("--crop-scale", type=float, default=0.35, help="smallest area of a random crop")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of the run's name, to keep variants of one loss apart")
     parser.add_argument("--skip-baseline", action="store_true", help="reuse the off-the-shelf scores of --out")
     parser.add_argument("--runs", default=str(CACHE / "caltech_runs"), help="checkpoint folders")
     parser.add_argument("--out", default=str(RESULTS / "caltech_finetune.json"))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.parser = parser
+    for loss_name in args.loss:  # a bad --set fails before any work
+        loss_recipe(args, loss_name)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

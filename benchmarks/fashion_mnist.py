@@ -4,7 +4,8 @@ test images against the training set as the gallery (a closed-set task: the same
 Run from the repo root:  python -m benchmarks.fashion_mnist --threads 1   (about 140 minutes on one CPU core)
 The defaults are the recipe of the best committed record (fashion_mnist_resnet20_80ep.json): ResNet-20 (CIFAR-style,
 three stages of 16/32/64 channels) on grey 28 x 28 images (no ImageNet stem to shrink them to 8 x 8), CosFace (s 30,
-m 0.25), 80 epochs of 10 x 16 P x K batches, mild crops and flips with a little random erasing. P@1 is reported as
+m 0.25), 80 epochs of 10 x 16 P x K batches, mild crops and flips with a little random erasing: `RECIPE` below, changed
+with `--set FIELD=VALUE` (e.g. `--set epochs=100 --set augment_kwargs.re_prob=0.5`). P@1 is reported as
 is and with test-time flips (each image's vector averaged with its mirror's), from the same model.
 Writes benchmarks/results/fashion_mnist_<loss>_<net>_<epochs>ep_seed<seed>.json (or --out). Real data only, from
 $SIMSEARCH_DATA.
@@ -25,20 +26,41 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks.recipes import add_recipe_option, recipe_from_args
 from benchmarks.record import default_result_path, environment
 from simsearch.data import ArrayDataset, load_fashion_mnist
 from simsearch.evaluation import embed_dataset
 from simsearch.metrics import knn, retrieval_metrics
 from simsearch.models import load_embedder
+from simsearch.runs import recipe_dict
 from simsearch.training import TrainConfig, train
 
 ANCHOR = 0.899
 TARGET = 0.94
+#: The recipe of the best committed record: ResNet-20 from scratch on grey 28 x 28 images, CosFace, every batch a
+#: P x K of the ten classes (batches_per_epoch None: the training images // (P x K)), no early stop.
+RECIPE = TrainConfig(
+    backbone="random:simsearch_resnet20",
+    backbone_kwargs={"in_chans": 1},
+    embed_dim=128,
+    loss="cosface",
+    loss_kwargs={"scale": 30, "margin": 0.25},
+    epochs=80,
+    p=10,
+    k=16,
+    lr=2e-3,
+    backbone_lr_mult=1.0,
+    image_size=28,
+    augment=True,
+    augment_kwargs={"scale": [0.8, 1.0], "ratio": [0.9, 1.1], "hflip": 0.5, "color_jitter": 0, "re_prob": 0.1},
+    seed=0,
+    device="cpu",
+    patience=None,
+)
 
 logger = logging.getLogger("benchmarks.fashion_mnist")
 
@@ -55,34 +77,15 @@ def precision_at_1(queries: np.ndarray, query_labels: np.ndarray, gallery: np.nd
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loss", default="cosface")
-    parser.add_argument("--loss-kwargs", default='{"scale": 30, "margin": 0.25}', help="JSON options of the loss")
-    parser.add_argument("--backbone", default="random:simsearch_resnet20", help="trained from scratch by default")
-    parser.add_argument("--backbone-kwargs", default='{"in_chans": 1}', help="JSON timm options of the backbone")
-    parser.add_argument("--embed-dim", type=int, default=128, help="0: keep the head of a checkpoint --backbone")
-    parser.add_argument("--image-size", type=int, default=28, help="28x28 is resized to this")
-    parser.add_argument("--epochs", type=int, default=80)
-    parser.add_argument("--batches", type=int, default=None, help="batches per epoch [default: 55k / (P x K)]")
-    parser.add_argument("--p", type=int, default=10)
-    parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--loss-lr", type=float, default=None)
-    parser.add_argument(
-        "--augment", action=argparse.BooleanOptionalAction, default=True, help="timm's training augmentations"
-    )
-    parser.add_argument(
-        "--augment-kwargs",
-        default='{"scale": [0.8, 1.0], "ratio": [0.9, 1.1], "hflip": 0.5, "color_jitter": 0, "re_prob": 0.1}',
-        help="JSON options of timm's training transform",
-    )
+    add_recipe_option(parser, RECIPE)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--val-images", type=int, default=5000, help="0: train on all 60k and keep the last epoch")
-    parser.add_argument("--ema-decay", type=float, default=None, help="keep a moving average of the weights")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke runs)")
     parser.add_argument("--run-dir", default=None, help="checkpoint folder [default: a temporary one]")
     parser.add_argument("--out", default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.recipe = recipe_from_args(parser, RECIPE, args.changes)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,36 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    full_train = load_fashion_mnist("train", to_rgb=not json.loads(args.backbone_kwargs).get("in_chans") == 1)
+    config: TrainConfig = args.recipe
+    full_train = load_fashion_mnist("train", to_rgb=not config.backbone_kwargs.get("in_chans") == 1)
     test = load_fashion_mnist("test", to_rgb=full_train.to_rgb)
     if args.limit:
         full_train = subset(full_train, np.arange(args.limit))
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(full_train))
     val_rows, train_rows = np.sort(order[: args.val_images]), np.sort(order[args.val_images :])
-    config_kwargs: dict[str, Any] = dict(
-        backbone=args.backbone,
-        embed_dim=args.embed_dim or None,
-        loss=args.loss,
-        loss_kwargs=json.loads(args.loss_kwargs),
-        epochs=args.epochs,
-        p=args.p,
-        k=args.k,
-        batches_per_epoch=args.batches,
-        lr=args.lr,
-        backbone_lr_mult=1.0,
-        loss_lr=args.loss_lr,
-        image_size=args.image_size,
-        augment=args.augment,
-        augment_kwargs=json.loads(args.augment_kwargs),
-        seed=args.seed,
-        device="cpu",
-        patience=None,
-        ema_decay=args.ema_decay,
-    )
-    if json.loads(args.backbone_kwargs):
-        config_kwargs["backbone_kwargs"] = json.loads(args.backbone_kwargs)
-    config = TrainConfig(**config_kwargs)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(args.run_dir or tmp)
         # A run dir left by an interrupted run resumes; its earlier epochs are not in this process's train_seconds.
@@ -153,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         "test_leave_one_out": {k: float(v) for k, v in test_loo.items()},
         "anchor": ANCHOR,
         "target": TARGET,
-        "recipe": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir")},
+        "recipe": recipe_dict(config),
+        "options": {k: v for k, v in vars(args).items() if k in ("val_images", "limit", "threads")},
         "best_epoch": result.best_epoch,
         "best_val": result.best_metrics,
         "epochs_run": result.epochs_run,
@@ -168,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": shlex.join(["python", "-m", "benchmarks.fashion_mnist", *(sys.argv[1:] if argv is None else argv)]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
-    out = Path(args.out or default_result_path("fashion_mnist", args))
+    out = Path(args.out or default_result_path("fashion_mnist", config))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     summary = {"p@1": p_at_1, "p@1_hflip_tta": p_at_1_tta, "best_val": result.best_metrics}

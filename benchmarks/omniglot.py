@@ -4,8 +4,8 @@ leave-one-out retrieval (R@1, MAP@R) on the evaluation split (659 unseen charact
 Run from the repo root:  python -m benchmarks.omniglot --threads 1  (70 minutes with three runs sharing 2 cores)
 The defaults are the recipe that meets the 96% target: triplet loss on the wide Conv-4 (64-128-256-512 channels)
 at 28 x 28, each background character also rotated by 90/180/270 degrees as new classes, 30 epochs of 150 P x K
-batches (32 characters x 4 drawings). `--backbone random:simsearch_conv4 --epochs 40` is the 64-channel Conv-4 of
-the few-shot literature (about 25 minutes on one core).
+batches (32 characters x 4 drawings): `RECIPE` below. `--set backbone=random:simsearch_conv4 --set epochs=40` is the
+64-channel Conv-4 of the few-shot literature (about 25 minutes on one core).
 Writes benchmarks/results/omniglot_<loss>_<net>_<epochs>ep_seed<seed>.json (or --out). Real data only, from
 $SIMSEARCH_DATA (default ../shared/data). Anchors: Koch et al. 2015 Siamese nets 92.0%, Prototypical Networks
 (Snell et al. 2017) 96.0%.
@@ -26,16 +26,38 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.recipes import add_recipe_option, recipe_from_args
 from benchmarks.record import default_result_path, environment
 from simsearch.data import ArrayDataset, load_omniglot, omniglot_one_shot_runs
 from simsearch.evaluation import evaluate, one_shot_eval
 from simsearch.models import load_embedder
+from simsearch.runs import recipe_dict
 from simsearch.training import TrainConfig, train
 
 ANCHORS = {"koch2015_siamese": 0.920, "snell2017_prototypical": 0.960}
 TARGET = 0.96
-# Mild scale and aspect jitter, no flips (a mirrored character can be another character), no colour on grey ink.
-DEFAULT_AUGMENT = '{"hflip": 0, "scale": [0.8, 1.0], "ratio": [0.9, 1.1], "color_jitter": 0}'
+#: The recipe that meets the target: trained from scratch (random:simsearch_conv4 is the 64-channel Conv-4 the anchors
+#: used), 28 px as in the few-shot literature (105 is native), a random backbone learning at the head's rate, and
+#: mild scale and aspect jitter: no flips (a mirrored character can be another character), no colour on grey ink.
+RECIPE = TrainConfig(
+    backbone="random:simsearch_conv4_wide",
+    backbone_kwargs={"in_chans": 1},
+    embed_dim=64,
+    loss="triplet",
+    epochs=30,
+    p=32,
+    k=4,
+    batches_per_epoch=150,
+    lr=1e-3,
+    backbone_lr_mult=1.0,
+    warmup_epochs=0.5,
+    image_size=28,
+    augment=True,
+    augment_kwargs={"hflip": 0, "scale": [0.8, 1.0], "ratio": [0.9, 1.1], "color_jitter": 0},
+    seed=0,
+    device="cpu",
+    patience=None,
+)
 
 logger = logging.getLogger("benchmarks.omniglot")
 
@@ -64,47 +86,27 @@ def with_rotations(dataset: ArrayDataset) -> ArrayDataset:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loss", default="triplet", help="a simsearch loss name (triplet, contrastive, center...)")
-    parser.add_argument("--loss-kwargs", default="{}", help="JSON options of the loss, e.g. '{\"margin\": 0.2}'")
-    parser.add_argument(
-        "--backbone",
-        default="random:simsearch_conv4_wide",
-        help="trained from scratch; random:simsearch_conv4 is the 64-channel Conv-4 the anchors used",
-    )
-    parser.add_argument("--backbone-kwargs", default='{"in_chans": 1}', help="JSON timm options of the backbone")
-    parser.add_argument("--embed-dim", type=int, default=64, help="0: keep the head of a checkpoint --backbone")
-    parser.add_argument("--image-size", type=int, default=28, help="105 is native; 28 as in the few-shot literature")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batches", type=int, default=150, help="batches per epoch (P x K images each)")
-    parser.add_argument("--p", type=int, default=32)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--loss-lr", type=float, default=None, help="learning rate of the loss's own parameters")
-    parser.add_argument(
-        "--augment-kwargs",
-        default=DEFAULT_AUGMENT,
-        help="JSON options of timm's training transform, or none for no augmentation",
-    )
+    add_recipe_option(parser, RECIPE)
     parser.add_argument(
         "--rotations",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="each training character at 0/90/180/270 degrees as four classes (Vinyals et al. 2016, Snell et al. 2017)",
     )
-    parser.add_argument("--backbone-lr-mult", type=float, default=1.0, help="1.0: a random backbone must learn too")
-    parser.add_argument("--warmup-epochs", type=float, default=0.5)
     parser.add_argument("--val-fraction", type=float, default=0.1, help="last characters of background: validation")
     parser.add_argument("--train-chars", type=int, default=None, help="use only the first N background characters")
     parser.add_argument("--eval-chars", type=int, default=None, help="retrieval on the first N evaluation characters")
     parser.add_argument("--runs", type=int, default=20, help="official one-shot runs to score (all 20 by default)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="checkpoint folder (default: a temporary one)")
     parser.add_argument("--out", default=None, help="result JSON [default: named for the recipe]")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.recipe = recipe_from_args(parser, RECIPE, args.changes)
+    return args
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    config: TrainConfig = args.recipe
     if args.threads:
         torch.set_num_threads(args.threads)
     background = load_omniglot("background", to_rgb=False)
@@ -118,32 +120,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if args.eval_chars is not None:
         evaluation = character_slice(evaluation, 0, min(args.eval_chars, len(evaluation.classes)))
 
-    augment = args.augment_kwargs is not None and args.augment_kwargs.strip().lower() != "none"
-    config = TrainConfig(
-        backbone=args.backbone,
-        embed_dim=args.embed_dim or None,
-        loss=args.loss,
-        backbone_kwargs=json.loads(args.backbone_kwargs),
-        loss_kwargs=json.loads(args.loss_kwargs),
-        loss_lr=args.loss_lr,
-        epochs=args.epochs,
-        p=args.p,
-        k=args.k,
-        batches_per_epoch=args.batches,
-        lr=args.lr,
-        backbone_lr_mult=args.backbone_lr_mult,
-        warmup_epochs=args.warmup_epochs,
-        image_size=args.image_size,
-        # timm's default augmentation flips and crops hard, and a mirrored character can be another character:
-        # augmentation is off unless its options are given.
-        augment=augment,
-        augment_kwargs=json.loads(args.augment_kwargs) if augment else {},
-        seed=args.seed,
-        device="cpu",
-        patience=None,
-    )
     logger.info(
-        "training %s on %d characters (%d images), validating on %d", args.loss, n_chars - n_val, len(train_ds), n_val
+        "training %s on %d characters (%d images), validating on %d", config.loss, n_chars - n_val, len(train_ds), n_val
     )
     result = train(config, train_ds, val_ds, workdir, resume=False)
     embedder = load_embedder(str(workdir), device="cpu")
@@ -158,7 +136,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     return {
         "benchmark": "omniglot",
-        "loss": args.loss,
+        "loss": config.loss,
         "protocol": {
             "train": f"background split, characters 0..{n_chars - n_val - 1} ({len(train_ds)} images"
             + (", each rotated by 0/90/180/270 degrees as four classes)" if args.rotations else ")"),
@@ -169,13 +147,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "characters, exact k-NN cosine, leave-one-out",
             "images": "black ink on white, as in the source; grey converted to the model's channels",
         },
-        "config": {**json.loads(json.dumps(config.__dict__)), "val_fraction": args.val_fraction},
+        "config": {**recipe_dict(config), "val_fraction": args.val_fraction},
         "results": {
             "one_shot_accuracy": one_shot["accuracy"],
             "one_shot_per_run": one_shot["per_run"],
-            "recall@1": retrieval["metrics"]["recall@1"],
-            "map@r": retrieval["metrics"]["map@r"],
-            "retrieval": retrieval["metrics"],
+            "recall@1": retrieval.metrics["recall@1"],
+            "map@r": retrieval.metrics["map@r"],
+            "retrieval": retrieval.metrics,
             "best_epoch": result.best_epoch,
             "best_val": result.best_metrics,
             "history": result.history,
@@ -185,7 +163,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "timing": {
             "training_seconds": result.seconds,
             "training_samples_per_second": result.samples_per_second,
-            "samples_seen": int(args.epochs * args.batches * args.p * args.k),
+            "samples_seen": int(config.epochs * (config.batches_per_epoch or 0) * config.p * config.k),
             "one_shot_seconds": one_shot_seconds,
             "retrieval_seconds": retrieval_seconds,
         },
@@ -199,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark and write its JSON record; returns the record."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
-    out = Path(args.out or default_result_path("omniglot", args))
+    out = Path(args.out or default_result_path("omniglot", args.recipe))
     if args.workdir:
         record = run(args, Path(args.workdir))
     else:
@@ -209,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     res = record["results"]
     print(
-        f"{args.loss}: one-shot {res['one_shot_accuracy']:.4f} (20-way, {len(res['one_shot_per_run'])} runs), "
+        f"{args.recipe.loss}: one-shot {res['one_shot_accuracy']:.4f} (20-way, {len(res['one_shot_per_run'])} runs), "
         f"R@1 {res['recall@1']:.4f}, MAP@R {res['map@r']:.4f}; trained {record['timing']['training_seconds']:.0f} s "
         f"at {record['timing']['training_samples_per_second']:.1f} samples/s -> {out}"
     )

@@ -7,7 +7,6 @@ import it without importing each other.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,14 +87,11 @@ def open_data(data: str, param_hint: str = "DATA") -> Any:
 
 
 def parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") -> dict[str, Any]:
-    """KEY=VALUE pairs; VALUE is read as JSON when it parses (numbers, true/false), else kept as a string."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=param_hint)
-        try:
-            options[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = value
-    return options
+    """KEY=VALUE pairs as the library reads recipe text (`simsearch.runs.parse_assignments`: VALUE as JSON when it
+    parses, else a string); a malformed pair is a bad value of the option named by `param_hint`."""
+    from simsearch.runs import RecipeError, parse_assignments
+
+    try:
+        return parse_assignments(pairs)
+    except RecipeError as exc:
+        raise click.BadParameter(str(exc), param_hint=param_hint) from None

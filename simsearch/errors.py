@@ -61,7 +61,12 @@ class PretrainError(SimSearchError):
 
 
 class EvaluationError(SimSearchError):
-    """A labelled set that cannot be scored: too few images, or labels that do not fit the vectors."""
+    """A labelled set that cannot be scored (too few images, labels that do not fit the vectors), or a file that is
+    no evaluation record."""
+
+
+class RecipeError(SimSearchError, ValueError):
+    """A recipe change that names no field of the recipe, or KEY=VALUE text without its `=`."""
 
 
 # -- pictures ---------------------------------------------------------------------------------------------------------

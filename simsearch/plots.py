@@ -75,39 +75,6 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     return (x @ axes).astype(np.float32), (explained[0], explained[1])
 
 
-def _conditional_affinities(sq_dist: np.ndarray, perplexity: float, tol: float = 1e-5) -> np.ndarray:
-    """Row-wise Gaussian affinities p_{j|i} whose entropy is log(perplexity), by bisection on the precision beta.
-
-    All rows are bisected together (vectorised); the diagonal of `sq_dist` must already be +inf.
-    """
-    n = len(sq_dist)
-    target = np.log(perplexity)
-    beta = np.ones(n)
-    low = np.full(n, -np.inf)
-    high = np.full(n, np.inf)
-    # Shift each row by its smallest distance: exp() stays in range, and the shift cancels in the normalisation.
-    shifted = sq_dist - sq_dist.min(axis=1, keepdims=True)
-    finite = np.where(np.isinf(shifted), 0.0, shifted)  # the +inf diagonal has p = 0: 0 * inf would be NaN
-    p = np.zeros_like(sq_dist)
-    for _ in range(100):
-        p = np.exp(-shifted * beta[:, None])
-        sums = p.sum(axis=1)
-        p /= sums[:, None]
-        entropy = np.log(sums) + beta * (p * finite).sum(axis=1)
-        diff = entropy - target
-        if np.all(np.abs(diff) < tol):
-            break
-        too_flat = diff > 0  # entropy too high: the Gaussian is too wide, raise beta
-        low = np.where(too_flat, beta, low)
-        high = np.where(too_flat, high, beta)
-        beta = np.where(
-            too_flat,
-            np.where(np.isinf(high), beta * 2, (beta + high) / 2),
-            np.where(np.isinf(low), beta / 2, (beta + low) / 2),
-        )
-    return p
-
-
 def tsne_2d(
     vectors: np.ndarray,
     *,
@@ -115,50 +82,31 @@ def tsne_2d(
     iterations: int = 750,
     seed: int = 0,
 ) -> np.ndarray:
-    """Exact t-SNE to 2-D (van der Maaten & Hinton 2008), numpy only: O(N^2) memory and time, meant for N <= ~2000.
-
-    Gaussian input affinities at the given perplexity, Student-t output affinities, gradient descent with momentum
-    and per-coordinate gains, early exaggeration 12 for the first 250 iterations, learning rate N / 12 (Belkina et
-    al. 2019), initialised from PCA scaled to a small spread (deterministic, and keeps the global layout).
+    """Exact t-SNE to 2-D (van der Maaten & Hinton 2008) by scikit-learn's `TSNE`: O(N^2) memory and time, meant for
+    N <= ~2000. Exact rather than Barnes-Hut: numpy sums in a fixed order, so the same vectors always give the same
+    picture. Initialised from PCA (keeps the global layout), with the learning rate of Belkina et al. 2019 ("auto").
 
     Returns:
         `(N, 2) float32` coordinates.
     """
+    from sklearn.manifold import TSNE
+
     x = np.asarray(vectors, dtype=np.float64)
     n = len(x)
     if x.ndim != 2 or n < 4:
         raise PlotError(f"t-SNE needs (N >= 4, D) vectors, got shape {x.shape}")
-    perplexity = min(perplexity, (n - 1) / 3)
-    sq_norms = (x * x).sum(axis=1)
-    sq_dist = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2 * x @ x.T, 0)
-    np.fill_diagonal(sq_dist, np.inf)
-    p = _conditional_affinities(sq_dist, perplexity)
-    p = (p + p.T) / (2 * n)
-    np.maximum(p, 1e-12, out=p)
-
-    init, _ = pca_2d(x)
-    y = init.astype(np.float64)
-    y = y / max(float(y[:, 0].std()), 1e-12) * 1e-4
-    y += np.random.default_rng(seed).normal(0, 1e-6, y.shape)  # breaks exact ties of duplicate vectors
-    update = np.zeros_like(y)
-    gains = np.ones_like(y)
-    exaggeration, exaggerated_iterations = 12.0, 250
-    learning_rate = max(n / exaggeration, 50.0)
-    for it in range(iterations):
-        sq_norms_y = (y * y).sum(axis=1)
-        num = 1.0 / (1.0 + np.maximum(sq_norms_y[:, None] + sq_norms_y[None, :] - 2 * y @ y.T, 0))
-        np.fill_diagonal(num, 0.0)
-        q = np.maximum(num / num.sum(), 1e-12)
-        weight = ((exaggeration if it < exaggerated_iterations else 1.0) * p - q) * num
-        grad = 4.0 * (weight.sum(axis=1)[:, None] * y - weight @ y)
-        momentum = 0.5 if it < exaggerated_iterations else 0.8
-        # Delta-bar-delta gains: grow a coordinate's step while its gradient keeps its sign against the update.
-        same_sign = np.sign(grad) == np.sign(update)
-        gains = np.maximum(np.where(same_sign, gains * 0.8, gains + 0.2), 0.01)
-        update = momentum * update - learning_rate * gains * grad
-        y += update
-        y -= y.mean(axis=0)
-    return y.astype(np.float32)
+    if iterations < 250:
+        raise PlotError(f"t-SNE needs at least 250 iterations (its early exaggeration), got {iterations}")
+    tsne = TSNE(
+        n_components=2,
+        perplexity=min(perplexity, (n - 1) / 3),
+        max_iter=iterations,
+        init="pca",
+        learning_rate="auto",
+        method="exact",
+        random_state=seed,
+    )
+    return tsne.fit_transform(x).astype(np.float32)  # type: ignore[no-any-return]
 
 
 def _subsample(n: int, limit: int, seed: int) -> np.ndarray:

@@ -361,8 +361,9 @@ def test_fashion_mnist_benchmark_writes_both_readings_and_resumes(tmp_path: Path
     from benchmarks import fashion_mnist
 
     run, out = tmp_path / "run", tmp_path / "fm.json"
-    argv = ["--limit", "400", "--val-images", "100", "--epochs", "1", "--batches", "2", "--p", "4", "--k", "4"]
-    argv += ["--backbone", "random:simsearch_conv4_wide", "--threads", "1", "--run-dir", str(run), "--out", str(out)]
+    argv = ["--limit", "400", "--val-images", "100", "--set", "epochs=1", "--set", "batches_per_epoch=2"]
+    argv += ["--set", "p=4", "--set", "k=4", "--set", "backbone=random:simsearch_conv4_wide"]
+    argv += ["--threads", "1", "--run-dir", str(run), "--out", str(out)]
     fashion_mnist.main(argv)
     first = json.loads(out.read_text())
     assert 0.0 <= first["p@1"] <= 1.0 and 0.0 <= first["p@1_hflip_tta"] <= 1.0
@@ -380,8 +381,9 @@ def test_fashion_mnist_benchmark_without_validation_keeps_the_last_epoch(tmp_pat
     from benchmarks import fashion_mnist
 
     out = tmp_path / "fm.json"
-    argv = ["--limit", "400", "--val-images", "0", "--epochs", "2", "--batches", "2", "--p", "4", "--k", "4"]
-    argv += ["--backbone", "random:simsearch_conv4_wide", "--threads", "1", "--out", str(out)]
+    argv = ["--limit", "400", "--val-images", "0", "--set", "epochs=2", "--set", "batches_per_epoch=2"]
+    argv += ["--set", "p=4", "--set", "k=4", "--set", "backbone=random:simsearch_conv4_wide"]
+    argv += ["--threads", "1", "--out", str(out)]
     fashion_mnist.main(argv)
     record = json.loads(out.read_text())
     assert record["best_epoch"] == 2 and record["best_val"] == {}
@@ -393,3 +395,29 @@ def test_latency_percentiles_are_in_milliseconds_and_ordered() -> None:
     stats = suites.percentiles_ms(np.linspace(0.001, 0.1, 101), points=(50, 95, 99))
     assert stats["p50_ms"] == pytest.approx(50.5) and stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= 100
     assert stats["min_ms"] == pytest.approx(1.0) and "p99_ms" not in suites.percentiles_ms([0.001, 0.002])
+
+
+def test_the_training_benchmarks_build_their_recipe_as_the_library_s_train_config_changed_by_set(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One recipe object: each benchmark writes its recipe as a TrainConfig, and `--set FIELD=VALUE` changes it through
+    the library's KEY=VALUE reading (the one `simsearch train --loss-option` uses); no JSON copies of its fields."""
+    from benchmarks import caltech, fashion_mnist, omniglot
+    from simsearch.runs import with_changes
+    from simsearch.training import TrainConfig
+
+    assert fashion_mnist.parse_args([]).recipe == fashion_mnist.RECIPE
+    args = omniglot.parse_args(["--set", "loss=center", "--set", "augment_kwargs.hflip=0.5", "--set", "epochs=40"])
+    assert isinstance(args.recipe, TrainConfig)
+    assert args.recipe == with_changes(omniglot.RECIPE, {"loss": "center", "epochs": 40, "augment_kwargs.hflip": 0.5})
+    assert args.recipe.augment_kwargs == {**omniglot.RECIPE.augment_kwargs, "hflip": 0.5}
+    assert default_result_path("omniglot", args.recipe).name == "omniglot_center_simsearch_conv4_wide_40ep_seed0.json"
+    args = caltech.parse_args(["--loss", "triplet", "center", "--set", "freeze_stages=4"])
+    triplet = caltech.loss_recipe(args, "triplet")
+    assert triplet.loss_kwargs == caltech.LOSS_OPTIONS["triplet"] and triplet.freeze_stages == 4
+    assert caltech.loss_recipe(args, "multi_similarity").loss_kwargs == {}
+    for module in (omniglot, fashion_mnist):
+        with pytest.raises(SystemExit) as exit_info:
+            module.parse_args(["--set", "epoch=3"])
+        assert exit_info.value.code == 2
+        assert "TrainConfig has no field 'epoch'; did you mean epochs?" in capsys.readouterr().err

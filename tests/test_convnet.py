@@ -148,20 +148,20 @@ def test_a_grey_conv4_trains_and_its_checkpoint_reloads_with_the_same_embeddings
 
 
 def test_augment_options_reach_timm_s_training_transform() -> None:
-    from simsearch.training import _train_transform
+    from simsearch.training.model import train_transform
 
     embedder = build_embedder(TrainConfig(backbone="random:simsearch_conv4", backbone_kwargs={"in_chans": 1}))
-    default = repr(_train_transform(embedder, True))
-    chosen = repr(_train_transform(embedder, True, {"hflip": 0, "scale": [0.5, 1.0], "re_prob": 0.25}))
+    default = repr(train_transform(embedder, True))
+    chosen = repr(train_transform(embedder, True, {"hflip": 0, "scale": [0.5, 1.0], "re_prob": 0.25}))
     assert "RandomHorizontalFlip" in default and "RandomHorizontalFlip" not in chosen
     assert "scale=(0.5, 1.0)" in chosen and "RandomErasing" in chosen and "RandomErasing" not in default
     # Still a transform of grey images to (1, 28, 28) tensors.
-    tensor = _train_transform(embedder, True, {"hflip": 0})(Image.new("L", (105, 105), 255))
+    tensor = train_transform(embedder, True, {"hflip": 0})(Image.new("L", (105, 105), 255))
     assert tensor.shape == (1, 28, 28)
 
 
 def test_an_unknown_or_bad_augment_option_is_a_training_error() -> None:
-    from simsearch.training import _train_transform
+    from simsearch.training.model import train_transform
 
     with pytest.raises(TrainingError, match="unknown augmentation option.*bogus"):
         TrainConfig(augment_kwargs={"bogus": 1}).check()
@@ -170,9 +170,9 @@ def test_an_unknown_or_bad_augment_option_is_a_training_error() -> None:
             TrainConfig(augment_kwargs=bad).check()
     embedder = build_embedder(TrainConfig(backbone="random:simsearch_conv4", embed_dim=None))
     with pytest.raises(TrainingError, match="bad augmentation options"):
-        _train_transform(embedder, True, {"re_mode": "nonsense", "re_prob": 1.0})
+        train_transform(embedder, True, {"re_mode": "nonsense", "re_prob": 1.0})
     # Without augmentation the options are not used at all: the training transform is the eval one.
-    assert repr(_train_transform(embedder, False, {"hflip": 0})) == repr(create_transform(embedder))
+    assert repr(train_transform(embedder, False, {"hflip": 0})) == repr(create_transform(embedder))
 
 
 def test_cli_train_refuses_an_unknown_augment_option_in_one_line(tmp_path: Path) -> None:

@@ -203,6 +203,52 @@ def test_checkpoint_without_head_has_only_backbone_keys_and_round_trips(tmp_path
         torch.testing.assert_close(loaded(x), original(x), atol=1e-6, rtol=1e-5)
 
 
+def test_a_crash_between_the_weights_and_the_config_leaves_a_checkpoint_that_says_it_is_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The weights are written first and config.json last, recording their size and SHA-256: a crash between the two
+    writes leaves new weights beside the old config, which loading refuses in one line instead of mixing them."""
+    from simsearch.models import checkpoint
+
+    first = registry.random_embedder("test_resnet", embed_dim=4)
+    folder = save_checkpoint(first, tmp_path / "ckpt", extra_config={"metrics": {"epoch": 1}})
+    recorded = json.loads((folder / "config.json").read_text())["files"]["model.safetensors"]
+    assert recorded == {
+        "bytes": (folder / "model.safetensors").stat().st_size,
+        "sha256": weights.file_sha256(folder / "model.safetensors"),
+    }
+    assert load_embedder(folder).weights_sha256 == recorded["sha256"]
+
+    real_write_text = checkpoint.atomic_write_text
+
+    def crash(path: object, text: str) -> None:
+        raise KeyboardInterrupt  # the process dies after the weights' rename, before the config's
+
+    monkeypatch.setattr(checkpoint, "atomic_write_text", crash)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(registry.random_embedder("test_resnet", embed_dim=4), folder, {"metrics": {"epoch": 2}})
+    assert json.loads((folder / "config.json").read_text())["metrics"] == {"epoch": 1}  # the old config is intact
+    assert weights.file_sha256(folder / "model.safetensors") != recorded["sha256"]  # beside the new weights
+    with pytest.raises(ModelError, match="half-written: model.safetensors is not the file its config.json describes"):
+        load_embedder(folder)
+    try:
+        load_embedder(folder)
+    except ModelError as exc:
+        assert "\n" not in str(exc)
+
+    # The next complete save makes it whole again; a config from before "files" existed is read as before.
+    monkeypatch.setattr(checkpoint, "atomic_write_text", real_write_text)
+    save_checkpoint(first, folder)
+    assert load_embedder(folder).weights_sha256 == recorded["sha256"]
+    config = json.loads((folder / "config.json").read_text())
+    del config["files"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_embedder(folder).embed_dim == 4
+    with pytest.raises(ModelError, match="reserved checkpoint keys: files"):
+        save_checkpoint(first, folder, extra_config={"files": {}})
+
+
 def test_checkpoint_of_a_newer_format_version_or_a_plain_folder_is_refused(tmp_path: Path) -> None:
     folder = save_checkpoint(registry.random_embedder("test_resnet"), tmp_path / "future")
     config = json.loads((folder / "config.json").read_text())

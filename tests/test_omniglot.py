@@ -111,9 +111,21 @@ def test_benchmark_main_writes_a_well_formed_record(runs: list[OneShotRun], tmp_
     from benchmarks import omniglot
 
     out = tmp_path / "omniglot_triplet.json"
-    argv = ["--loss", "triplet", "--backbone", "random:test_resnet", "--image-size", "32", "--embed-dim", "8"]
-    argv += ["--epochs", "1", "--batches", "2", "--p", "4", "--k", "2", "--train-chars", "30", "--eval-chars", "5"]
-    argv += ["--runs", "2", "--out", str(out), "--workdir", str(tmp_path / "ckpt")]
+    recipe = ["loss=triplet", "backbone=random:test_resnet", "image_size=32", "embed_dim=8", "epochs=1"]
+    recipe += ["batches_per_epoch=2", "p=4", "k=2"]
+    argv = [arg for change in recipe for arg in ("--set", change)]
+    argv += [
+        "--train-chars",
+        "30",
+        "--eval-chars",
+        "5",
+        "--runs",
+        "2",
+        "--out",
+        str(out),
+        "--workdir",
+        str(tmp_path / "ckpt"),
+    ]
     omniglot.main(argv)
     record = json.loads(out.read_text())
     assert record["benchmark"] == "omniglot" and record["loss"] == "triplet"

@@ -109,3 +109,114 @@ def test_importing_the_library_and_the_cli_does_not_import_matplotlib() -> None:
     code = "import sys, simsearch, simsearch.plots, simsearch.training, cli.main; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# scikit-learn's t-SNE in place of the hand-written one: compared with the code it replaced
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _reference_affinities(sq_dist: np.ndarray, perplexity: float, tol: float = 1e-5) -> np.ndarray:
+    """Row-wise Gaussian affinities p_{j|i} whose entropy is log(perplexity), by bisection on the precision beta.
+
+    All rows are bisected together (vectorised); the diagonal of `sq_dist` must already be +inf.
+    """
+    n = len(sq_dist)
+    target = np.log(perplexity)
+    beta = np.ones(n)
+    low = np.full(n, -np.inf)
+    high = np.full(n, np.inf)
+    # Shift each row by its smallest distance: exp() stays in range, and the shift cancels in the normalisation.
+    shifted = sq_dist - sq_dist.min(axis=1, keepdims=True)
+    finite = np.where(np.isinf(shifted), 0.0, shifted)  # the +inf diagonal has p = 0: 0 * inf would be NaN
+    p = np.zeros_like(sq_dist)
+    for _ in range(100):
+        p = np.exp(-shifted * beta[:, None])
+        sums = p.sum(axis=1)
+        p /= sums[:, None]
+        entropy = np.log(sums) + beta * (p * finite).sum(axis=1)
+        diff = entropy - target
+        if np.all(np.abs(diff) < tol):
+            break
+        too_flat = diff > 0  # entropy too high: the Gaussian is too wide, raise beta
+        low = np.where(too_flat, beta, low)
+        high = np.where(too_flat, high, beta)
+        beta = np.where(
+            too_flat,
+            np.where(np.isinf(high), beta * 2, (beta + high) / 2),
+            np.where(np.isinf(low), beta / 2, (beta + low) / 2),
+        )
+    return p
+
+
+def _reference_tsne(
+    vectors: np.ndarray,
+    *,
+    perplexity: float = 30.0,
+    iterations: int = 750,
+    seed: int = 0,
+) -> np.ndarray:
+    """The hand-written exact t-SNE that scikit-learn's replaced (van der Maaten & Hinton 2008), numpy only.
+
+    Gaussian input affinities at the given perplexity, Student-t output affinities, gradient descent with momentum
+    and per-coordinate gains, early exaggeration 12 for the first 250 iterations, learning rate N / 12 (Belkina et
+    al. 2019), initialised from PCA scaled to a small spread (deterministic, and keeps the global layout).
+
+    Returns:
+        `(N, 2) float32` coordinates.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    n = len(x)
+    if x.ndim != 2 or n < 4:
+        raise ValueError(f"t-SNE needs (N >= 4, D) vectors, got shape {x.shape}")
+    perplexity = min(perplexity, (n - 1) / 3)
+    sq_norms = (x * x).sum(axis=1)
+    sq_dist = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2 * x @ x.T, 0)
+    np.fill_diagonal(sq_dist, np.inf)
+    p = _reference_affinities(sq_dist, perplexity)
+    p = (p + p.T) / (2 * n)
+    np.maximum(p, 1e-12, out=p)
+
+    init, _ = pca_2d(x)
+    y = init.astype(np.float64)
+    y = y / max(float(y[:, 0].std()), 1e-12) * 1e-4
+    y += np.random.default_rng(seed).normal(0, 1e-6, y.shape)  # breaks exact ties of duplicate vectors
+    update = np.zeros_like(y)
+    gains = np.ones_like(y)
+    exaggeration, exaggerated_iterations = 12.0, 250
+    learning_rate = max(n / exaggeration, 50.0)
+    for it in range(iterations):
+        sq_norms_y = (y * y).sum(axis=1)
+        num = 1.0 / (1.0 + np.maximum(sq_norms_y[:, None] + sq_norms_y[None, :] - 2 * y @ y.T, 0))
+        np.fill_diagonal(num, 0.0)
+        q = np.maximum(num / num.sum(), 1e-12)
+        weight = ((exaggeration if it < exaggerated_iterations else 1.0) * p - q) * num
+        grad = 4.0 * (weight.sum(axis=1)[:, None] * y - weight @ y)
+        momentum = 0.5 if it < exaggerated_iterations else 0.8
+        # Delta-bar-delta gains: grow a coordinate's step while its gradient keeps its sign against the update.
+        same_sign = np.sign(grad) == np.sign(update)
+        gains = np.maximum(np.where(same_sign, gains * 0.8, gains + 0.2), 0.01)
+        update = momentum * update - learning_rate * gains * grad
+        y += update
+        y -= y.mean(axis=0)
+    return y.astype(np.float32)
+
+
+def test_scikit_learn_s_tsne_draws_the_classes_and_neighbourhoods_the_hand_written_one_drew() -> None:
+    """What the picture relies on, for the same seeded vectors: each class stays a cluster (1-NN class agreement),
+    nearby points stay nearby (trustworthiness, as good as the replaced code's), the same vectors give the same
+    picture, and too few iterations or points are refused."""
+    from sklearn.manifold import trustworthiness
+
+    vectors, labels = _blobs(6, 30, dim=24, seed=5)
+    new, old = tsne_2d(vectors, iterations=500, seed=1), _reference_tsne(vectors, iterations=500, seed=1)
+    assert new.shape == old.shape == (180, 2) and new.dtype == np.float32 and np.isfinite(new).all()
+    assert _one_nn_accuracy(new, labels) >= 0.98 and _one_nn_accuracy(old, labels) >= 0.98
+    kept_new = trustworthiness(vectors, new, n_neighbors=10)
+    kept_old = trustworthiness(vectors, old, n_neighbors=10)
+    assert kept_new >= kept_old - 0.02 and kept_new > 0.9, (kept_new, kept_old)
+    assert np.array_equal(new, tsne_2d(vectors, iterations=500, seed=1))
+    with pytest.raises(PlotError, match="at least 250 iterations"):
+        tsne_2d(vectors, iterations=100)
+    with pytest.raises(PlotError, match="N >= 4"):
+        tsne_2d(vectors[:3])

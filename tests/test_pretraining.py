@@ -162,6 +162,37 @@ def test_the_unpool_decoder_trains_on_real_images_and_its_checkpoint_loads_back(
     assert sorted(Path(p).name for p in record["pictures"]) == ["latent.png", "reconstructions.png"]
 
 
+def test_a_crash_between_the_autoencoder_weights_and_the_config_is_a_half_written_checkpoint(
+    conv_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both weights files come before config.json, which records their digests: when the process dies after the
+    weights of a newer epoch were renamed into place, neither half loads beside the older config."""
+    import shutil
+
+    from simsearch.errors import ModelError
+    from simsearch.models import checkpoint
+    from simsearch.pretraining.model import save
+
+    out, _ = conv_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = json.loads((copy / "config.json").read_text())
+    assert set(before["files"]) == {"model.safetensors", AE_WEIGHTS}
+
+    def crash(path: object, text: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "atomic_write_text", crash)
+    other = build_autoencoder("conv", (1, 28, 28), 8, **SMALL)
+    with pytest.raises(KeyboardInterrupt):
+        save(other, copy, {"metrics": {"epoch": 3}})
+    assert json.loads((copy / "config.json").read_text()) == before
+    with pytest.raises(PretrainError, match=f"half-written: {AE_WEIGHTS} is not the file"):
+        load_autoencoder(copy)
+    with pytest.raises(ModelError, match="half-written: model.safetensors is not the file"):
+        load_embedder(copy)
+
+
 class _Interrupt(Exception):
     pass
 

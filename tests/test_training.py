@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from simsearch.data import (
     load_fashion_mnist,
     write_lmdb_dataset,
 )
-from simsearch.evaluation import embed_dataset, evaluate, evaluate_embeddings, labels_by_class_name
+from simsearch.evaluation import embed_dataset, evaluate_embeddings
 from simsearch.losses import create_loss
 from simsearch.models import Embedder, create_transform, load_embedder
 from simsearch.training import (
@@ -270,33 +271,6 @@ def test_a_truncated_training_image_is_reported_and_stood_in_for_not_fatal(
     assert result.epochs_run == 1 and str(cut) in caplog.text
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_scoring_leaves_out_a_truncated_image_and_names_it_where_asked_else_raises(
-    tmp_path: Path, workers: int
-) -> None:
-    """A stand-in would skew a score, so scoring drops the file; the labels stay aligned with the vectors kept, and
-    the message crosses from a loader worker too."""
-    from simsearch.errors import ImageError
-    from simsearch.models import random_embedder
-
-    root = _make_classes(tmp_path / "data", n_classes=3, per_class=3)
-    cut = _truncate(root / "class01" / "1.png")
-    dataset = ImageFolderDataset(root)
-    embedder = random_embedder(TINY.removeprefix("random:"))
-    with pytest.raises(ImageError, match="1.png"):
-        embed_dataset(embedder, dataset, batch_size=4, workers=workers)
-
-    skipped: list[str] = []
-    vectors, labels = embed_dataset(embedder, dataset, batch_size=4, workers=workers, skipped=skipped)
-    assert len(skipped) == 1 and skipped[0].startswith(str(cut))
-    assert labels.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
-    readable = ImageFolderDataset(root)
-    readable.samples = [s for s in readable.samples if s[0] != str(cut)]
-    readable.labels = np.array([label for _, label in readable.samples], dtype=np.int64)
-    expected, _ = embed_dataset(embedder, readable, batch_size=4)
-    np.testing.assert_allclose(vectors, expected, atol=1e-6)
-
-
 def test_a_truncated_image_is_left_out_of_eval_and_validation_and_reported_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -325,12 +299,12 @@ def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
 ) -> None:
     """history.json is written before last/state.pt: a crash between the two leaves a history one epoch ahead,
     which the resumed run cuts back and replays, so every epoch is in the history once."""
-    import simsearch.training as training
+    import simsearch.runs.run as run_module
 
     train_set, val_set = _datasets(data_root)
     config = _config(epochs=3, batches_per_epoch=1)
     out = tmp_path / "run"
-    real_save_state, calls = training.save_state, []
+    real_save_state, calls = run_module.save_state, []
 
     def crash_on_the_second(path: Path, state: dict) -> None:
         calls.append(state["epoch"])
@@ -338,13 +312,13 @@ def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
             raise KeyboardInterrupt
         real_save_state(path, state)
 
-    monkeypatch.setattr(training, "save_state", crash_on_the_second)
+    monkeypatch.setattr(run_module, "save_state", crash_on_the_second)
     with pytest.raises(KeyboardInterrupt):
         train(config, train_set, val_set, out)
     assert _state(out)["epoch"] == 1
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
 
-    monkeypatch.setattr(training, "save_state", real_save_state)
+    monkeypatch.setattr(run_module, "save_state", real_save_state)
     result = train(config, train_set, val_set, out)
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.epochs_run == 3
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2, 3]
@@ -470,11 +444,11 @@ def test_freeze_stages_keeps_the_stem_and_first_stages_as_they_were_even_after_t
     later = [name for name in after if name.startswith("backbone.blocks.4.") and name.endswith(".weight")]
     assert later and all(not torch.equal(after[name], start[name]) for name in later)
     # No gradient reaches the fixed part, so no backward pass runs through it (the time an epoch saves).
-    from simsearch.training import _set_backbone_frozen, frozen_stages
+    from simsearch.training.model import frozen_stages, set_backbone_frozen
 
     embedder = build_embedder(config)
     fixed_params, fixed_modules = frozen_stages(embedder.backbone, 2)
-    _set_backbone_frozen(embedder, False, fixed_params)
+    set_backbone_frozen(embedder, False, fixed_params)
     assert not any(p.requires_grad for module in fixed_modules for p in module.parameters())
     assert all(p.requires_grad for p in embedder.backbone.blocks[2].parameters())
 
@@ -512,11 +486,24 @@ def test_a_crop_pct_outside_0_to_1_is_refused(crop_pct: float) -> None:
         TrainConfig(crop_pct=crop_pct).check()
 
 
+def _reference_factor(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """The schedule as it was written by hand before timm computed it: linear warm-up from ~0 to 1, then half a
+    cosine down to 0 at `total_steps`. The reference that the timm-based schedule must reproduce."""
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
 def test_the_schedule_warms_up_linearly_then_follows_half_a_cosine_to_zero() -> None:
-    from simsearch.training import _lr_lambda
+    from simsearch.training.schedule import rate_factor
 
     total, warmup = 20, 4
-    factor = _lr_lambda(total, warmup)
+    factor = _reference_factor(total, warmup)
     expected = []
     for step in range(total + 2):  # two steps past the end stay at zero
         if step < warmup:
@@ -525,8 +512,60 @@ def test_the_schedule_warms_up_linearly_then_follows_half_a_cosine_to_zero() -> 
             t = min(1.0, (step - warmup) / (total - warmup))
             expected.append((1 + math.cos(math.pi * t)) / 2)
     assert [factor(step) for step in range(total + 2)] == pytest.approx(expected)
-    assert factor(warmup - 1) == 1.0 and factor(warmup) == 1.0 and factor(total) == pytest.approx(0.0)
-    assert _lr_lambda(10, 0)(0) == 1.0  # no warm-up: the cosine starts at once
+    assert [rate_factor(total, warmup, step) for step in range(total + 2)] == pytest.approx(expected, rel=1e-12)
+    assert rate_factor(total, warmup, warmup - 1) == 1.0 and rate_factor(total, warmup, warmup) == 1.0
+    assert rate_factor(total, warmup, total) == pytest.approx(0.0)
+    assert rate_factor(10, 0, 0) == 1.0  # no warm-up: the cosine starts at once
+
+
+@pytest.mark.parametrize(
+    ("steps_per_epoch", "epochs", "warmup_epochs"),
+    [(5, 4, 1.0), (3, 2, 0.0), (7, 3, 0.5), (1, 1, 0.0), (2, 1, 1.0), (4, 2, 3.0), (6, 10, 0.25)],
+)
+def test_timm_s_cosine_scheduler_gives_every_step_the_rate_of_the_hand_written_schedule(
+    steps_per_epoch: int, epochs: int, warmup_epochs: float
+) -> None:
+    """Per step and per parameter group (backbone at lr x 0.1, head, loss at its own lr), the optimizer's rates under
+    `WarmupCosine` (timm's CosineLRScheduler) are those of torch's LambdaLR driven by the hand-written formula, from
+    the first step to two steps past the end; and resuming from a saved step count gives the same rates."""
+    from simsearch.training.schedule import WarmupCosine
+
+    total, warmup = steps_per_epoch * epochs, round(warmup_epochs * steps_per_epoch)
+
+    def optimizer() -> torch.optim.Optimizer:
+        groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in (1e-4, 1e-3, 0.05)]
+        return torch.optim.AdamW(groups, lr=1e-3)
+
+    reference_optimizer = optimizer()
+    reference = torch.optim.lr_scheduler.LambdaLR(reference_optimizer, _reference_factor(total, warmup))
+    timm_optimizer = optimizer()
+    schedule = WarmupCosine(timm_optimizer, total, warmup)
+    for step in range(total + 2):
+        expected = [group["lr"] for group in reference_optimizer.param_groups]
+        assert schedule.get_last_lr() == pytest.approx(expected, rel=1e-12, abs=1e-18), step
+        assert [group["lr"] for group in timm_optimizer.param_groups] == schedule.get_last_lr()
+        reference_optimizer.step()
+        reference.step()
+        schedule.step()
+        if step == total // 2:  # a resumed run: a new schedule loaded from the saved step count (LambdaLR's too)
+            state = schedule.state_dict()
+            assert state == {"last_epoch": reference.state_dict()["last_epoch"]}
+            schedule = WarmupCosine(timm_optimizer, total, warmup)
+            schedule.load_state_dict(reference.state_dict())
+
+
+def test_resuming_with_more_epochs_jumps_to_the_rate_of_the_longer_cosine_as_the_hand_written_schedule_did() -> None:
+    from simsearch.training.schedule import WarmupCosine, rate_factor
+
+    steps_per_epoch, warmup = 4, 2
+    for done in range(0, 9):
+        for new_epochs in (2, 3, 5):
+            longer = _reference_factor(steps_per_epoch * new_epochs, warmup)(done)
+            assert rate_factor(steps_per_epoch * new_epochs, warmup, done) == pytest.approx(longer, rel=1e-12)
+            group = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+            schedule = WarmupCosine(group, steps_per_epoch * new_epochs, warmup)
+            schedule.load_state_dict({"last_epoch": done})
+            assert schedule.get_last_lr()[0] == pytest.approx(0.01 * longer, rel=1e-12)
 
 
 def _bn_means(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -668,89 +707,11 @@ def test_cli_train_options_reach_the_recipe_and_embed_dim_0_keeps_a_checkpoint_h
         assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
-def test_cli_eval_against_a_gallery_matches_classes_by_name_and_is_not_leave_one_out(
-    data_root: Path, tmp_path: Path
-) -> None:
-    from cli.main import main
-    from simsearch.models import random_embedder, save_checkpoint
-
-    # Gallery classes in another order, one the queries lack: labels follow the names.
-    assert labels_by_class_name(np.array([0, 1, 2, 1]), ["c", "b", "a"], ["a", "b"]).tolist() == [2, 1, 0, 1]
-
-    # Each query is in the gallery too: against a gallery it finds itself first, so R@1 is 1 exactly.
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
-    record_path = tmp_path / "gallery.json"
-    args = ["eval", str(data_root), "--gallery", str(data_root), "--model", str(checkpoint), "--device", "cpu"]
-    result = CliRunner().invoke(main, [*args, "--out", str(record_path)])
-    assert result.exit_code == 0, result.output
-    record = json.loads(record_path.read_text())
-    assert record["metrics"]["leave_one_out"] is False and record["metrics"]["gallery"] == 36
-    assert record["metrics"]["recall@1"] == 1.0 and record["protocol"].endswith("against a gallery")
-    # Without --out the record lands beside the checkpoint, named for both sets (not over the leave-one-out one).
-    assert CliRunner().invoke(main, args).exit_code == 0
-    assert json.loads((checkpoint / f"eval-{data_root.name}-vs-{data_root.name}.json").read_text())["gallery"]
-
-
-def test_cli_eval_with_hflip_tta_scores_the_flip_averaged_model_beside_the_plain_record(
-    data_root: Path, tmp_path: Path
-) -> None:
-    from cli.main import main
-    from simsearch.models import random_embedder, save_checkpoint
-
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
-    args = ["eval", str(data_root), "--model", str(checkpoint), "--device", "cpu"]
-    for extra in ([], ["--tta", "hflip"]):
-        result = CliRunner().invoke(main, [*args, *extra])
-        assert result.exit_code == 0, result.output
-    plain = json.loads((checkpoint / f"eval-{data_root.name}.json").read_text())
-    flipped = json.loads((checkpoint / f"eval-{data_root.name}-hflip.json").read_text())
-    assert plain["model"] == "checkpoint:tiny" and flipped["model"] == "checkpoint:tiny+hflip"
-    assert flipped["metrics"]["map@r"] != plain["metrics"]["map@r"]  # other vectors, another score
-    assert plain["tta"] is None and flipped["tta"] == "hflip"
-
-
-def test_cli_eval_default_records_of_two_folders_with_one_name_do_not_overwrite_each_other(tmp_path: Path) -> None:
-    from cli.main import main
-    from simsearch.models import random_embedder, save_checkpoint
-
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
-    first = _make_classes(tmp_path / "a" / "test", n_classes=2, per_class=3)
-    second = _make_classes(tmp_path / "b" / "test", n_classes=3, per_class=2, seed=1)
-    for folder in (first, second, first):
-        result = CliRunner().invoke(main, ["eval", str(folder), "--model", str(checkpoint), "--device", "cpu"])
-        assert result.exit_code == 0, result.output
-    records = sorted(checkpoint.glob("eval-test*.json"))
-    assert len(records) == 2 and "eval-test.json" in {path.name for path in records}
-    assert {json.loads(path.read_text())["data"] for path in records} == {str(first), str(second)}
-    assert json.loads((checkpoint / "eval-test.json").read_text())["data"] == str(first)  # its own name, re-run
-
-
-def test_evaluate_against_a_gallery_matches_classes_by_name(data_root: Path) -> None:
-    from simsearch.models import random_embedder
-
-    torch.manual_seed(0)
-    embedder = random_embedder(TINY.removeprefix("random:"))
-    classes = sorted(p.name for p in data_root.iterdir())
-    queries = ImageFolderDataset(data_root, classes=classes)
-    reordered = ImageFolderDataset(data_root, classes=classes[::-1])  # the same photos, labels numbered backwards
-    assert reordered.classes == classes[::-1]
-    # Each query is in the gallery: it finds itself first whatever the gallery's numbering, once names are matched.
-    record = evaluate(embedder, queries, gallery=reordered)
-    assert record["metrics"]["recall@1"] == 1.0 and record["metrics"]["leave_one_out"] is False
-    assert record["protocol"].endswith("against a gallery")
-    vectors, labels = embed_dataset(embedder, queries)
-    unmatched = evaluate_embeddings(embedder, vectors, labels, gallery=embed_dataset(embedder, reordered))
-    assert unmatched["metrics"]["recall@1"] < 1.0  # raw numbers would pair photos with the wrong classes
-
-
 def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A diverged model's NaN vectors must not be scored (faiss would answer them with index -1, read as a hit)."""
-    import simsearch.training as training
+    import simsearch.training.loop as training_loop
     from simsearch.evaluation import EvaluationError
     from simsearch.models import random_embedder
 
@@ -763,73 +724,10 @@ def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
         labels = np.asarray(dataset.labels)  # type: ignore[attr-defined]
         return np.full((len(labels), 16), np.nan, dtype=np.float32), labels
 
-    monkeypatch.setattr(training, "embed_dataset", nan_vectors)
+    monkeypatch.setattr(training_loop, "embed_dataset", nan_vectors)
     train_set, val_set = _datasets(data_root)
     with pytest.raises(TrainingError, match="validation after epoch 1: .*NaN"):
         train(_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run")
-
-
-def test_open_data_names_what_it_cannot_open(tmp_path: Path, data_root: Path) -> None:
-    from simsearch.data import DatasetError, open_data
-
-    assert len(open_data(str(data_root))) == 36
-    (tmp_path / "photo.jpg").write_bytes(b"x")
-    with pytest.raises(DatasetError, match="is a file"):
-        open_data(str(tmp_path / "photo.jpg"))
-    with pytest.raises(DataNotFoundError, match="no such folder 'nowhere'.*caltech101:test"):
-        open_data("nowhere")
-    with pytest.raises(DatasetError, match="tset"):
-        open_data("caltech101:tset")
-
-    # On the command line each is a bad value of the option that named it (exit 2), in one line.
-    from cli.main import main
-    from simsearch.models import random_embedder, save_checkpoint
-
-    checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
-    base = ["eval", "--model", str(checkpoint), "--device", "cpu"]
-    for args, where in (
-        ([str(tmp_path / "photo.jpg")], "DATA"),
-        ([str(data_root), "--gallery", str(tmp_path / "photo.jpg")], "--gallery"),
-        (["caltech101:tset"], "DATA"),
-    ):
-        result = CliRunner().invoke(main, [*base, *args])
-        assert result.exit_code == 2 and f"Invalid value for {where}" in result.output, result.output
-        assert "Traceback" not in result.output
-
-
-def test_a_folder_named_like_a_shared_set_without_classes_reads_the_shared_set(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from simsearch.data import DataNotFoundError, open_data, open_shared_split
-
-    try:
-        expected = len(open_shared_split("omniglot"))
-    except DataNotFoundError as exc:
-        pytest.skip(f"Omniglot not found ({exc}); set SIMSEARCH_DATA to the shared data folder")
-    (tmp_path / "omniglot").mkdir()  # as in the shared data folder itself: files, no class folders
-    (tmp_path / "omniglot" / "images_background.npz").write_bytes(b"")
-    monkeypatch.chdir(tmp_path)
-    assert len(open_data("omniglot")) == expected == 964 * 20
-
-
-def test_cli_eval_omniglot_one_shot_scores_the_official_runs(tmp_path: Path) -> None:
-    from cli.main import main
-    from simsearch.data import omniglot_one_shot_runs
-    from simsearch.evaluation import one_shot_eval
-    from simsearch.models import random_embedder, save_checkpoint
-
-    try:
-        runs = omniglot_one_shot_runs()
-    except FileNotFoundError as exc:
-        pytest.skip(f"Omniglot runs not found ({exc}); set SIMSEARCH_DATA to the shared data folder")
-    torch.manual_seed(0)
-    checkpoint = save_checkpoint(random_embedder("simsearch_conv4", in_chans=1), tmp_path / "conv4")
-    result = CliRunner().invoke(main, ["eval", "omniglot:one-shot", "--model", str(checkpoint), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    record = json.loads((checkpoint / "eval-omniglot-one-shot.json").read_text())
-    expected = one_shot_eval(load_embedder(checkpoint), runs)
-    assert record["metrics"] == {"one_shot_accuracy": expected["accuracy"], "runs": 20}
-    assert record["per_run"] == expected["per_run"]
 
 
 def test_cli_train_reports_a_bad_loss_option_in_one_line(data_root: Path, tmp_path: Path) -> None:

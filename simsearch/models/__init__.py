@@ -1,5 +1,6 @@
 """Models: the Embedder (timm backbone + projection + L2 norm), resolving model specs, weights and checkpoints."""
 
+from simsearch.models.checkpoint import save_checkpoint
 from simsearch.models.embedder import TTA_MODES, Embedder, channel_data_config, check_tta, create_transform
 from simsearch.models.pooling import GEM_OPTION, GeM, use_gem
 from simsearch.models.registry import (
@@ -9,7 +10,6 @@ from simsearch.models.registry import (
     load_embedder_from_spec,
     random_embedder,
     resolve_device,
-    save_checkpoint,
 )
 
 __all__ = [

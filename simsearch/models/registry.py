@@ -1,14 +1,13 @@
 """Resolving a model spec ("default", a timm name, a weights file, a checkpoint folder) into a ready Embedder.
 
-Also owns the simsearch checkpoint format (a folder with model.safetensors + config.json) and device choice.
+Also owns device choice; the checkpoint format (a folder with model.safetensors + config.json) is
+`simsearch.models.checkpoint`.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import logging
-import math
 import os
 import socket
 import urllib.parse
@@ -22,6 +21,12 @@ from torch import nn
 
 from simsearch.errors import ModelError
 from simsearch.models import convnet as _convnet  # noqa: F401 - registers the simsearch_* timm models
+from simsearch.models.checkpoint import (
+    CHECKPOINT_CONFIG,
+    CHECKPOINT_WEIGHTS,
+    check_checkpoint_file,
+    read_checkpoint_config,
+)
 from simsearch.models.embedder import Embedder, check_tta
 from simsearch.models.pooling import GEM_OPTION, use_gem
 from simsearch.models.weights import (
@@ -45,11 +50,6 @@ from simsearch.models.weights import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
-CHECKPOINT_FORMAT = "simsearch-checkpoint"
-CHECKPOINT_VERSION = 1
-CHECKPOINT_WEIGHTS = "model.safetensors"
-CHECKPOINT_CONFIG = "config.json"
-_RESERVED_CONFIG_KEYS = ("format", "version", "backbone", "embed_dim", "data_config", "backbone_kwargs")
 # "simsearch-ae:<kind>" names the encoder of a simsearch autoencoder as a backbone; its backbone_kwargs are the
 # autoencoder's config (input_shape, code_dim, num_classes, options). Written by `simsearch.pretraining`.
 AE_BACKBONE_PREFIX = "simsearch-ae:"
@@ -176,55 +176,6 @@ def _spec_field(spec: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ModelError(f"model spec {spec} has no {key}")
     return value
-
-
-def save_checkpoint(
-    embedder: Embedder, folder: str | os.PathLike[str], extra_config: dict[str, Any] | None = None
-) -> Path:
-    """Write `embedder` as a simsearch checkpoint folder (model.safetensors + config.json) that load_embedder reads.
-
-    A test-time augmentation (`Embedder.tta`) is not kept: it is chosen where the checkpoint is used.
-
-    Args:
-        extra_config: More JSON-able entries for config.json (training recipe, metrics); may not override format keys.
-
-    Returns:
-        The folder.
-    """
-    import safetensors.torch
-
-    extra = dict(extra_config or {})
-    clash = sorted(set(extra) & set(_RESERVED_CONFIG_KEYS))
-    if clash:
-        raise ModelError(f"extra_config may not set reserved checkpoint keys: {', '.join(clash)}")
-    config: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "backbone": embedder.arch,
-        "embed_dim": embedder.projection_dim,
-        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in embedder.data_config.items()},
-    }
-    if embedder.backbone_kwargs:
-        config["backbone_kwargs"] = embedder.backbone_kwargs
-    config.update(extra)
-    try:
-        config_text = json.dumps(config, indent=2, sort_keys=False) + "\n"
-    except (TypeError, ValueError) as e:
-        raise ModelError(f"checkpoint config is not JSON-serialisable: {e}") from None
-
-    out = Path(folder).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    # Cloning breaks tied/shared storage (safetensors refuses it) and drops channels_last strides.
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in embedder.state_dict().items()}
-    # Write-then-rename so that a crash never leaves a half-written checkpoint that looks complete.
-    tmp_weights = out / (CHECKPOINT_WEIGHTS + ".tmp")
-    tmp_config = out / (CHECKPOINT_CONFIG + ".tmp")
-    safetensors.torch.save_file(state, str(tmp_weights), metadata={"format": "pt"})
-    tmp_config.write_text(config_text, encoding="utf-8")
-    os.replace(tmp_weights, out / CHECKPOINT_WEIGHTS)
-    os.replace(tmp_config, out / CHECKPOINT_CONFIG)
-    logger.info("saved checkpoint %s (%s, %d-d)", out, embedder.arch, embedder.embed_dim)
-    return out
 
 
 def _is_path_spec(text: str, path: Path) -> bool:
@@ -470,89 +421,11 @@ def _load_timm_pretrained(name: str) -> Embedder:
     )
 
 
-def _read_checkpoint_config(folder: Path) -> dict[str, Any]:
-    config_path = folder / CHECKPOINT_CONFIG
-    if not config_path.is_file() or not (folder / CHECKPOINT_WEIGHTS).is_file():
-        raise ModelError(f"{folder} is not a simsearch checkpoint (needs {CHECKPOINT_WEIGHTS} and {CHECKPOINT_CONFIG})")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"unreadable checkpoint config {config_path}: {e}") from None
-    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"{config_path} is not a simsearch checkpoint config (format != {CHECKPOINT_FORMAT!r})")
-    version = config.get("version")
-    if not isinstance(version, int) or version < 1:
-        raise ModelError(f"{config_path} has an invalid version {version!r}")
-    if version > CHECKPOINT_VERSION:
-        raise ModelError(
-            f"checkpoint {folder} has format version {version}, newer than this simsearch reads "
-            f"({CHECKPOINT_VERSION}): upgrade simsearch"
-        )
-    if not isinstance(config.get("backbone"), str) or not config["backbone"]:
-        raise ModelError(f"{config_path} names no backbone")
-    embed_dim = config.get("embed_dim")
-    if embed_dim is not None and (not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim <= 0):
-        raise ModelError(f"{config_path} has an invalid embed_dim {embed_dim!r}")
-    for key in ("data_config", "backbone_kwargs"):
-        if config.get(key) is not None and not isinstance(config[key], dict):
-            raise ModelError(f"{config_path}: {key} must be an object")
-    if config.get("data_config"):
-        problem = _data_config_problem(config["data_config"])
-        if problem:
-            raise ModelError(f"{config_path}: data_config {problem}")
-    return config
-
-
-_DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-_CROP_MODES = ("center", "squash", "border")
-
-
-def _data_config_problem(data_config: dict[str, Any]) -> str | None:
-    """What is wrong with a checkpoint's data config, or None: caught here, it would be a traceback mid-embedding.
-
-    A missing key takes timm's default, as `timm.data.create_transform` gives it.
-    """
-    from timm.data.transforms import str_to_interp_mode
-
-    def is_number(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-    unknown = sorted(set(data_config) - set(_DATA_CONFIG_KEYS))
-    if unknown:
-        return f"has unknown keys {', '.join(unknown)} (known: {', '.join(_DATA_CONFIG_KEYS)})"
-    size = data_config.get("input_size", (3, 224, 224))
-    if not (
-        isinstance(size, list | tuple)
-        and len(size) == 3
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-    ):
-        return f"input_size must be 3 positive integers (C, H, W), not {size!r}"
-    for key in ("mean", "std"):
-        values = data_config.get(key)
-        if values is None:
-            continue
-        if not (isinstance(values, list | tuple) and len(values) == size[0] and all(map(is_number, values))):
-            return f"{key} must be {size[0]} numbers (one per channel of input_size), not {values!r}"
-        if key == "std" and min(values) <= 0:
-            return f"std must be positive, not {values!r}"
-    interpolation = data_config.get("interpolation")
-    if interpolation is not None:
-        try:
-            str_to_interp_mode(interpolation)
-        except (KeyError, TypeError):
-            return f"interpolation {interpolation!r} is unknown (e.g. bilinear, bicubic, nearest)"
-    crop_pct = data_config.get("crop_pct")
-    if crop_pct is not None and not (is_number(crop_pct) and crop_pct > 0):  # timm has models above 1 (volo_d5_512)
-        return f"crop_pct must be a number > 0, not {crop_pct!r}"
-    crop_mode = data_config.get("crop_mode")
-    if crop_mode is not None and crop_mode not in _CROP_MODES:
-        return f"crop_mode {crop_mode!r} is unknown ({', '.join(_CROP_MODES)})"
-    return None
-
-
 def _load_checkpoint(folder: Path) -> Embedder:
-    config = _read_checkpoint_config(folder)
+    config = read_checkpoint_config(folder)
     weights = folder / CHECKPOINT_WEIGHTS
+    weights_sha256 = file_sha256(weights)
+    check_checkpoint_file(folder, config, CHECKPOINT_WEIGHTS, weights_sha256)
     backbone_kwargs = dict(config.get("backbone_kwargs") or {})
     backbone = create_backbone(config["backbone"], **backbone_kwargs)
     embedder = Embedder(
@@ -560,7 +433,7 @@ def _load_checkpoint(folder: Path) -> Embedder:
         arch=config["backbone"],
         embed_dim=config.get("embed_dim"),
         model_id=f"checkpoint:{folder.resolve().name}",
-        weights_sha256=file_sha256(weights),
+        weights_sha256=weights_sha256,
         spec={"kind": "checkpoint", "name": config["backbone"], "path": str(folder.resolve())},
         data_config=config.get("data_config") or None,
         backbone_kwargs=backbone_kwargs,

@@ -1,5 +1,6 @@
-"""Scoring a model by retrieval: embed a labelled set with the model's eval transform, then exact k-NN recall@k (hit
-rate), MAP@R, R-precision and NMI, leave-one-out or against a gallery; and the Omniglot 20-way one-shot protocol.
+"""Embedding a labelled set as scoring sees it: each image through the model's own eval transform (its colour mode
+converted first), unreadable images left out and named, or stood in for during training; a gallery's classes
+matched to the queries' by name.
 
 Training embeds its validation classes each epoch through `embed_dataset`, so a model sees the same preprocessing
 when it is validated, scored by `simsearch eval` and by the benchmarks.
@@ -16,29 +17,19 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from simsearch.data import ArrayDataset, omniglot_one_shot_runs
-from simsearch.errors import EvaluationError, ImageError
-from simsearch.metrics import one_shot_accuracy, retrieval_metrics
+from simsearch.errors import ImageError
 from simsearch.models import Embedder, create_transform
 
 __all__ = [
-    "EVAL_KS",
-    "EvaluationError",
     "TransformedDataset",
     "autocast",
     "collate_readable",
     "embed_dataset",
     "embed_queries_and_gallery",
-    "evaluate",
-    "evaluate_embeddings",
     "labels_by_class_name",
-    "one_shot_eval",
 ]
 
 logger = logging.getLogger(__name__)
-
-# The k of recall@k that `evaluate` reports (hit rate), as in the deep-metric-learning literature and the eval plot.
-EVAL_KS = (1, 2, 4, 8, 16, 32)
 
 
 class TransformedDataset(Dataset):
@@ -172,27 +163,6 @@ def embed_dataset(
     return vectors, np.concatenate(label_chunks).astype(np.int64, copy=False)
 
 
-def evaluate(
-    embedder: Embedder,
-    dataset: Any,
-    *,
-    gallery: Any | None = None,
-    ks: tuple[int, ...] = EVAL_KS,
-    batch_size: int = 64,
-    workers: int = 0,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Exact k-NN retrieval scores of a labelled dataset: recall@k (hit rate), MAP@R, R-precision, NMI.
-
-    Leave-one-out over `dataset` by default; with `gallery` (another labelled dataset) each image of `dataset` searches
-    the gallery instead, classes matched by name. k values larger than the gallery allows are dropped.
-    """
-    vectors, labels, searched = embed_queries_and_gallery(
-        embedder, dataset, gallery, batch_size=batch_size, workers=workers
-    )
-    return evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks, seed=seed)
-
-
 def embed_queries_and_gallery(
     embedder: Embedder,
     dataset: Any,
@@ -214,45 +184,6 @@ def embed_queries_and_gallery(
     return vectors, labels, (gallery_vectors, labels_by_class_name(gallery_labels, gallery.classes, dataset.classes))
 
 
-def evaluate_embeddings(
-    embedder: Embedder,
-    vectors: np.ndarray,
-    labels: np.ndarray,
-    *,
-    gallery: tuple[np.ndarray, np.ndarray] | None = None,
-    ks: tuple[int, ...] = EVAL_KS,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """`evaluate` on embeddings computed already (by `embed_dataset`), e.g. to plot them as well.
-
-    Args:
-        embedder: the model that made `vectors`; only its identity goes into the record.
-        vectors: `(N, D)` embeddings.
-        labels: `(N,)` classes.
-        gallery: `(vectors, labels)` to search instead of `vectors` themselves (labels in the same numbering, see
-            `labels_by_class_name`); without it the search is leave-one-out.
-    """
-    size = len(vectors) - 1 if gallery is None else len(gallery[0])
-    usable = tuple(k for k in ks if k <= size)
-    if not usable:
-        raise EvaluationError(f"evaluation needs at least two images, got {len(vectors)}")
-    searched: dict[str, Any] = {} if gallery is None else {"gallery": gallery[0], "gallery_labels": gallery[1]}
-    try:
-        scores = retrieval_metrics(vectors, labels, ks=usable, seed=seed, **searched)
-    except ValueError as exc:
-        raise EvaluationError(str(exc)) from None
-    protocol = "exact k-NN, cosine, leave-one-out" if gallery is None else "exact k-NN, cosine, against a gallery"
-    return {
-        "model": embedder.model_id,
-        "tta": embedder.tta,
-        "embed_dim": embedder.embed_dim,
-        "images": len(vectors),
-        "classes": len(np.unique(labels)),
-        "protocol": protocol,
-        "metrics": {k: (float(v) if isinstance(v, float) else v) for k, v in scores.items()},
-    }
-
-
 def labels_by_class_name(
     gallery_labels: np.ndarray, gallery_classes: Sequence[str], query_classes: Sequence[str]
 ) -> np.ndarray:
@@ -263,49 +194,3 @@ def labels_by_class_name(
         index.setdefault(name, len(index))
     mapping = np.array([index[name] for name in gallery_classes], dtype=np.int64)
     return mapping[np.asarray(gallery_labels, dtype=np.int64)]
-
-
-def one_shot_eval(embedder: Embedder, runs: list[Any] | None = None, *, batch_size: int = 64) -> dict[str, Any]:
-    """Omniglot 20-way one-shot accuracy (Lake et al. 2015) on the official runs, nearest training image by cosine.
-
-    The run images (grey `(105, 105)` uint8, ink black on white like `load_omniglot`) go through the model's own
-    eval transform, as `embed_dataset` gives them, converted to the channels its data config asks for.
-
-    Args:
-        runs: `simsearch.data.OneShotRun`s; None reads the 20 official runs from the shared data folder.
-
-    Returns:
-        `{"accuracy": float, "runs": int, "per_run": [float, ...]}`, accuracies in [0, 1].
-    """
-    if runs is None:
-        runs = omniglot_one_shot_runs()
-    if not runs:
-        raise EvaluationError("no one-shot runs to evaluate")
-    # Embed every run once, then score each run on its slice: the per-run numbers and the total share one pass.
-    arrays = [np.asarray(im, dtype=np.uint8) for run in runs for im in (*run.train_images, *run.test_images)]
-    if len({a.shape for a in arrays}) > 1:
-        raise EvaluationError(f"one-shot run images differ in size ({sorted({a.shape for a in arrays})[:3]}...)")
-    images = np.stack(arrays)
-    vectors, _ = embed_dataset(embedder, ArrayDataset(images, np.zeros(len(images), np.int64)), batch_size=batch_size)
-    per_run: list[float] = []
-    offset = 0
-    for run in runs:
-        n = len(run.train_images) + len(run.test_images)
-        chunk = vectors[offset : offset + n]
-        offset += n
-        try:
-            per_run.append(one_shot_accuracy(_constant_embedding(chunk), [run]))
-        except ValueError as exc:
-            raise EvaluationError(str(exc)) from None
-    correct = sum(acc * len(run.test_images) for acc, run in zip(per_run, runs, strict=True))
-    total = sum(len(run.test_images) for run in runs)
-    return {"accuracy": correct / total, "runs": len(runs), "per_run": per_run}
-
-
-def _constant_embedding(vectors: np.ndarray) -> Callable[[list[np.ndarray]], np.ndarray]:
-    """An embed_fn for `one_shot_accuracy` that returns vectors computed beforehand."""
-
-    def embed_fn(_images: list[np.ndarray]) -> np.ndarray:
-        return vectors
-
-    return embed_fn
