@@ -81,10 +81,18 @@ def open_data(data: str, param_hint: str = "DATA") -> Any:
         return open_spec(data)
     except DataNotFoundError as exc:
         if is_shared_split_name(data) and not Path(data).expanduser().exists():
-            raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
+            raise click.ClickException(missing_data_message(exc)) from None
         raise click.BadParameter(str(exc), param_hint=param_hint) from None
     except DatasetError as exc:
         raise click.BadParameter(str(exc), param_hint=param_hint) from None
+
+
+def missing_data_message(exc: Exception) -> str:
+    """The one-line error of a shared set's missing files: the library's message, pointing at $SIMSEARCH_DATA when it
+    does not already."""
+    from simsearch.data import DATA_ENV
+
+    return str(exc) if DATA_ENV in str(exc) else f"{exc} (set {DATA_ENV} to the shared data folder)"
 
 
 def parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") -> dict[str, Any]:

@@ -16,6 +16,7 @@ from cli.common import (
     device_option,
     domain_errors,
     json_option,
+    missing_data_message,
     open_data,
     parse_options,
     tta_option,
@@ -558,7 +559,7 @@ def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json:
     try:
         scores = one_shot_eval(embedder, batch_size=batch_size)
     except DataNotFoundError as exc:
-        raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
+        raise click.ClickException(missing_data_message(exc)) from None
     record = {
         "model": embedder.model_id,
         "embed_dim": embedder.embed_dim,

@@ -1,4 +1,8 @@
-"""Shared fixtures: the real data folder, a few Caltech-101 photos unpacked once, and the default model."""
+"""Shared fixtures: the real data folder, a few Caltech-101 photos unpacked once, and the default model.
+
+The library has no default data folder: the tests read the shared data sets beside the checkout (`../shared/data`)
+unless $SIMSEARCH_DATA names another folder, and set the variable so that the library and the commands that the
+tests run (in this process or in a child) find the same folder."""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("SIMSEARCH_DATA", REPO.parent / "shared" / "data"))
+if not os.environ.get("SIMSEARCH_DATA"):
+    os.environ["SIMSEARCH_DATA"] = str(REPO.parent / "shared" / "data")
+DATA = Path(os.environ["SIMSEARCH_DATA"])
 CALTECH_TAR = DATA / "caltech101" / "101_ObjectCategories.tar"
 SAMPLES = REPO / "samples"
 

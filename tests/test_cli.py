@@ -368,6 +368,17 @@ def test_pack_then_eval_on_the_lmdb_store_writes_a_record_and_a_png_beside_it(
     assert alone.read_bytes() != png.read_bytes()  # two curves now
 
 
+@pytest.mark.parametrize("command", ["eval", "pack"])
+def test_a_shared_set_without_simsearch_data_is_a_one_line_error_naming_the_variable(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["--model", "default"] if command == "eval" else [tmp_path / "out.lmdb"]
+    line = one_line_error(run(command, "caltech101:test", *args, env={"SIMSEARCH_DATA": None}))
+    assert "$SIMSEARCH_DATA" in line and line.count("SIMSEARCH_DATA") == 1, line
+    assert not (tmp_path / "out.lmdb").exists()
+
+
 def test_pack_into_an_existing_folder_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "tree" / "a").mkdir(parents=True)
     (tmp_path / "out.lmdb").mkdir()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from conftest import CALTECH_TAR
 from PIL import Image
 from timm.data import ImageNetInfo
 
@@ -26,10 +26,6 @@ from simsearch.models import (
     save_checkpoint,
     weights,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SIMSEARCH_DATA", REPO.parent / "shared" / "data"))
-CALTECH_TAR = DATA / "caltech101" / "101_ObjectCategories.tar"
 
 # Caltech-101 class -> (ImageNet indices that count as right, a word each index's description must contain).
 CALTECH_TO_IMAGENET = {
