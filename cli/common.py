@@ -1,7 +1,7 @@
 """What the commands share: the one-line error handling, output writing, common options and DATA parsing.
 
-Its own module so that command modules (`cli.pretrain`, `cli.bench`) and `cli.main`, which registers them, both
-import it without importing each other.
+Its own module so that command modules (`cli.pretrain`) and `cli.main`, which registers them, both import it without
+importing each other.
 """
 
 from __future__ import annotations

@@ -645,10 +645,8 @@ def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: b
 
 def _register_extra_commands() -> None:
     """Commands that live in their own modules (importing them costs nothing: their heavy imports are lazy)."""
-    from cli.bench import bench
     from cli.pretrain import pretrain
 
-    main.add_command(bench)
     main.add_command(pretrain)
 
 

@@ -1,4 +1,4 @@
-"""The benchmark command (`python -m benchmarks SUITE`, `simsearch bench`): every suite runs at --tiny sizes and writes
+"""The benchmark command (`python -m benchmarks SUITE`, from a checkout): every suite runs at --tiny sizes and writes
 a well-formed record (JSON with the environment and the suite's numbers, valid PNGs, a Markdown table); the framework
 itself (all, records, help, errors) with fake suites; helpers. No timing thresholds: only shapes and keys."""
 
@@ -7,6 +7,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import mmap
+import os
+import re
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -15,13 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import DATA
+from conftest import DATA, REPO
 
 from benchmarks import __main__ as bench_main
 from benchmarks import suites
 from benchmarks.record import ENVIRONMENT_KEYS, PeakRSS, default_result_path, markdown_table
 from benchmarks.suites import BenchmarkError, class_balanced_rows
-from cli.bench import bench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -235,26 +237,41 @@ def test_amp_fp16_on_the_cpu_is_refused() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# simsearch bench
+# python -m benchmarks, and no benchmarks in the shipped command line
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_simsearch_bench_passes_its_arguments_to_the_benchmarks(fakes: list[str], tmp_path: Path) -> None:
-    result = CliRunner().invoke(bench, ["alpha", "--size", "5", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
+def test_python_m_benchmarks_passes_its_arguments_to_the_suite(fakes: list[str], tmp_path: Path) -> None:
+    assert bench_main.main(["alpha", "--size", "5", "--out", str(tmp_path)]) == 0
     assert fakes == ["alpha"] and json.loads((tmp_path / "alpha.json").read_text())["size"] == 5
-    help_result = CliRunner().invoke(bench, ["--help"])
-    assert help_result.exit_code == 0 and "usage: simsearch bench" in help_result.output
 
 
-def test_simsearch_bench_outside_a_checkout_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "benchmarks.__main__", None)  # as if benchmarks/ were not there
-    result = CliRunner().invoke(bench, ["quality"])
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [
-        "Error: simsearch bench needs a source checkout of simsearch (benchmarks/ is not part of the installed "
-        "package): run it from a clone of the repository"
-    ]
+def test_python_m_benchmarks_runs_from_the_checkout_and_lists_the_real_suites() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m benchmarks" in result.stdout
+    for name in ("quality", "embed", "query", "search", "train", "all"):
+        assert re.search(rf"^\s+{name}\s", result.stdout, re.M), result.stdout
+
+
+def test_outside_a_checkout_the_benchmarks_are_not_importable_and_the_error_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "quality"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("No module named benchmarks"), result.stderr
+
+
+def test_the_shipped_command_line_has_no_bench_command() -> None:
+    from cli.main import main
+
+    assert "bench" not in main.commands
+    result = CliRunner().invoke(main, ["bench", "quality"])
+    assert result.exit_code == 2 and "No such command 'bench'" in result.output
 
 
 # --------------------------------------------------------------------------------------------------------------------
