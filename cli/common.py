@@ -38,6 +38,19 @@ def cannot_write(path: Path, exc: OSError) -> click.ClickException:
     return click.ClickException(f"cannot write {path}: {exc.strerror or exc}")
 
 
+def can_draw(instead: str) -> bool:
+    """Whether matplotlib (the `plots` extra) is there for a picture that the user did not ask for by name; without
+    it, a one-line note with the install hint and what happens `instead`, and the command goes on without it."""
+    from simsearch.plots import PlotError, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotError as exc:
+        click.echo(f"{exc} ({instead})", err=True)
+        return False
+    return True
+
+
 def write_output(path: Path, text: str) -> None:
     """Write a file the user named, its folder made if needed: a path that cannot be written is a one-line error,
     not a traceback after the work is done."""

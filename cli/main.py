@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from cli.common import (
+    can_draw,
     cannot_write,
     collection_option,
     device_option,
@@ -490,10 +491,13 @@ def evaluate(
     from simsearch.data import data_label
     from simsearch.evaluation import embed_queries_and_gallery, evaluate_embeddings
     from simsearch.models import load_embedder
+    from simsearch.plots import require_matplotlib
 
     compared = [_read_record(path) for path in compare_paths]
     if data == ONE_SHOT_DATA and (gallery or plot_path or compared):
         raise click.UsageError(f"{ONE_SHOT_DATA} is scored by its own runs: no --gallery, --plot or --compare")
+    if plot_path is not None:
+        require_matplotlib()  # the picture asked for cannot be drawn: say so before any work
     embedder = load_embedder(model, weights=weights, device=device, tta=tta)
     if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
         folder = Path(embedder.spec["path"])
@@ -518,7 +522,7 @@ def evaluate(
     if gallery is not None:
         record["gallery"] = data_label(gallery)
     record["data"] = data_label(data)
-    if plot_path is None and record_path is not None:
+    if plot_path is None and record_path is not None and can_draw("no plot written"):
         plot_path = record_path.with_suffix(".png")
     if plot_path is not None:
         from simsearch.plots import save_eval_plot
