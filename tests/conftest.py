@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data folder, a few Caltech-101 photos unpacked once, and the default model.
+"""Shared fixtures: the real data folder, Caltech-101 photos unpacked on demand, the sample collection and the default
+model.
 
 The library has no default data folder: the tests read the shared data sets beside the checkout (`../shared/data`)
 unless $SIMSEARCH_DATA names another folder, and set the variable so that the library and the commands that the
@@ -57,14 +58,6 @@ def default_embedder():
     from simsearch.models import load_embedder
 
     return load_embedder(None, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def caltech_photos(tmp_path_factory) -> dict[str, list[Path]]:
-    """12 real photos each of five visually distinct Caltech-101 classes, unpacked once per session."""
-    dest = tmp_path_factory.mktemp("caltech")
-    classes = {"airplanes": 12, "Faces_easy": 12, "Motorbikes": 12, "sunflower": 12, "starfish": 12}
-    return unpack_caltech(dest, classes)
 
 
 SAMPLE_PHOTOS = SAMPLES / "caltech101"
