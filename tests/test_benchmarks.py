@@ -9,6 +9,7 @@ import json
 import mmap
 import os
 import re
+import statistics
 import subprocess
 import sys
 import types
@@ -94,13 +95,19 @@ def test_quality_suite_writes_recall_map_nmi_and_the_one_shot_accuracy(tmp_path:
     assert set(record["datasets"]) == {"caltech101", "omniglot", "fashion-mnist"}
     for name, entry in record["datasets"].items():
         metrics = entry["metrics"]
-        for key in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi"):
-            assert finite(metrics[key]) and 0 <= metrics[key] <= 1, (name, key, metrics.get(key))
-        # Hit rate can only grow with k.
-        assert metrics["recall@1"] <= metrics["recall@2"] <= metrics["recall@4"] <= metrics["recall@8"]
+        assert all(finite(metrics[key]) for key in ("recall@1", "recall@8", "map@r", "r_precision", "nmi")), name
         assert 2 <= entry["queries"] <= 12 and entry["protocol"]
-    assert 0 <= record["datasets"]["omniglot"]["one_shot_accuracy"] <= 1
-    assert record["datasets"]["omniglot"]["one_shot_runs"] == 1
+        # Hit rates are counts of queries: whole numbers of hits, and they can only grow with k.
+        hits = [metrics[f"recall@{k}"] * entry["queries"] for k in (1, 2, 4, 8)]
+        assert hits == pytest.approx([round(h) for h in hits]), (name, hits)
+        assert hits == sorted(hits)
+        # MAP@R averages precisions over the first R results, each at most the share of hits in them (R-precision).
+        assert metrics["map@r"] <= metrics["r_precision"] + 1e-9, name
+        assert 0 <= metrics["nmi"] <= 1 + 1e-9, name  # normalised: an unnormalised mutual information would exceed 1
+    omniglot = record["datasets"]["omniglot"]
+    assert omniglot["one_shot_runs"] == 1 and len(omniglot["one_shot_per_run"]) == 1
+    correct = omniglot["one_shot_accuracy"] * 20  # one run of 20 test images
+    assert correct == pytest.approx(round(correct)) and omniglot["one_shot_per_run"] == [omniglot["one_shot_accuracy"]]
     assert [row["dataset"] for row in record["table"]] == ["caltech101", "omniglot", "fashion-mnist"]
 
 
@@ -109,13 +116,16 @@ def test_embed_suite_writes_pipeline_and_forward_rates_their_ratio_and_a_sweep(t
     points = [record["headline"], *record["sweep"]]
     assert len(record["sweep"]) == 4  # tiny: batch sizes 2, 4 x workers 0, 1
     for point in points:
-        for key in ("pipeline_images_per_s", "forward_images_per_s", "peak_rss_mib", "peak_pss_with_workers_mib"):
+        for key in ("peak_rss_mib", "peak_pss_with_workers_mib", "pipeline_seconds", "forward_seconds"):
             assert finite(point[key]) and point[key] > 0, (key, point)
+        # Rates come from the images really embedded and the time measured, not from anything else.
+        assert point["images"] == record["headline"]["images"] > 0
+        assert point["pipeline_images_per_s"] == pytest.approx(point["images"] / point["pipeline_seconds"])
+        assert point["forward_images_per_s"] == pytest.approx(point["images"] / point["forward_seconds"])
         forward = point["forward_images_per_s"]
         if "forward_images_per_s_after" in point:  # the headline divides by the mean of before and after
             forward = (forward + point["forward_images_per_s_after"]) / 2
-        ratio = point["pipeline_images_per_s"] / forward
-        assert point["ratio_pipeline_over_forward"] == pytest.approx(ratio)
+        assert point["ratio_pipeline_over_forward"] == pytest.approx(point["pipeline_images_per_s"] / forward)
     assert {(p["batch_size"], p["workers"]) for p in record["sweep"]} == {(2, 0), (2, 1), (4, 0), (4, 1)}
 
 
@@ -128,17 +138,25 @@ def test_query_suite_writes_stage_latencies_their_sum_the_total_and_the_cold_rat
     assert finite(warm["stage_sum_over_total_median"])
     assert warm["staged_results_differ_from_search"] == 0, "the staged path must find what Collection.search finds"
     cold = record["cold"]
-    assert cold["simsearch_query_s_median"] > 0 and cold["import_torch_s_median"] > 0
+    # The medians are those of the timed processes, one time per run, each of a command that really ran.
+    assert len(cold["simsearch_query_s"]) == len(cold["import_torch_s"]) == cold["runs"] >= 1
+    assert all(t > 0 for t in cold["simsearch_query_s"] + cold["import_torch_s"])
+    assert cold["simsearch_query_s_median"] == pytest.approx(statistics.median(cold["simsearch_query_s"]))
+    assert cold["import_torch_s_median"] == pytest.approx(statistics.median(cold["import_torch_s"]))
     assert cold["ratio_query_over_import_torch"] == pytest.approx(
         cold["simsearch_query_s_median"] / cold["import_torch_s_median"]
     )
+    assert cold["command"].startswith("simsearch query ")
 
 
 def test_train_suite_compares_freeze_stages_settings_against_the_first(tmp_path: Path) -> None:
     record = run_tiny("train", tmp_path)
     settings = record["settings"]
     assert [row["freeze_stages"] for row in settings] == [0, 4]  # tiny: the first two defaults
-    assert all(finite(row["samples_per_s"]) and row["samples_per_s"] > 0 for row in settings)
+    for row in settings:  # the rate is the median of the timed runs that the row lists
+        runs = [float(v) for v in row["runs"].split(", ")]
+        assert len(runs) == record["parameters"]["repeats"] and all(r > 0 for r in runs)
+        assert row["samples_per_s"] == pytest.approx(statistics.median(runs), abs=0.01)
     assert settings[0]["ratio"] == 1.0
     assert settings[1]["ratio"] == pytest.approx(settings[1]["samples_per_s"] / settings[0]["samples_per_s"], rel=0.02)
 
@@ -382,7 +400,8 @@ def test_fashion_mnist_benchmark_writes_both_readings_and_resumes(tmp_path: Path
     argv += ["--backbone", "random:simsearch_conv4_wide", "--threads", "1", "--run-dir", str(run), "--out", str(out)]
     fashion_mnist.main(argv)
     first = json.loads(out.read_text())
-    assert 0.0 <= first["p@1"] <= 1.0 and 0.0 <= first["p@1_hflip_tta"] <= 1.0
+    for key in ("p@1", "p@1_hflip_tta"):  # a share of the 10k test images (rounded to 4 digits)
+        assert first[key] * 10_000 == pytest.approx(round(first[key] * 10_000)) and 0 <= first[key] <= 1
     assert first["resumed_after_epoch"] == 0 and first["epochs_run"] == 1
     fashion_mnist.main(argv)
     again = json.loads(out.read_text())
@@ -403,4 +422,4 @@ def test_fashion_mnist_benchmark_without_validation_keeps_the_last_epoch(tmp_pat
     record = json.loads(out.read_text())
     assert record["best_epoch"] == 2 and record["best_val"] == {}
     assert "none held out" in record["protocol"] and "last epoch" in record["note"]
-    assert 0.0 <= record["p@1"] <= 1.0
+    assert record["p@1"] * 10_000 == pytest.approx(round(record["p@1"] * 10_000)) and 0 <= record["p@1"] <= 1
