@@ -8,7 +8,7 @@ m 0.25), 80 epochs of 10 x 16 P x K batches, mild crops and flips with a little 
 is and with test-time flips (each image's vector averaged with its mirror's), from the same model.
 Writes benchmarks/results/fashion_mnist_<loss>_<net>_<epochs>ep_seed<seed>.json (or --out). Real data only, from
 $SIMSEARCH_DATA.
-Anchor: 0.899, "AlexNet with triplet loss" in the Fashion-MNIST benchmark table; target >= 0.94.
+Published reference: 0.899, "AlexNet with triplet loss" in the Fashion-MNIST benchmark table; goal: P@1 >= 0.94.
 
 Five thousand training images, drawn with the seed, are held out for validation (best epoch); `--val-images 0` trains
 on all 60k and keeps the last epoch. The gallery is the full training set, as the protocol says, and the test images
@@ -37,8 +37,8 @@ from simsearch.metrics import knn, retrieval_metrics
 from simsearch.models import load_embedder
 from simsearch.training import TrainConfig, train
 
-ANCHOR = 0.899
-TARGET = 0.94
+REFERENCE = 0.899
+GOAL = 0.94
 
 logger = logging.getLogger("benchmarks.fashion_mnist")
 
@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         "p@1": p_at_1,
         "p@1_hflip_tta": p_at_1_tta,
         "test_leave_one_out": {k: float(v) for k, v in test_loo.items()},
-        "anchor": ANCHOR,
-        "target": TARGET,
+        "reference": REFERENCE,
+        "goal": GOAL,
         "recipe": {k: v for k, v in vars(args).items() if k not in ("out", "run_dir")},
         "best_epoch": result.best_epoch,
         "best_val": result.best_metrics,

@@ -54,7 +54,7 @@ def unpack_caltech(dest: Path, classes: dict[str, int]) -> dict[str, list[Path]]
 
 @pytest.fixture(scope="session")
 def default_embedder():
-    """The offline default model, loaded once per test session (about a second)."""
+    """The offline default model, loaded once per test run (about a second)."""
     from simsearch.models import load_embedder
 
     return load_embedder(None, device="cpu")
@@ -74,7 +74,7 @@ def copy_collection(src: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_collection(tmp_path_factory) -> Path:
-    """A collection of the 48 bundled sample photos (default model, exact index), built once per session.
+    """A collection of the 48 bundled sample photos (default model, exact index), built once per test run.
 
     Tests only read it, and close what they open (LMDB refuses a second open in one process); a test that writes
     works on `copy_collection(sample_collection, tmp_path / "col")`.

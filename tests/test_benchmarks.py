@@ -325,7 +325,7 @@ def test_default_result_names_tell_recipes_apart() -> None:
     assert name() == "omniglot_triplet_simsearch_conv4_wide_30ep_seed0.json"
     others = {name(loss="center"), name(backbone="random:simsearch_conv4"), name(epochs=40), name(seed=1)}
     assert len(others) == 4 and name() not in others
-    assert name(backbone="/work/runs/fashion_c4w/") == "omniglot_triplet_fashion_c4w_30ep_seed0.json"
+    assert name(backbone="runs/fashion_c4w/") == "omniglot_triplet_fashion_c4w_30ep_seed0.json"
 
 
 def test_peak_rss_sees_memory_allocated_inside_it() -> None:
@@ -363,27 +363,25 @@ def test_cli_run_record_is_assembled_from_what_train_and_eval_wrote(tmp_path: Pa
     evaluation = json.loads((run / "eval-data.json").read_text())
 
     record = build_record(
-        run, evaluation, off_the_shelf=evaluation, targets={"map@r": 2.0}, commands=["a", "b"], note="n"
+        run, evaluation, off_the_shelf=evaluation, goals={"map@r": 2.0}, commands=["a", "b"], note="n"
     )
     history = json.loads((run / "history.json").read_text())
     assert record["test"]["map@r"] == evaluation["metrics"]["map@r"] and record["history"] == history
     assert len(record["history"]) == 2 and record["recipe"]["epochs"] == 2
     assert record["off_the_shelf"]["recall@1"] == evaluation["metrics"]["recall@1"]
-    assert record["target_met"] is False and record["commands"] == ["a", "b"]
+    assert record["goal_met"] is False and record["commands"] == ["a", "b"]
     reachable = {"map@r": evaluation["metrics"]["map@r"]}
-    assert build_record(run, evaluation, off_the_shelf=None, targets=reachable, commands=[], note="")["target_met"]
+    assert build_record(run, evaluation, off_the_shelf=None, goals=reachable, commands=[], note="")["goal_met"]
 
     # The same checkpoint read with test-time flips sits beside the plain reading, with its own verdict.
     result = CliRunner().invoke(main, ["eval", data, "--model", str(run), "--device", "cpu", "--tta", "hflip"])
     assert result.exit_code == 0, result.output
     flipped = json.loads((run / "eval-data-hflip.json").read_text())
-    both = build_record(
-        run, evaluation, off_the_shelf=None, targets=reachable, commands=[], note="", with_tta=[flipped]
-    )
+    both = build_record(run, evaluation, off_the_shelf=None, goals=reachable, commands=[], note="", with_tta=[flipped])
     assert both["test"] == record["test"] and both["test_with_tta"]["hflip"]["map@r"] == flipped["metrics"]["map@r"]
-    assert both["target_met_with_tta"] == {"hflip": flipped["metrics"]["map@r"] >= evaluation["metrics"]["map@r"]}
+    assert both["goal_met_with_tta"] == {"hflip": flipped["metrics"]["map@r"] >= evaluation["metrics"]["map@r"]}
     with pytest.raises(ValueError, match="without --tta"):
-        build_record(run, flipped, off_the_shelf=None, targets={}, commands=[], note="")
+        build_record(run, flipped, off_the_shelf=None, goals={}, commands=[], note="")
     assert set(ENVIRONMENT_KEYS) <= set(record["environment"])
 
 

@@ -126,7 +126,7 @@ def test_packaged_lite_weights_classify_real_caltech101_photos(arch: str) -> Non
 
 
 def test_the_bare_name_of_the_bundled_architecture_is_the_bundled_model(default_embedder: Embedder) -> None:
-    """The issue's `--backbone tf_efficientnet_lite0` must work offline: the name alone means the bundled weights."""
+    """The documented `--backbone tf_efficientnet_lite0` must work offline: the name alone means the bundled weights."""
     e = load_embedder("tf_efficientnet_lite0")
     assert e.model_id == default_embedder.model_id and e.weights_sha256 == default_embedder.weights_sha256
     x = _random_images(2, 224)
