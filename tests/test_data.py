@@ -498,6 +498,12 @@ def test_without_the_variable_or_a_root_there_is_no_data_folder_and_the_error_sa
     assert "$SIMSEARCH_DATA" in message and "\n" not in message
     with pytest.raises(DataNotFoundError, match="SIMSEARCH_DATA"):
         open_shared_split("fashion-mnist:test")
+    # An unpacked Caltech-101 left in the cache by an earlier run does not stand in for the data folder either.
+    monkeypatch.setenv("SIMSEARCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "caltech101" / "accordion").mkdir(parents=True)
+    (tmp_path / "cache" / "caltech101" / ".simsearch-unpacked.json").write_text("{}")
+    with pytest.raises(DataNotFoundError, match="SIMSEARCH_DATA"):
+        open_shared_split("caltech101:test")
     assert data_root(tmp_path / "shared" / "data") == tmp_path / "shared" / "data"
     monkeypatch.setenv("SIMSEARCH_DATA", str(tmp_path / "shared" / "data"))
     assert data_root() == tmp_path / "shared" / "data"

@@ -349,7 +349,13 @@ def _unpacked_caltech(cache_dir: str | os.PathLike[str] | None, root: str | os.P
     Extraction goes to a temporary sibling folder renamed at the end, so an interrupted run leaves nothing that a
     later run would mistake for a complete copy. Only regular `.jpg` members of the 101 object classes are
     written, by name checks of our own, so a hostile tar cannot write outside the cache.
+
+    The default cache only stands in for the tar of a data folder that is named ($SIMSEARCH_DATA or `root`): an
+    unpacked copy left by an earlier run is not a way to find the data set without one. An explicit `cache_dir` is
+    used as it is (it may be a copy unpacked by hand).
     """
+    if cache_dir is None:
+        data_root(root)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "caltech101"
     if (folder / _CACHE_MARKER).is_file():
         return folder
