@@ -1,5 +1,5 @@
-"""`python -m benchmarks SUITE [options]` (also `simsearch bench SUITE`): run one benchmark suite, or all of them,
-and write its JSON record, PNGs and Markdown summary (default folder benchmarks/results/, where baselines live).
+"""`python -m benchmarks SUITE [options]`, from a source checkout: run one benchmark suite, or all of them, and
+write its JSON record, PNGs and Markdown summary (default folder benchmarks/results/, where baselines live).
 
 A suite is a module `benchmarks/suites/<name>.py` with `add_arguments(parser)` and `run(args, out_dir)` returning
 `{"record": {...}, "figures": [png paths], "table": [flat dicts, one per Markdown row]}`. The common options (see
@@ -20,13 +20,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import suites
-from benchmarks.record import REPO, markdown_table, write_record
+from benchmarks import DATA_ENV, REPO, suites
+from benchmarks.record import markdown_table, write_record
 
 logger = logging.getLogger("benchmarks")
 
 RESULTS = REPO / "benchmarks" / "results"
-DATA_ENV = "SIMSEARCH_DATA"
 
 
 def _cores() -> int:
@@ -59,7 +58,7 @@ def common_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ.get(DATA_ENV) or REPO.parent / "shared" / "data"),
+        default=Path(os.environ[DATA_ENV]),
         help=f"the shared data folder [default: ${DATA_ENV} or <repo>/../shared/data]",
     )
     group.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")

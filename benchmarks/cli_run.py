@@ -7,11 +7,11 @@ from the files those commands wrote, so that no figure is typed in by hand.
     simsearch eval caltech101:test --model tf_efficientnet_lite2 --out runs/off.json
     python -m benchmarks.cli_run runs/x --eval runs/x/eval-caltech101-test.json \\
         --eval runs/x/eval-caltech101-test-hflip.json --off-the-shelf runs/off.json \\
-        --target map@r=0.76 --target recall@1=0.944 --command "simsearch train ..." --command "simsearch eval ..." \\
+        --goal map@r=0.76 --goal recall@1=0.944 --command "simsearch train ..." --command "simsearch eval ..." \\
         --out benchmarks/results/caltech_cli_lite2.json
 
-The eval record without test-time augmentation gives `test` and `target_met`; one made with `--tta` gives
-`test_with_tta[MODE]` and `target_met_with_tta[MODE]`, so that both readings of one checkpoint sit side by side.
+The eval record without test-time augmentation gives `test` and `goal_met`; one made with `--tta` gives
+`test_with_tta[MODE]` and `goal_met_with_tta[MODE]`, so that both readings of one checkpoint sit side by side.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _target(text: str) -> tuple[str, float]:
+def _goal(text: str) -> tuple[str, float]:
     name, sep, value = text.partition("=")
     if not sep:
-        raise argparse.ArgumentTypeError(f"a target is METRIC=VALUE, got {text!r}")
+        raise argparse.ArgumentTypeError(f"a goal is METRIC=VALUE, got {text!r}")
     return name, float(value)
 
 
@@ -46,14 +46,14 @@ def build_record(
     evaluation: dict[str, Any],
     *,
     off_the_shelf: dict[str, Any] | None,
-    targets: dict[str, float],
+    goals: dict[str, float],
     commands: list[str],
     note: str,
     device: str = "cpu",
     with_tta: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The record: recipe, data split and per-epoch history of the checkpoint, its test scores (plain, and with each
-    test-time augmentation of `with_tta`), and where they stand against the off-the-shelf model and the targets."""
+    test-time augmentation of `with_tta`), and where they stand against the off-the-shelf model and the goals."""
     if evaluation.get("tta"):
         raise ValueError(f"the first eval record must be made without --tta, not with {evaluation['tta']!r}")
     config = _read(run / "config.json")
@@ -81,15 +81,15 @@ def build_record(
         record["test_with_tta"] = flipped
     if off_the_shelf is not None:
         record["off_the_shelf"] = {"model": off_the_shelf.get("model"), **_scores(off_the_shelf)}
-    if targets:
-        record["target"] = targets
+    if goals:
+        record["goal"] = goals
 
         def met(scores: dict[str, float]) -> bool:
-            return all(scores.get(k, float("-inf")) >= v for k, v in targets.items())
+            return all(scores.get(k, float("-inf")) >= v for k, v in goals.items())
 
-        record["target_met"] = met(test)
+        record["goal_met"] = met(test)
         if flipped:
-            record["target_met_with_tta"] = {mode: met(scores) for mode, scores in flipped.items()}
+            record["goal_met_with_tta"] = {mode: met(scores) for mode, scores in flipped.items()}
     record["environment"] = environment(device)
     record["note"] = note
     return record
@@ -106,7 +106,7 @@ def main() -> None:
         help="a JSON record `simsearch eval` wrote: first the plain one, then any made with --tta (repeatable)",
     )
     parser.add_argument("--off-the-shelf", type=Path, help="the eval record of the backbone before fine-tuning")
-    parser.add_argument("--target", action="append", type=_target, default=[], help="METRIC=VALUE (repeatable)")
+    parser.add_argument("--goal", action="append", type=_goal, default=[], help="METRIC=VALUE (repeatable)")
     parser.add_argument("--command", action="append", default=[], help="a command of the run, as typed (repeatable)")
     parser.add_argument("--note", default="", help="what a reader should know beside the numbers")
     parser.add_argument("--device", default="cpu", help="where train and eval ran (cpu, cuda)")
@@ -117,7 +117,7 @@ def main() -> None:
         args.run,
         first,
         off_the_shelf=_read(args.off_the_shelf) if args.off_the_shelf else None,
-        targets=dict(args.target),
+        goals=dict(args.goal),
         commands=args.command,
         note=args.note,
         device=args.device,
@@ -125,7 +125,7 @@ def main() -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    summary = {key: record.get(key) for key in ("test", "target_met", "test_with_tta", "target_met_with_tta")}
+    summary = {key: record.get(key) for key in ("test", "goal_met", "test_with_tta", "goal_met_with_tta")}
     print(json.dumps(summary))
 
 

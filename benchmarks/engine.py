@@ -1,7 +1,7 @@
 """Engine benchmark: indexing throughput against the bare forward pass, query latency, and retrieval quality.
 
 Run from the repo root:  python -m benchmarks.engine [--images 1000] [--quality-split test]
-Writes benchmarks/results/engine.json. Real data only: Caltech-101 from $SIMSEARCH_DATA (default ../shared/data).
+Writes benchmarks/results/engine.json. Real data only: Caltech-101 from $SIMSEARCH_DATA (in a checkout: ../shared/data).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("SIMSEARCH_DATA", REPO.parent / "shared" / "data"))
+from benchmarks import DATA_ENV, REPO
+
+DATA = Path(os.environ[DATA_ENV])
 CACHE = REPO / ".cache" / "bench"
 RESULTS = REPO / "benchmarks" / "results"
 

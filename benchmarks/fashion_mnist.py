@@ -9,7 +9,7 @@ with `--set FIELD=VALUE` (e.g. `--set epochs=100 --set augment_kwargs.re_prob=0.
 is and with test-time flips (each image's vector averaged with its mirror's), from the same model.
 Writes benchmarks/results/fashion_mnist_<loss>_<net>_<epochs>ep_seed<seed>.json (or --out). Real data only, from
 $SIMSEARCH_DATA.
-Anchor: 0.899, "AlexNet with triplet loss" in the Fashion-MNIST benchmark table; target >= 0.94.
+Published reference: 0.899, "AlexNet with triplet loss" in the Fashion-MNIST benchmark table; goal: P@1 >= 0.94.
 
 Five thousand training images, drawn with the seed, are held out for validation (best epoch); `--val-images 0` trains
 on all 60k and keeps the last epoch. The gallery is the full training set, as the protocol says, and the test images
@@ -39,8 +39,8 @@ from simsearch.models import load_embedder
 from simsearch.runs import recipe_dict
 from simsearch.training import TrainConfig, train
 
-ANCHOR = 0.899
-TARGET = 0.94
+REFERENCE = 0.899
+GOAL = 0.94
 #: The recipe of the best committed record: ResNet-20 from scratch on grey 28 x 28 images, CosFace, every batch a
 #: P x K of the ten classes (batches_per_epoch None: the training images // (P x K)), no early stop.
 RECIPE = TrainConfig(
@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         "p@1": p_at_1,
         "p@1_hflip_tta": p_at_1_tta,
         "test_leave_one_out": {k: float(v) for k, v in test_loo.items()},
-        "anchor": ANCHOR,
-        "target": TARGET,
+        "reference": REFERENCE,
+        "goal": GOAL,
         "recipe": recipe_dict(config),
         "options": {k: v for k, v in vars(args).items() if k in ("val_images", "limit", "threads")},
         "best_epoch": result.best_epoch,

@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmarks import REPO
+
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
 #: Keys every record's "environment" block has (the test checks them).
 ENVIRONMENT_KEYS = (
     "python",

@@ -1,7 +1,7 @@
 """What the commands share: the one-line error handling, output writing, common options and DATA parsing.
 
-Its own module so that command modules (`cli.pretrain`, `cli.bench`) and `cli.main`, which registers them, both
-import it without importing each other.
+Its own module so that command modules (`cli.pretrain`) and `cli.main`, which registers them, both import it without
+importing each other.
 """
 
 from __future__ import annotations
@@ -35,6 +35,19 @@ def domain_errors(func: F) -> F:
 def cannot_write(path: Path, exc: OSError) -> click.ClickException:
     """The one-line error for an output path the OS refused (a read-only folder, a full disk, a file in the way)."""
     return click.ClickException(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def can_draw(instead: str) -> bool:
+    """Whether matplotlib (the `plots` extra) is there for a picture that the user did not ask for by name; without
+    it, a one-line note with the install hint and what happens `instead`, and the command goes on without it."""
+    from simsearch.plots import PlotError, require_matplotlib
+
+    try:
+        require_matplotlib()
+    except PlotError as exc:
+        click.echo(f"{exc} ({instead})", err=True)
+        return False
+    return True
 
 
 def write_output(path: Path, text: str) -> None:
@@ -80,10 +93,18 @@ def open_data(data: str, param_hint: str = "DATA") -> Any:
         return open_spec(data)
     except DataNotFoundError as exc:
         if is_shared_split_name(data) and not Path(data).expanduser().exists():
-            raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
+            raise click.ClickException(missing_data_message(exc)) from None
         raise click.BadParameter(str(exc), param_hint=param_hint) from None
     except DatasetError as exc:
         raise click.BadParameter(str(exc), param_hint=param_hint) from None
+
+
+def missing_data_message(exc: Exception) -> str:
+    """The one-line error of a shared set's missing files: the library's message, pointing at $SIMSEARCH_DATA when it
+    does not already."""
+    from simsearch.data import DATA_ENV
+
+    return str(exc) if DATA_ENV in str(exc) else f"{exc} (set {DATA_ENV} to the shared data folder)"
 
 
 def parse_options(pairs: tuple[str, ...], param_hint: str = "--loss-option") -> dict[str, Any]:

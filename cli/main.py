@@ -1,5 +1,5 @@
-"""Click commands: ``index``, ``query``, ``info``, ``remove`` and ``pack``; ``train``, ``eval``, ``pretrain`` and
-``bench`` live in their own modules and are registered here. Parse, call the library, print; nothing else."""
+"""Click commands: ``index``, ``query``, ``info``, ``remove`` and ``pack``; ``train``, ``eval`` and ``pretrain`` live in
+their own modules and are registered here. Parse, call the library, print; nothing else."""
 
 from __future__ import annotations
 
@@ -245,11 +245,9 @@ def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: b
 
 def _register_extra_commands() -> None:
     """Commands that live in their own modules (importing them costs nothing: their heavy imports are lazy)."""
-    from cli.bench import bench
     from cli.pretrain import pretrain
     from cli.train import evaluate, train
 
-    main.add_command(bench)
     main.add_command(pretrain)
     main.add_command(train)
     main.add_command(evaluate)

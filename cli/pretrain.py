@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from cli.common import device_option, domain_errors, json_option, open_data, parse_options
+from cli.common import can_draw, device_option, domain_errors, json_option, open_data, parse_options
 from cli.progress import EpochBar
 
 KINDS = ("linear", "mlp", "conv", "denoising", "sparse", "vae", "cvae", "vaegan")
@@ -127,7 +127,7 @@ def pretrain(
         out_dir,
         progress=EpochBar(quiet, _pretrain_summary),
         resume=not restart,
-        pictures=not no_pictures,
+        pictures=not no_pictures and can_draw("no pictures drawn"),
     )
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))

@@ -13,10 +13,12 @@ from typing import Any
 import click
 
 from cli.common import (
+    can_draw,
     cannot_write,
     device_option,
     domain_errors,
     json_option,
+    missing_data_message,
     open_data,
     parse_options,
     tta_option,
@@ -286,10 +288,13 @@ def evaluate(
     """
     from simsearch.evaluation import ONE_SHOT_DATA, default_record_path, evaluate_labelled, read_record
     from simsearch.models import load_embedder
+    from simsearch.plots import require_matplotlib
 
     compared = [read_record(path) for path in compare_paths]
     if data == ONE_SHOT_DATA and (gallery or plot_path or compared):
         raise click.UsageError(f"{ONE_SHOT_DATA} is scored by its own runs: no --gallery, --plot or --compare")
+    if plot_path is not None:
+        require_matplotlib()  # the picture asked for cannot be drawn: say so before any work
     embedder = load_embedder(model, weights=weights, device=device, tta=tta)
     if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
         folder = Path(embedder.spec["path"])
@@ -308,7 +313,7 @@ def evaluate(
     record = scored.record
     for message in record.skipped:
         click.echo(f"skipped unreadable image {message}", err=True)
-    if plot_path is None and record_path is not None:
+    if plot_path is None and record_path is not None and can_draw("no plot written"):
         plot_path = record_path.with_suffix(".png")
     if plot_path is not None:
         from simsearch.plots import save_eval_plot
@@ -353,5 +358,5 @@ def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json:
     try:
         record = one_shot_record(embedder, batch_size=batch_size)
     except DataNotFoundError as exc:
-        raise click.ClickException(f"{exc} (set SIMSEARCH_DATA to the shared data folder)") from None
+        raise click.ClickException(missing_data_message(exc)) from None
     _report(record.as_dict(), record.headline(), record_path, None, as_json)

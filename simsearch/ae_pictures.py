@@ -1,6 +1,7 @@
 """Pictures of autoencoders: reconstruction, denoising, decoder-comparison and interpolation grids, latent scatters
 (one model, or several side by side), prior samples and per-class CVAE samples; `write_pictures` draws a kind's set.
-matplotlib is imported inside the drawing functions only (Agg canvas, no pyplot).
+matplotlib (the `plots` extra) is imported inside the drawing functions only (Agg canvas, no pyplot); without it they
+raise the `PlotError` of `simsearch.plots.require_matplotlib`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from simsearch.autoencoders import AutoEncoder, gaussian_noise
 from simsearch.errors import PictureError
 from simsearch.fsio import atomic_path
+from simsearch.plots import require_matplotlib
 
 __all__ = [
     "latent_2d",
@@ -125,6 +127,7 @@ def _pick(labels: np.ndarray | None, total: int, n: int, seed: int) -> np.ndarra
 
 
 def _figure(width: float, height: float) -> Any:
+    require_matplotlib()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=_DPI)
@@ -512,6 +515,7 @@ def write_pictures(
         images: `(N, C, H, W)` float in [0, 1], e.g. validation images.
         labels: `(N,)` classes (the latent scatter's colours); None skips the scatter.
     """
+    require_matplotlib()  # before the old pictures are removed
     out = Path(out_dir).expanduser()
     images = _check_images(images, ae)
     for name in _SET_FILES:

@@ -1,5 +1,6 @@
 """Pictures of an evaluation: recall@k curves of one or more models and a 2-D projection (PCA or t-SNE) of the test
-embeddings coloured by class. matplotlib is imported inside the drawing functions only (Agg canvas, no pyplot).
+embeddings coloured by class. matplotlib (the `plots` extra) is imported inside the drawing functions only (Agg
+canvas, no pyplot): without it everything else works, and drawing raises a `PlotError` that says what to install.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from simsearch.errors import PlotError
 
 __all__ = [
     "PROJECTIONS",
+    "MATPLOTLIB_MISSING",
     "PlotError",
     "pca_2d",
     "recall_curve",
+    "require_matplotlib",
     "save_eval_plot",
     "tsne_2d",
 ]
@@ -32,6 +35,23 @@ _MAX_POINTS = {"pca": 6000, "tsne": 1000}
 _LEGEND_CLASSES = 20
 FIGURE_SIZE = (12.0, 5.5)
 FIGURE_DPI = 100
+
+
+#: What a drawing function says when matplotlib is not installed.
+MATPLOTLIB_MISSING = "drawing PNG pictures needs matplotlib: pip install 'simsearch[plots]'"
+
+
+def require_matplotlib() -> None:
+    """Import matplotlib, or raise a one-line `PlotError` naming the extra to install (call it only to draw: the
+    import costs about half a second).
+
+    Raises:
+        PlotError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlotError(MATPLOTLIB_MISSING) from None
 
 
 def recall_curve(record: Mapping[str, Any]) -> tuple[list[int], list[float]]:
@@ -150,8 +170,10 @@ def save_eval_plot(
         max_points: draw at most this many points (a seeded random subset); default 6,000 for PCA, 1,000 t-SNE.
 
     Raises:
-        PlotError: no records, a record without recall@k, an unknown projection, vectors and labels that disagree.
+        PlotError: no records, a record without recall@k, an unknown projection, vectors and labels that disagree,
+            no matplotlib.
     """
+    require_matplotlib()  # before a t-SNE that would be thrown away
     if not records:
         raise PlotError("no evaluation records to plot")
     if projection not in PROJECTIONS:

@@ -1,4 +1,9 @@
-"""Shared fixtures: the real data folder, a few Caltech-101 photos unpacked once, and the default model."""
+"""Shared fixtures: the real data folder, Caltech-101 photos unpacked on demand, the sample collection and the default
+model.
+
+The library has no default data folder: the tests read the shared data sets beside the checkout (`../shared/data`)
+unless $SIMSEARCH_DATA names another folder, and set the variable so that the library and the commands that the
+tests run (in this process or in a child) find the same folder."""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("SIMSEARCH_DATA", REPO.parent / "shared" / "data"))
+if not os.environ.get("SIMSEARCH_DATA"):
+    os.environ["SIMSEARCH_DATA"] = str(REPO.parent / "shared" / "data")
+DATA = Path(os.environ["SIMSEARCH_DATA"])
 CALTECH_TAR = DATA / "caltech101" / "101_ObjectCategories.tar"
 SAMPLES = REPO / "samples"
 
@@ -47,18 +54,10 @@ def unpack_caltech(dest: Path, classes: dict[str, int]) -> dict[str, list[Path]]
 
 @pytest.fixture(scope="session")
 def default_embedder():
-    """The offline default model, loaded once per test session (about a second)."""
+    """The offline default model, loaded once per test run (about a second)."""
     from simsearch.models import load_embedder
 
     return load_embedder(None, device="cpu")
-
-
-@pytest.fixture(scope="session")
-def caltech_photos(tmp_path_factory) -> dict[str, list[Path]]:
-    """12 real photos each of five visually distinct Caltech-101 classes, unpacked once per session."""
-    dest = tmp_path_factory.mktemp("caltech")
-    classes = {"airplanes": 12, "Faces_easy": 12, "Motorbikes": 12, "sunflower": 12, "starfish": 12}
-    return unpack_caltech(dest, classes)
 
 
 SAMPLE_PHOTOS = SAMPLES / "caltech101"
@@ -75,7 +74,7 @@ def copy_collection(src: Path, dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_collection(tmp_path_factory) -> Path:
-    """A collection of the 48 bundled sample photos (default model, exact index), built once per session.
+    """A collection of the 48 bundled sample photos (default model, exact index), built once per test run.
 
     Tests only read it, and close what they open (LMDB refuses a second open in one process); a test that writes
     works on `copy_collection(sample_collection, tmp_path / "col")`.

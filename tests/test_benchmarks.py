@@ -1,4 +1,4 @@
-"""The benchmark command (`python -m benchmarks SUITE`, `simsearch bench`): every suite runs at --tiny sizes and writes
+"""The benchmark command (`python -m benchmarks SUITE`, from a checkout): every suite runs at --tiny sizes and writes
 a well-formed record (JSON with the environment and the suite's numbers, valid PNGs, a Markdown table); the framework
 itself (all, records, help, errors) with fake suites; helpers. No timing thresholds: only shapes and keys."""
 
@@ -7,6 +7,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import mmap
+import os
+import re
+import statistics
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -15,13 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import DATA
+from conftest import DATA, REPO
 
 from benchmarks import __main__ as bench_main
 from benchmarks import suites
 from benchmarks.record import ENVIRONMENT_KEYS, PeakRSS, default_result_path, markdown_table
 from benchmarks.suites import BenchmarkError, class_balanced_rows
-from cli.bench import bench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -92,13 +95,19 @@ def test_quality_suite_writes_recall_map_nmi_and_the_one_shot_accuracy(tmp_path:
     assert set(record["datasets"]) == {"caltech101", "omniglot", "fashion-mnist"}
     for name, entry in record["datasets"].items():
         metrics = entry["metrics"]
-        for key in ("recall@1", "recall@2", "recall@4", "recall@8", "map@r", "r_precision", "nmi"):
-            assert finite(metrics[key]) and 0 <= metrics[key] <= 1, (name, key, metrics.get(key))
-        # Hit rate can only grow with k.
-        assert metrics["recall@1"] <= metrics["recall@2"] <= metrics["recall@4"] <= metrics["recall@8"]
+        assert all(finite(metrics[key]) for key in ("recall@1", "recall@8", "map@r", "r_precision", "nmi")), name
         assert 2 <= entry["queries"] <= 12 and entry["protocol"]
-    assert 0 <= record["datasets"]["omniglot"]["one_shot_accuracy"] <= 1
-    assert record["datasets"]["omniglot"]["one_shot_runs"] == 1
+        # Hit rates are counts of queries: whole numbers of hits, and they can only grow with k.
+        hits = [metrics[f"recall@{k}"] * entry["queries"] for k in (1, 2, 4, 8)]
+        assert hits == pytest.approx([round(h) for h in hits]), (name, hits)
+        assert hits == sorted(hits)
+        # MAP@R averages precisions over the first R results, each at most the share of hits in them (R-precision).
+        assert metrics["map@r"] <= metrics["r_precision"] + 1e-9, name
+        assert 0 <= metrics["nmi"] <= 1 + 1e-9, name  # normalised: an unnormalised mutual information would exceed 1
+    omniglot = record["datasets"]["omniglot"]
+    assert omniglot["one_shot_runs"] == 1 and len(omniglot["one_shot_per_run"]) == 1
+    correct = omniglot["one_shot_accuracy"] * 20  # one run of 20 test images
+    assert correct == pytest.approx(round(correct)) and omniglot["one_shot_per_run"] == [omniglot["one_shot_accuracy"]]
     assert [row["dataset"] for row in record["table"]] == ["caltech101", "omniglot", "fashion-mnist"]
 
 
@@ -107,13 +116,16 @@ def test_embed_suite_writes_pipeline_and_forward_rates_their_ratio_and_a_sweep(t
     points = [record["headline"], *record["sweep"]]
     assert len(record["sweep"]) == 4  # tiny: batch sizes 2, 4 x workers 0, 1
     for point in points:
-        for key in ("pipeline_images_per_s", "forward_images_per_s", "peak_rss_mib", "peak_pss_with_workers_mib"):
+        for key in ("peak_rss_mib", "peak_pss_with_workers_mib", "pipeline_seconds", "forward_seconds"):
             assert finite(point[key]) and point[key] > 0, (key, point)
+        # Rates come from the images really embedded and the time measured, not from anything else.
+        assert point["images"] == record["headline"]["images"] > 0
+        assert point["pipeline_images_per_s"] == pytest.approx(point["images"] / point["pipeline_seconds"])
+        assert point["forward_images_per_s"] == pytest.approx(point["images"] / point["forward_seconds"])
         forward = point["forward_images_per_s"]
         if "forward_images_per_s_after" in point:  # the headline divides by the mean of before and after
             forward = (forward + point["forward_images_per_s_after"]) / 2
-        ratio = point["pipeline_images_per_s"] / forward
-        assert point["ratio_pipeline_over_forward"] == pytest.approx(ratio)
+        assert point["ratio_pipeline_over_forward"] == pytest.approx(point["pipeline_images_per_s"] / forward)
     assert {(p["batch_size"], p["workers"]) for p in record["sweep"]} == {(2, 0), (2, 1), (4, 0), (4, 1)}
 
 
@@ -126,17 +138,25 @@ def test_query_suite_writes_stage_latencies_their_sum_the_total_and_the_cold_rat
     assert finite(warm["stage_sum_over_total_median"])
     assert warm["staged_results_differ_from_search"] == 0, "the staged path must find what Collection.search finds"
     cold = record["cold"]
-    assert cold["simsearch_query_s_median"] > 0 and cold["import_torch_s_median"] > 0
+    # The medians are those of the timed processes, one time per run, each of a command that really ran.
+    assert len(cold["simsearch_query_s"]) == len(cold["import_torch_s"]) == cold["runs"] >= 1
+    assert all(t > 0 for t in cold["simsearch_query_s"] + cold["import_torch_s"])
+    assert cold["simsearch_query_s_median"] == pytest.approx(statistics.median(cold["simsearch_query_s"]))
+    assert cold["import_torch_s_median"] == pytest.approx(statistics.median(cold["import_torch_s"]))
     assert cold["ratio_query_over_import_torch"] == pytest.approx(
         cold["simsearch_query_s_median"] / cold["import_torch_s_median"]
     )
+    assert cold["command"].startswith("simsearch query ")
 
 
 def test_train_suite_compares_freeze_stages_settings_against_the_first(tmp_path: Path) -> None:
     record = run_tiny("train", tmp_path)
     settings = record["settings"]
     assert [row["freeze_stages"] for row in settings] == [0, 4]  # tiny: the first two defaults
-    assert all(finite(row["samples_per_s"]) and row["samples_per_s"] > 0 for row in settings)
+    for row in settings:  # the rate is the median of the timed runs that the row lists
+        runs = [float(v) for v in row["runs"].split(", ")]
+        assert len(runs) == record["parameters"]["repeats"] and all(r > 0 for r in runs)
+        assert row["samples_per_s"] == pytest.approx(statistics.median(runs), abs=0.01)
     assert settings[0]["ratio"] == 1.0
     assert settings[1]["ratio"] == pytest.approx(settings[1]["samples_per_s"] / settings[0]["samples_per_s"], rel=0.02)
 
@@ -235,26 +255,41 @@ def test_amp_fp16_on_the_cpu_is_refused() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# simsearch bench
+# python -m benchmarks, and no benchmarks in the shipped command line
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_simsearch_bench_passes_its_arguments_to_the_benchmarks(fakes: list[str], tmp_path: Path) -> None:
-    result = CliRunner().invoke(bench, ["alpha", "--size", "5", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
+def test_python_m_benchmarks_passes_its_arguments_to_the_suite(fakes: list[str], tmp_path: Path) -> None:
+    assert bench_main.main(["alpha", "--size", "5", "--out", str(tmp_path)]) == 0
     assert fakes == ["alpha"] and json.loads((tmp_path / "alpha.json").read_text())["size"] == 5
-    help_result = CliRunner().invoke(bench, ["--help"])
-    assert help_result.exit_code == 0 and "usage: simsearch bench" in help_result.output
 
 
-def test_simsearch_bench_outside_a_checkout_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "benchmarks.__main__", None)  # as if benchmarks/ were not there
-    result = CliRunner().invoke(bench, ["quality"])
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [
-        "Error: simsearch bench needs a source checkout of simsearch (benchmarks/ is not part of the installed "
-        "package): run it from a clone of the repository"
-    ]
+def test_python_m_benchmarks_runs_from_the_checkout_and_lists_the_real_suites() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m benchmarks" in result.stdout
+    for name in ("quality", "embed", "query", "search", "train", "all"):
+        assert re.search(rf"^\s+{name}\s", result.stdout, re.M), result.stdout
+
+
+def test_outside_a_checkout_the_benchmarks_are_not_importable_and_the_error_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "quality"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith("No module named benchmarks"), result.stderr
+
+
+def test_the_shipped_command_line_has_no_bench_command() -> None:
+    from cli.main import main
+
+    assert "bench" not in main.commands
+    result = CliRunner().invoke(main, ["bench", "quality"])
+    assert result.exit_code == 2 and "No such command 'bench'" in result.output
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -290,7 +325,7 @@ def test_default_result_names_tell_recipes_apart() -> None:
     assert name() == "omniglot_triplet_simsearch_conv4_wide_30ep_seed0.json"
     others = {name(loss="center"), name(backbone="random:simsearch_conv4"), name(epochs=40), name(seed=1)}
     assert len(others) == 4 and name() not in others
-    assert name(backbone="/work/runs/fashion_c4w/") == "omniglot_triplet_fashion_c4w_30ep_seed0.json"
+    assert name(backbone="runs/fashion_c4w/") == "omniglot_triplet_fashion_c4w_30ep_seed0.json"
 
 
 def test_peak_rss_sees_memory_allocated_inside_it() -> None:
@@ -328,27 +363,25 @@ def test_cli_run_record_is_assembled_from_what_train_and_eval_wrote(tmp_path: Pa
     evaluation = json.loads((run / "eval-data.json").read_text())
 
     record = build_record(
-        run, evaluation, off_the_shelf=evaluation, targets={"map@r": 2.0}, commands=["a", "b"], note="n"
+        run, evaluation, off_the_shelf=evaluation, goals={"map@r": 2.0}, commands=["a", "b"], note="n"
     )
     history = json.loads((run / "history.json").read_text())
     assert record["test"]["map@r"] == evaluation["metrics"]["map@r"] and record["history"] == history
     assert len(record["history"]) == 2 and record["recipe"]["epochs"] == 2
     assert record["off_the_shelf"]["recall@1"] == evaluation["metrics"]["recall@1"]
-    assert record["target_met"] is False and record["commands"] == ["a", "b"]
+    assert record["goal_met"] is False and record["commands"] == ["a", "b"]
     reachable = {"map@r": evaluation["metrics"]["map@r"]}
-    assert build_record(run, evaluation, off_the_shelf=None, targets=reachable, commands=[], note="")["target_met"]
+    assert build_record(run, evaluation, off_the_shelf=None, goals=reachable, commands=[], note="")["goal_met"]
 
     # The same checkpoint read with test-time flips sits beside the plain reading, with its own verdict.
     result = CliRunner().invoke(main, ["eval", data, "--model", str(run), "--device", "cpu", "--tta", "hflip"])
     assert result.exit_code == 0, result.output
     flipped = json.loads((run / "eval-data-hflip.json").read_text())
-    both = build_record(
-        run, evaluation, off_the_shelf=None, targets=reachable, commands=[], note="", with_tta=[flipped]
-    )
+    both = build_record(run, evaluation, off_the_shelf=None, goals=reachable, commands=[], note="", with_tta=[flipped])
     assert both["test"] == record["test"] and both["test_with_tta"]["hflip"]["map@r"] == flipped["metrics"]["map@r"]
-    assert both["target_met_with_tta"] == {"hflip": flipped["metrics"]["map@r"] >= evaluation["metrics"]["map@r"]}
+    assert both["goal_met_with_tta"] == {"hflip": flipped["metrics"]["map@r"] >= evaluation["metrics"]["map@r"]}
     with pytest.raises(ValueError, match="without --tta"):
-        build_record(run, flipped, off_the_shelf=None, targets={}, commands=[], note="")
+        build_record(run, flipped, off_the_shelf=None, goals={}, commands=[], note="")
     assert set(ENVIRONMENT_KEYS) <= set(record["environment"])
 
 
@@ -366,7 +399,8 @@ def test_fashion_mnist_benchmark_writes_both_readings_and_resumes(tmp_path: Path
     argv += ["--threads", "1", "--run-dir", str(run), "--out", str(out)]
     fashion_mnist.main(argv)
     first = json.loads(out.read_text())
-    assert 0.0 <= first["p@1"] <= 1.0 and 0.0 <= first["p@1_hflip_tta"] <= 1.0
+    for key in ("p@1", "p@1_hflip_tta"):  # a share of the 10k test images (rounded to 4 digits)
+        assert first[key] * 10_000 == pytest.approx(round(first[key] * 10_000)) and 0 <= first[key] <= 1
     assert first["resumed_after_epoch"] == 0 and first["epochs_run"] == 1
     fashion_mnist.main(argv)
     again = json.loads(out.read_text())
@@ -388,7 +422,7 @@ def test_fashion_mnist_benchmark_without_validation_keeps_the_last_epoch(tmp_pat
     record = json.loads(out.read_text())
     assert record["best_epoch"] == 2 and record["best_val"] == {}
     assert "none held out" in record["protocol"] and "last epoch" in record["note"]
-    assert 0.0 <= record["p@1"] <= 1.0
+    assert record["p@1"] * 10_000 == pytest.approx(round(record["p@1"] * 10_000)) and 0 <= record["p@1"] <= 1
 
 
 def test_latency_percentiles_are_in_milliseconds_and_ordered() -> None:

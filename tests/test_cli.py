@@ -277,40 +277,41 @@ def test_the_installed_console_script_runs() -> None:
     assert version.returncode == 0 and "0.1.0" in version.stdout
 
 
-def test_the_cli_end_to_end_on_caltech_photos_from_the_shared_data(
-    caltech_photos: dict[str, list[Path]], tmp_path: Path
-) -> None:
+def test_the_cli_end_to_end_on_the_sample_photos(tmp_path: Path) -> None:
     """index (with decoding workers) -> query unseen photos -> index again -> corrupt files -> remove, all via the CLI,
-    on real photos unpacked from ../shared/data/caltech101."""
-    from conftest import unpack_caltech
-
+    on the bundled Caltech-101 photos: the first six of each class are indexed, the last two are the queries."""
+    classes = sorted(p.name for p in SAMPLE_PHOTOS.iterdir() if p.is_dir())
     photos = tmp_path / "photos"
-    shutil.copytree(next(iter(caltech_photos.values()))[0].parent.parent, photos)
+    indexed: dict[str, list[Path]] = {}
+    for name in classes:
+        (photos / name).mkdir(parents=True)
+        indexed[name] = sorted((SAMPLE_PHOTOS / name).glob("*.jpg"))[:6]
+        for path in indexed[name]:
+            shutil.copy(path, photos / name / path.name)
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (photos / "notes.txt").write_text("shopping list")
     col = tmp_path / "col"
 
     first = json.loads(ok(run("index", photos, "-c", col, "--json", "-q", "--batch-size", "8")).stdout)
-    n_photos = sum(len(v) for v in caltech_photos.values())
-    assert first["added"] == first["embedded"] == n_photos
+    n_photos = sum(len(v) for v in indexed.values())
+    assert n_photos == 36 and first["added"] == first["embedded"] == n_photos
     assert {Path(s["path"]).name for s in first["skipped_files"]} == {"broken.jpg", "notes.txt"}
 
-    # photos 13 and 14 of each class: not in the collection
-    extra = unpack_caltech(tmp_path / "queries", {name: 14 for name in caltech_photos})
+    # photos 7 and 8 of each class: not in the collection
     precisions = []
-    for name, paths in extra.items():
-        for query in paths[12:]:
+    for name in classes:
+        for query in sorted((SAMPLE_PHOTOS / name).glob("*.jpg"))[6:]:
             hits = json.loads(ok(run("query", query, "-c", col, "-k", "5", "--json")).stdout)["results"]
             assert len(hits) == 5
             precisions.append(sum(Path(h["path"]).parent.name == name for h in hits) / 5)
-    chance = 1 / len(caltech_photos)
-    assert sum(precisions) / len(precisions) >= 0.8 > chance
+    chance = 1 / len(classes)
+    assert len(precisions) == 12 and sum(precisions) / len(precisions) >= 0.8 > chance
 
     again = json.loads(ok(run("index", photos, "-c", col, "--json", "-q")).stdout)
     assert (again["embedded"], again["added"], again["removed"], again["unchanged"]) == (0, 0, 0, n_photos)
     assert again["skipped"] == 2
 
-    gone = caltech_photos["sunflower"][0]
+    gone = indexed["sunflower"][0]
     ok(run("remove", photos / "sunflower" / gone.name, "-c", col))
     hits = json.loads(ok(run("query", photos / "sunflower" / gone.name, "-c", col, "-k", "20", "--json")).stdout)
     paths = [h["path"] for h in hits["results"]]
@@ -336,24 +337,21 @@ def test_pack_takes_a_shared_set_by_name_losslessly(tmp_path: Path) -> None:
         assert np.array_equal(np.asarray(back[i][0].convert("L")), np.asarray(source[i][0]))
 
 
-def test_pack_then_eval_on_the_lmdb_store_writes_a_record_and_a_png_beside_it(
-    caltech_photos: dict[str, list[Path]], tmp_path: Path
-) -> None:
-    """Real photos: pack the class tree into LMDB, evaluate the default model on it, draw the recall curve and
+def test_pack_then_eval_on_the_lmdb_store_writes_a_record_and_a_png_beside_it(tmp_path: Path) -> None:
+    """The sample photos: pack the class tree into LMDB, evaluate the default model on it, draw the recall curve and
     the PCA of the embeddings; a second eval with --plot alone overlays the first record (--compare)."""
     from PIL import Image
 
-    tree = next(iter(caltech_photos.values()))[0].parent.parent
     store = tmp_path / "photos.lmdb"
-    packed = json.loads(ok(run("pack", tree, store, "--max-side", "256", "--json")).stdout)
-    assert packed == {"out": str(store), "images": 60, "classes": 5}
+    packed = json.loads(ok(run("pack", SAMPLE_PHOTOS, store, "--max-side", "256", "--json")).stdout)
+    assert packed == {"out": str(store), "images": 48, "classes": 6}
 
     record_path = tmp_path / "eval" / "default.json"
     result = ok(run("eval", store, "--model", "default", "--device", "cpu", "--out", record_path))
     record = json.loads(record_path.read_text())
-    assert (record["images"], record["classes"]) == (60, 5)
+    assert (record["images"], record["classes"]) == (48, 6)
     assert [k for k in record["metrics"] if k.startswith("recall@")] == [f"recall@{k}" for k in (1, 2, 4, 8, 16, 32)]
-    assert record["metrics"]["recall@1"] > 0.8  # five visually distinct classes
+    assert record["metrics"]["recall@1"] > 0.8  # six visually distinct classes
     png = record_path.with_suffix(".png")
     assert record["plot"] == str(png) and f"wrote {record_path}, {png}" in result.stderr
     with Image.open(png) as image:
@@ -366,6 +364,17 @@ def test_pack_then_eval_on_the_lmdb_store_writes_a_record_and_a_png_beside_it(
     with Image.open(alone) as image:
         assert image.size == (1200, 550)
     assert alone.read_bytes() != png.read_bytes()  # two curves now
+
+
+@pytest.mark.parametrize("command", ["eval", "pack"])
+def test_a_shared_set_without_simsearch_data_is_a_one_line_error_naming_the_variable(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["--model", "default"] if command == "eval" else [tmp_path / "out.lmdb"]
+    line = one_line_error(run(command, "caltech101:test", *args, env={"SIMSEARCH_DATA": None}))
+    assert "$SIMSEARCH_DATA" in line and line.count("SIMSEARCH_DATA") == 1, line
+    assert not (tmp_path / "out.lmdb").exists()
 
 
 def test_pack_into_an_existing_folder_is_a_one_line_error(tmp_path: Path) -> None:

@@ -154,9 +154,11 @@ def finish_and_check(col: Path, photos: list[Path], stored: int) -> None:
 
 
 @pytest.fixture
-def photos(caltech_photos: dict[str, list[Path]]) -> list[Path]:
-    """The 60 session photos (12 of each of 5 classes), resolved as the store records them."""
-    return sorted(p.resolve() for paths in caltech_photos.values() for p in paths)
+def photos() -> list[Path]:
+    """The 48 bundled sample photos (8 of each of 6 classes), resolved as the store records them."""
+    found = sorted(p.resolve() for p in SAMPLE_PHOTOS.rglob("*.jpg"))
+    assert len(found) == 48
+    return found
 
 
 @pytest.mark.parametrize("kill_at", [8, pytest.param(40, marks=pytest.mark.slow)])
@@ -181,7 +183,7 @@ def test_a_run_killed_before_its_first_batch_leaves_nothing_or_an_empty_collecti
     photos: list[Path], tmp_path: Path
 ) -> None:
     folder = tmp_path / "photos"
-    for p in photos[::4]:  # 15 photos: the rerun has little to do
+    for p in photos[::4]:  # 12 photos: the rerun has little to do
         (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(p, folder / p.parent.name / p.name)
     subset = sorted(p.resolve() for p in folder.rglob("*.jpg"))

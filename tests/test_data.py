@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DATA
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -40,8 +41,6 @@ from simsearch.data import (
     write_lmdb_dataset,
 )
 from simsearch.errors import ImageError
-
-DATA = Path(os.environ.get("SIMSEARCH_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def _require(*parts: str) -> Path:
@@ -484,6 +483,30 @@ def test_a_missing_data_folder_names_the_environment_variable(tmp_path: Path, mo
         data_root()
     with pytest.raises(FileNotFoundError, match="SIMSEARCH_DATA"):
         load_fashion_mnist("test")
+
+
+def test_without_the_variable_or_a_root_there_is_no_data_folder_and_the_error_says_which_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An installed package never guesses a folder next to its own files: $SIMSEARCH_DATA or `root` only."""
+    monkeypatch.delenv("SIMSEARCH_DATA")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shared" / "data").mkdir(parents=True)  # a folder where a checkout would keep it is not looked at
+    with pytest.raises(DataNotFoundError) as info:
+        data_root()
+    message = str(info.value)
+    assert "$SIMSEARCH_DATA" in message and "\n" not in message
+    with pytest.raises(DataNotFoundError, match="SIMSEARCH_DATA"):
+        open_shared_split("fashion-mnist:test")
+    # An unpacked Caltech-101 left in the cache by an earlier run does not stand in for the data folder either.
+    monkeypatch.setenv("SIMSEARCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "caltech101" / "accordion").mkdir(parents=True)
+    (tmp_path / "cache" / "caltech101" / ".simsearch-unpacked.json").write_text("{}")
+    with pytest.raises(DataNotFoundError, match="SIMSEARCH_DATA"):
+        open_shared_split("caltech101:test")
+    assert data_root(tmp_path / "shared" / "data") == tmp_path / "shared" / "data"
+    monkeypatch.setenv("SIMSEARCH_DATA", str(tmp_path / "shared" / "data"))
+    assert data_root() == tmp_path / "shared" / "data"
 
 
 def test_omniglot_splits_have_964_and_659_characters_of_20_drawings() -> None:

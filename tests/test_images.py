@@ -6,12 +6,12 @@ import hashlib
 import io
 import logging
 import os
-import tarfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_PHOTOS
 from PIL import ExifTags, Image
 
 from simsearch.errors import ImageError
@@ -24,9 +24,6 @@ from simsearch.images import (
     probe_image,
     scan_folder,
 )
-
-DATA = Path(os.environ.get("SIMSEARCH_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-CALTECH_TAR = DATA / "caltech101" / "101_ObjectCategories.tar"
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -191,14 +188,7 @@ def test_bytes_input_loads_like_the_file(tmp_path: Path) -> None:
 
 
 def test_a_real_caltech_photo_loads_and_draft_mode_keeps_the_short_side() -> None:
-    if not CALTECH_TAR.is_file():
-        pytest.skip(f"Caltech-101 tar not found at {CALTECH_TAR} (set SIMSEARCH_DATA)")
-    with tarfile.open(CALTECH_TAR) as tar:
-        # Iterating stops at the first photo: only a few headers are read, not the whole 140 MB index.
-        member = next(m for m in tar if m.isfile() and m.name.lower().endswith(".jpg"))
-        extracted = tar.extractfile(member)
-        assert extracted is not None
-        data = extracted.read()
+    data = (SAMPLE_PHOTOS / "airplanes" / "image_0001.jpg").read_bytes()  # an unmodified Caltech-101 file
     with Image.open(io.BytesIO(data)) as header:
         size = header.size
     img = load_image(data)

@@ -423,15 +423,6 @@ def test_choose_factory_goes_from_exact_to_graph_to_inverted_lists_with_size() -
         choose_factory(-1, 16)
 
 
-def test_importing_indexes_does_not_import_torch() -> None:
-    code = "import indexes, sys; assert 'torch' not in sys.modules, 'indexes imported torch'"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
-
-    assert result.returncode == 0, result.stderr
-
-
 class _RecordsBlasThreshold:
     """A faiss index stand-in that notes faiss's BLAS threshold at each search and searches the real index."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from conftest import CALTECH_TAR
 from PIL import Image
 from timm.data import ImageNetInfo
 
@@ -26,10 +26,6 @@ from simsearch.models import (
     save_checkpoint,
     weights,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SIMSEARCH_DATA", REPO.parent / "shared" / "data"))
-CALTECH_TAR = DATA / "caltech101" / "101_ObjectCategories.tar"
 
 # Caltech-101 class -> (ImageNet indices that count as right, a word each index's description must contain).
 CALTECH_TO_IMAGENET = {
@@ -130,7 +126,7 @@ def test_packaged_lite_weights_classify_real_caltech101_photos(arch: str) -> Non
 
 
 def test_the_bare_name_of_the_bundled_architecture_is_the_bundled_model(default_embedder: Embedder) -> None:
-    """The issue's `--backbone tf_efficientnet_lite0` must work offline: the name alone means the bundled weights."""
+    """The documented `--backbone tf_efficientnet_lite0` must work offline: the name alone means the bundled weights."""
     e = load_embedder("tf_efficientnet_lite0")
     assert e.model_id == default_embedder.model_id and e.weights_sha256 == default_embedder.weights_sha256
     x = _random_images(2, 224)

@@ -319,7 +319,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             "bandwidth": "numpy copy of a 256 MiB float32 array, (read + written bytes) / best of 5 seconds",
             "flat_bound": "bytes scanned per query (n * d * 4) / copy bandwidth",
             "training": "IVF/PQ/OPQ train on max(40 * nlist, 20000) random base vectors (at most n)",
-            "targets": "largest size: recall@10 >= 0.95 at >= 100x Flat's single-query QPS; Flat <= 1.5x its bound",
+            "goals": "largest size: recall@10 >= 0.95 at >= 100x Flat's single-query QPS; Flat <= 1.5x its bound",
         },
         "copy_bandwidth_gbps": round(bandwidth, 2),
         "datasets": {},
@@ -336,7 +336,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             table.extend(_rows(name, size))
         record["datasets"][name] = entry
         figures.append(_plot(out_dir / f"search_{name}.png", name, entry["sizes"]))
-    record["targets"] = _targets(record)
+    record["goals"] = _goals(record)
     return {"record": record, "figures": figures, "table": table}
 
 
@@ -364,7 +364,7 @@ def _rows(name: str, size: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _targets(record: dict[str, Any]) -> dict[str, Any]:
+def _goals(record: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, entry in record["datasets"].items():
         largest = entry["sizes"][-1]
@@ -376,9 +376,9 @@ def _targets(record: dict[str, Any]) -> dict[str, Any]:
                 "n": largest["n"],
                 "single_query_threads": threads,
                 "speedup_at_recall_0.95": None if best is None else best["speedup_vs_flat"],
-                "speedup_target_met": None if best is None else best["speedup_vs_flat"] >= 100,
+                "speedup_goal_met": None if best is None else best["speedup_vs_flat"] >= 100,
                 "flat_over_bound": None if bound is None else bound["ratio"],
-                "flat_target_met": None if bound is None else bound["ratio"] <= 1.5,
+                "flat_goal_met": None if bound is None else bound["ratio"] <= 1.5,
             }
     return out
 

@@ -41,7 +41,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DATA_ENV = "SIMSEARCH_DATA"
-_REPO = Path(__file__).resolve().parents[2]
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -67,16 +66,17 @@ _ONE_SHOT_WAYS = 20
 CALTECH101_BACKGROUND = "BACKGROUND_Google"
 _CALTECH_PREFIX = "101_ObjectCategories"
 _CALTECH_TRAIN_CLASSES = 50
-# (classes, images) per split of the class-disjoint protocol in ../shared/data/README.md.
+# (classes, images) per split of the class-disjoint protocol (the data folder's README.md).
 CALTECH101_COUNTS: dict[str, tuple[int, int]] = {"train": (50, 5_526), "test": (51, 3_151)}
 _CACHE_MARKER = ".simsearch-unpacked.json"
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The shared data folder: `root` if given, else $SIMSEARCH_DATA, else `<repo>/../shared/data`.
+    """The shared data folder: `root` if given, else $SIMSEARCH_DATA; there is no other default, so an installed
+    package never guesses a folder next to its own files.
 
     Raises:
-        DataNotFoundError: the folder does not exist (the message names the variable to set).
+        DataNotFoundError: neither is given, or the folder does not exist (the message names the variable to set).
     """
     if root is not None:
         path = Path(root).expanduser()
@@ -85,8 +85,9 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
         path = Path(os.environ[DATA_ENV]).expanduser()
         source = f"${DATA_ENV}"
     else:
-        path = _REPO.parent / "shared" / "data"
-        source = f"the default (set ${DATA_ENV} to the shared data folder)"
+        raise DataNotFoundError(
+            f"no shared data folder: set ${DATA_ENV} to the folder that holds caltech101/, fashion-mnist/ and omniglot/"
+        )
     if not path.is_dir():
         raise DataNotFoundError(f"data folder not found: {path} ({source})")
     return path
@@ -348,7 +349,13 @@ def _unpacked_caltech(cache_dir: str | os.PathLike[str] | None, root: str | os.P
     Extraction goes to a temporary sibling folder renamed at the end, so an interrupted run leaves nothing that a
     later run would mistake for a complete copy. Only regular `.jpg` members of the 101 object classes are
     written, by name checks of our own, so a hostile tar cannot write outside the cache.
+
+    The default cache only stands in for the tar of a data folder that is named ($SIMSEARCH_DATA or `root`): an
+    unpacked copy left by an earlier run is not a way to find the data set without one. An explicit `cache_dir` is
+    used as it is (it may be a copy unpacked by hand).
     """
+    if cache_dir is None:
+        data_root(root)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "caltech101"
     if (folder / _CACHE_MARKER).is_file():
         return folder

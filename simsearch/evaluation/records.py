@@ -26,7 +26,6 @@ ONE_SHOT_DATA = "omniglot:one-shot"
 ONE_SHOT_PROTOCOL = "Omniglot 20-way one-shot (Lake et al. 2015), official runs, nearest training image by cosine"
 
 
-
 @dataclass
 class EvalRecord:
     """The retrieval scores of a model on a labelled set.

@@ -1,5 +1,5 @@
 """Siamese pair losses: contrastive (Hadsell, Chopra & LeCun 2006, "Dimensionality Reduction by Learning an
-Invariant Mapping") and the seeds' pair-distance regression L = (d(E(x1), E(x2)) - y)^2.
+Invariant Mapping") and the plain pair-distance regression L = (d(E(x1), E(x2)) - y)^2.
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ class ContrastiveLoss(PairLoss):
 class PairRegressionLoss(PairLoss):
     """Regress each pair's distance onto 0 (same label) or 1 (different labels): ``mean((d - y)^2)``.
 
-    The seeds' Siamese objective. With a similarity the targets flip (1 for similar, 0 for dissimilar), which for
+    The simplest Siamese objective. With a similarity the targets flip (1 for similar, 0 for dissimilar), which for
     cosine is the same as regressing the cosine distance ``1 - s`` onto 0/1. Every pair counts equally, so a batch
-    with many more negatives than positives weighs negatives more: that is the seeds' formulation, kept as is.
+    with many more negatives than positives weighs negatives more, by design: no reweighting.
     """
 
     def __init__(self, distance: Distance | str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Softmax loss: cross-entropy on a linear classification head over the embeddings, the seeds' baseline.
+"""Softmax loss: cross-entropy on a linear classification head over the embeddings, the classification baseline.
 
 The head is thrown away after training; only the embeddings it shaped are kept. Its parameters belong to the
 loss, so give ``loss.parameters()`` to the optimizer too.

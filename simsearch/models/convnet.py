@@ -4,7 +4,7 @@ Conv-N is the small backbone of the few-shot literature; the small ResNet is He 
 
 Blocks of 3x3 conv, BatchNorm, ReLU and 2x2 max-pool, then a global average pool. Four blocks of 64 on 28 x 28
 images (`simsearch_conv4`) is the network of Matching Networks (Vinyals et al. 2016) and Prototypical Networks (Snell
-et al. 2017): the anchors of the Omniglot benchmark used it, so a comparison with them uses it too. On this project's
+et al. 2017): the published Omniglot results were measured with it, so a comparison with them uses it too. On a
 2-core CPU it trains at about 1,200 images/s, where resnet10t at 84 px trains at about 100.
 
 Importing this module registers the names; `simsearch.models.registry` imports it, so `random:simsearch_conv4` and
@@ -181,7 +181,7 @@ def _create(variant: str, widths: Sequence[int], pretrained: bool, **kwargs: Any
 
 @register_model
 def simsearch_conv4(pretrained: bool = False, **kwargs: Any) -> ConvNet:
-    """Conv-4, 64 channels per block: the few-shot anchors' network (28 x 28 input)."""
+    """Conv-4, 64 channels per block: the network of the published few-shot results (28 x 28 input)."""
     return _create("simsearch_conv4", (64, 64, 64, 64), pretrained, **kwargs)
 
 

@@ -101,7 +101,7 @@ def load_embedder(
     """
     check_tta(tta)
     dev = resolve_device(device)
-    # The bare name of the bundled architecture without a weights file is the bundled model: the issue's own
+    # The bare name of the bundled architecture without a weights file is the bundled model: the documented
     # `--backbone tf_efficientnet_lite0` works offline, with one model id whether or not the hub is reachable.
     if spec is None or str(spec) == DEFAULT_MODEL or (str(spec) == BUNDLED_ARCH and weights is None):
         if weights is not None:

@@ -16,7 +16,6 @@ __all__ = ["RESUMABLE_FIELDS", "PretrainConfig", "PretrainError", "PretrainResul
 RESUMABLE_FIELDS = frozenset({"epochs", "device", "workers"})
 
 
-
 @dataclass
 class PretrainConfig:
     """An autoencoder pretraining recipe; JSON-able (`dataclasses.asdict`), stored in the checkpoint as "recipe".

@@ -18,7 +18,6 @@ __all__ = ["RecipeError", "RunIdentity", "parse_assignments", "recipe_dict", "wi
 R = TypeVar("R")
 
 
-
 def recipe_dict(recipe: Any) -> dict[str, Any]:
     """The recipe as plain JSON data (tuples become lists), as a checkpoint and a run state keep it."""
     return json.loads(json.dumps(dataclasses.asdict(recipe)))  # type: ignore[no-any-return]

@@ -33,7 +33,6 @@ AUGMENT_OPTIONS = frozenset(
 )
 
 
-
 @dataclass
 class TrainConfig:
     """A training recipe; JSON-able (`dataclasses.asdict`), stored in the checkpoint as "recipe".
