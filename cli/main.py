@@ -646,9 +646,11 @@ def _register_extra_commands() -> None:
     """Commands that live in their own modules (importing them costs nothing: their heavy imports are lazy)."""
     from cli.bench import bench
     from cli.pretrain import pretrain
+    from cli.serve import serve
 
     main.add_command(bench)
     main.add_command(pretrain)
+    main.add_command(serve)
 
 
 _register_extra_commands()
