@@ -506,3 +506,49 @@ def test_a_model_that_cannot_load_keeps_the_server_up_and_says_why(fresh: Path, 
         assert response.status_code == 503 and "weights file is damaged" in response.json()["error"]
         assert c.post("/search", files=upload(QUERIES / "pizza_0042.jpg")).status_code == 503
         assert c.get("/images/2").status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------- conflicts and 500
+
+
+def test_a_write_while_another_process_writes_is_409(writable, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    col = writable.app.state.service.collection.path
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, fcntl; f = open(sys.argv[1], 'wb'); fcntl.lockf(f, fcntl.LOCK_EX); print('held', flush=True); "
+            "sys.stdin.read()",
+            str(col / ".lock"),
+        ],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        data = encoded(noise_image(seed=11), "PNG")
+        response = writable.post("/images", files={"image": ("n.png", data, "image/png")}, headers=bearer(ADMIN_TOKEN))
+        assert response.status_code == 409 and "another simsearch process is writing" in response.json()["error"]
+        assert writable.delete("/images/2", headers=bearer(ADMIN_TOKEN)).status_code == 409
+    finally:
+        holder.communicate("", timeout=30)
+    assert writable.delete("/images/2", headers=bearer(ADMIN_TOKEN)).status_code == 200
+
+
+def test_an_unexpected_failure_is_a_json_500_with_timings(client, monkeypatch) -> None:
+    service = client.app.state.service
+
+    def broken(image_id: int) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(service, "record", broken)
+    response = client.get("/images/1")
+    assert response.status_code == 500 and set(response.json()) == {"error"}
+    assert "disk on fire" not in response.json()["error"] and "server-timing" in response.headers
