@@ -55,6 +55,7 @@ class SearchService:
         self._min_side = 0
         self._lock = ReadWriteLock()
         self._writer = threading.Lock()
+        self._threads = threading.local()
         self.upload_dir: Path | None = None
         self.on_batch: Any = None
 
@@ -133,6 +134,7 @@ class SearchService:
         self, ids: Sequence[int], k: int, exclude_self: bool, exclude_ids: Sequence[int], timer: StageTimer
     ) -> list[list[SearchResult]]:
         col = self.collection
+        self._one_search_thread()
         with self._lock.reading():
             rows = []
             for image_id in ids:
@@ -159,10 +161,22 @@ class SearchService:
         self, vectors: np.ndarray, k: int, exclude_ids: Sequence[int], timer: StageTimer
     ) -> list[list[SearchResult]]:
         timings: dict[str, float] = {}
+        self._one_search_thread()
         with self._lock.reading():
             rows = search_vectors(self.collection, vectors, k, exclude_ids, timings)
         timer.merge(timings)
         return rows  # type: ignore[no-any-return]
+
+    def _one_search_thread(self) -> None:
+        """FAISS searches of this request thread use one OpenMP thread (set once per thread: the setting is per
+        thread). Requests already run in parallel, one per worker thread; a team of OpenMP threads per search on top
+        only adds start-up and contention: on 2 cores a 10k-vector search took 2.7 ms on two threads, 1.6 ms on one.
+        """
+        if not getattr(self._threads, "single", False):
+            import faiss
+
+            faiss.omp_set_num_threads(1)
+            self._threads.single = True
 
     def _prepare(self, data: bytes, timer: StageTimer) -> Any:
         from simsearch.images import load_image
