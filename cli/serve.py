@@ -53,6 +53,11 @@ ADMIN_TOKEN_ENV = "SIMSEARCH_ADMIN_TOKEN"
     show_default=True,
     help="Longest wait for more images before a pass starts.",
 )
+@click.option(
+    "--forward-workers",
+    type=click.IntRange(1, 64),
+    help="Forward passes at once [default: one per core on a CPU, each on one thread; one on a GPU].",
+)
 @device_option
 @click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
@@ -69,6 +74,7 @@ def serve(
     max_pixels: int,
     max_batch: int,
     batch_wait_ms: float,
+    forward_workers: int | None,
     device: str,
     log_level: str,
 ) -> None:
@@ -103,6 +109,7 @@ def serve(
         max_pixels=max_pixels,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
+        forward_workers=forward_workers,
         device=device,
     )
     try:

@@ -41,9 +41,10 @@ class _Item:
 class ForwardBatcher:
     """Runs `forward(stack of tensors) -> (N, D) vectors` on batches of at most `max_batch` queued images.
 
-    A pass starts as soon as the model is free and an image is queued. It waits up to `max_wait_s` for more only
+    A pass starts as soon as a worker is free and an image is queued. It waits up to `max_wait_s` for more only
     while other requests are announced (decoding an image they will submit): with nothing on the way, waiting
-    would only add latency, and a lone query is never delayed.
+    would only add latency, and a lone query is never delayed. With `workers` > 1, as many passes run at once (on a
+    CPU, each on its own core: see `SearchService.load`).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class ForwardBatcher:
         *,
         max_batch: int = 32,
         max_wait_s: float = 0.005,
+        workers: int = 1,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._forward = forward
@@ -62,18 +64,22 @@ class ForwardBatcher:
         self._announced = 0
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="simsearch-forward", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"simsearch-forward-{i}", daemon=True) for i in range(workers)
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the pass under way, then fail whatever still waits."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
         with self._cond:
             left, self._items = self._items, []
         for item in left:

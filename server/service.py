@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -74,10 +75,11 @@ class SearchService:
         col = self.collection
         try:
             started = time.perf_counter()
-            sizes = sorted({min(s, self.settings.max_batch) for s in self.settings.warm_batch_sizes})
-            warmup(col, batch_sizes=sizes)
             embedder = col.embedder
             self.device = str(next(embedder.parameters()).device)
+            workers = self._forward_workers()
+            sizes = sorted({min(s, self.settings.max_batch) for s in self.settings.warm_batch_sizes})
+            warmup(col, batch_sizes=sizes)
             self._transform = transform_for(embedder)
             self._min_side = decode_min_side(embedder.data_config)
 
@@ -90,6 +92,7 @@ class SearchService:
                 run,
                 max_batch=self.settings.max_batch,
                 max_wait_s=self.settings.batch_wait_ms / 1000,
+                workers=workers,
                 on_batch=self.on_batch,
             )
             self.batcher.start()
@@ -98,6 +101,23 @@ class SearchService:
         except Exception as exc:  # noqa: BLE001 - the server stays up to say why it is not ready
             log.exception("the model could not be loaded")
             self.load_error = f"the model could not be loaded: {exc}"
+
+    def _forward_workers(self) -> int:
+        """How many forward passes run at once; on a CPU with several, each gets one torch thread.
+
+        On 2 cores, two passes of 8 images on one thread each gave 94 images/s where one pass on two threads gave
+        74: a pass split over threads waits at every layer for its slowest thread, and with requests decoding
+        beside it, one of its threads is often descheduled.
+        """
+        workers = self.settings.forward_workers
+        if workers is None:
+            workers = 1 if self.device.startswith("cuda") else _cores()
+        if workers > 1 and not self.device.startswith("cuda"):
+            import torch
+
+            torch.set_num_threads(max(1, _cores() // workers))
+        log.info("%d forward worker(s)", workers)
+        return workers
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -286,6 +306,13 @@ class SearchService:
                 yield
             finally:
                 self.collection._release_lock()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def _widths(vectors: list[list[float]]) -> str:

@@ -37,6 +37,9 @@ class Settings:
     max_batch: int = 32
     #: ...waiting at most this long for more to arrive while other queries are still being decoded.
     batch_wait_ms: float = 5.0
+    #: Forward passes run at once. None: one per core on a CPU, each on one torch thread (set for the whole process:
+    #: a server owns it), one on a GPU. 1 leaves torch's thread count as it is.
+    forward_workers: int | None = 1
     max_k: int = 1000
     #: Images of one batch request (POST /search/batch) and ids or vectors of one JSON batch.
     max_batch_request: int = 64
@@ -63,6 +66,8 @@ class Settings:
             )
         if self.max_request_mb <= 0 or self.max_pixels < 1 or self.max_batch < 1 or self.max_k < 1:
             raise SettingsError("size limits must be positive")
+        if self.forward_workers is not None and self.forward_workers < 1:
+            raise SettingsError("at least one forward worker is needed")
         if self.batch_wait_ms < 0:
             raise SettingsError("the batch wait cannot be negative")
         if self.allow_root is not None and not Path(self.allow_root).is_dir():

@@ -132,3 +132,23 @@ def test_the_read_write_lock_lets_readers_share_and_a_writer_exclude_them() -> N
     for t in threads:
         t.join(10)
     assert log == ["write", "read", "read", "read"]
+
+
+def test_several_workers_run_passes_at_once_and_every_image_gets_its_vector() -> None:
+    inside = threading.Barrier(2, timeout=10)
+    sizes: list[int] = []
+
+    def forward(tensors: Sequence[float]) -> np.ndarray:
+        if len(sizes) < 2:
+            sizes.append(len(tensors))
+            inside.wait()  # two passes inside the model at once, or this times out
+        return np.array([[t, -t] for t in tensors], dtype=np.float32)
+
+    batcher = ForwardBatcher(forward, max_batch=1, max_wait_s=0.0, workers=2)
+    batcher.start()
+    try:
+        futures = [batcher.submit([float(i)])[0] for i in range(10)]
+        values = [f.result(10).vector.tolist() for f in futures]
+    finally:
+        batcher.stop()
+    assert values == [[float(i), -float(i)] for i in range(10)]
