@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=int, default=10, help="results per query")
     parser.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="the server's --batch-wait-ms")
+    parser.add_argument(
+        "--forward-workers",
+        default="auto,1",
+        help="the server's --forward-workers, comma-separated: the first is measured fully, the others on uploads "
+        "('auto': the server's default)",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ the collection
@@ -89,7 +95,9 @@ def build_collection(files: list[Path], cache: Path, args: argparse.Namespace) -
 # ---------------------------------------------------------------------------------------------------- the server
 
 
-def start_server(col: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, int, dict[str, float]]:
+def start_server(
+    col: Path, args: argparse.Namespace, workers: str = "auto"
+) -> tuple[subprocess.Popen, int, dict[str, float]]:
     """`simsearch serve` on a free loopback port; returns it, the port, and seconds from spawn to live and ready."""
     import socket
 
@@ -99,6 +107,7 @@ def start_server(col: Path, args: argparse.Namespace) -> tuple[subprocess.Popen,
     device = "cuda" if args.device.startswith("cuda") else "cpu"
     command = [sys.executable, "-m", "cli.main", "serve", "-c", str(col), "--port", str(port), "--device", device]
     command += ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms), "--log-level", "error"]
+    command += [] if workers == "auto" else ["--forward-workers", workers]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)}
     env.pop("SIMSEARCH_TOKEN", None)
     started = time.perf_counter()
@@ -336,31 +345,22 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     def check_id(i: int, payload: dict[str, Any]) -> bool:
         return [h["id"] for h in payload["results"]] == expected[query_ids[i % len(query_ids)]]
 
-    proc, port, start_times = start_server(col_path, args)
+    modes = [("upload", make_upload, check_upload, args.upload_requests), ("id", make_id, check_id, args.id_requests)]
     runs: list[dict[str, Any]] = []
-    try:
-        memory_ready = memory_mib(proc.pid)
-        for mode, make, check, count in (
-            ("upload", make_upload, check_upload, args.upload_requests),
-            ("id", make_id, check_id, args.id_requests),
-        ):
-            load_run(port, make, check, min(count, 4 * max(levels)), max(levels), args.max_seconds)  # warm-up
-            for level in levels:
-                logger.info("serve: %s search, concurrency %d", mode, level)
-                before = batch_counts(port)
-                result = load_run(port, make, check, count, level, args.max_seconds)
-                after = batch_counts(port)
-                passes = after[1] - before[1]
-                result["mean_forward_batch"] = (after[0] - before[0]) / passes if passes else None
-                runs.append({"mode": mode, **result})
-        memory_end = memory_mib(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    servers: dict[str, Any] = {}
+    for position, workers in enumerate(str(args.forward_workers).split(",")):
+        # the first server setting is measured fully; others (for comparison) with uploads only
+        found, servers[workers] = serve_runs(col_path, workers, modes if position == 0 else modes[:1], levels, args)
+        runs += found
+    start_times = next(iter(servers.values()))["start"]
+    memory_end = next(iter(servers.values()))["memory"]["at_end"]
 
     forward_rate = reference["batched_forward_images_per_s"]
     top = max(levels)
-    upload_top = next(r for r in runs if r["mode"] == "upload" and r["concurrency"] == top)
+    first = runs[0]["forward_workers"]
+    upload_top = next(
+        r for r in runs if r["mode"] == "upload" and r["concurrency"] == top and r["forward_workers"] == first
+    )
     id_top = [r for r in runs if r["mode"] == "id"]
     goals = {
         f"upload_qps_at_{top}_over_batched_forward": upload_top["qps"] / forward_rate,
@@ -380,13 +380,39 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             "process while the server is idle"
         ),
         "k": args.k,
-        "server": {"max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms, **start_times},
-        "memory": {"after_ready": memory_ready, "at_end": memory_end},
+        "server": {"max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms},
+        "servers": servers,
         "in_process": reference,
         "runs": runs,
         "goals": goals,
     }
     return {"record": record, "figures": [], "table": _table(runs, reference, start_times, memory_end, goals)}
+
+
+def serve_runs(
+    col_path: Path, workers: str, modes: list[tuple[str, Any, Any, int]], levels: list[int], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Start a server with `--forward-workers workers` ("auto": its default), run each mode at each concurrency
+    (after a warm-up run), stop it; returns the runs and the server's start times and memory."""
+    proc, port, start_times = start_server(col_path, args, workers)
+    runs: list[dict[str, Any]] = []
+    try:
+        memory_ready = memory_mib(proc.pid)
+        for mode, make, check, count in modes:
+            load_run(port, make, check, min(count, 4 * max(levels)), max(levels), args.max_seconds)  # warm-up
+            for level in levels:
+                logger.info("serve: %s search, concurrency %d, forward workers %s", mode, level, workers)
+                before = batch_counts(port)
+                result = load_run(port, make, check, count, level, args.max_seconds)
+                after = batch_counts(port)
+                passes = after[1] - before[1]
+                result["mean_forward_batch"] = (after[0] - before[0]) / passes if passes else None
+                runs.append({"mode": mode, "forward_workers": workers, **result})
+        memory_end = memory_mib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return runs, {"start": start_times, "memory": {"after_ready": memory_ready, "at_end": memory_end}}
 
 
 def _table(
@@ -398,7 +424,8 @@ def _table(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [
         {
-            "measure": f"{r['mode']} search, concurrency {r['concurrency']}",
+            "measure": f"{r['mode']} search, concurrency {r['concurrency']}"
+            + ("" if r["forward_workers"] == "auto" else f", {r['forward_workers']} forward worker(s)"),
             "QPS": r["qps"],
             "p50 ms": r["p50_ms"],
             "p95 ms": r["p95_ms"],
