@@ -135,3 +135,24 @@ def wait_until_ready(proc: subprocess.Popen, base: str, timeout: float = 300.0) 
             pass
         assert time.monotonic() < deadline, "not ready in time"
         time.sleep(0.2)
+
+
+@contextmanager
+def server_process(collection: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`simsearch serve` over `collection` on a free loopback port, ready; stopped with SIGINT on exit.
+
+    Yields the base URL and the process (its output is captured: read it after the block).
+    """
+    import signal
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = serve_command("-c", str(collection), "--port", str(port), "--device", "cpu", *args)
+    proc = subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_ready(proc, base)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.output = proc.communicate(timeout=60)[0]  # type: ignore[attr-defined]

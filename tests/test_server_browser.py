@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_PHOTOS, copy_collection
-from serving import QUERIES, env, free_port, serve_command, wait_until_ready
+from serving import QUERIES, server_process
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 
@@ -31,21 +29,8 @@ def _browser() -> tuple[str, str]:
 def server(sample_collection: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _browser()
     col = copy_collection(sample_collection, tmp_path_factory.mktemp("browser") / "col")
-    port = free_port()
-    proc = subprocess.Popen(
-        serve_command("-c", str(col), "--port", str(port), "--device", "cpu", "--log-level", "warning"),
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(proc, base)
+    with server_process(col, "--log-level", "warning") as (base, _):
         yield base
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -3,30 +3,19 @@ and stops cleanly on SIGINT; it refuses unsafe or impossible starts with a one-l
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import copy_collection
-from serving import QUERIES, READ_TOKEN, env, free_port, multipart, request, serve_command, wait_until_ready
+from serving import QUERIES, READ_TOKEN, env, free_port, multipart, request, serve_command, server_process
 
 pytest.importorskip("uvicorn")
 
 
 def test_a_real_server_process_searches_over_http_and_stops_cleanly(sample_collection: Path, tmp_path: Path) -> None:
     col = copy_collection(sample_collection, tmp_path / "col")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        serve_command("-c", str(col), "--port", str(port), "--device", "cpu", "--token", READ_TOKEN),
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until_ready(proc, base)
+    with server_process(col, "--token", READ_TOKEN) as (base, proc):
         body, content_type = multipart("image", "q.jpg", (QUERIES / "sunflower_0042.jpg").read_bytes())
         auth = {"Authorization": f"Bearer {READ_TOKEN}"}
         status, headers, found = request(f"{base}/search?k=3", body, {"Content-Type": content_type, **auth})
@@ -35,11 +24,8 @@ def test_a_real_server_process_searches_over_http_and_stops_cleanly(sample_colle
         assert "forward;dur=" in headers["server-timing"]
         assert request(f"{base}/search?k=3", body, {"Content-Type": content_type})[0] == 401
         assert request(f"{base}/info", headers=auth)[2]["images"] == 48
-    finally:
-        proc.send_signal(signal.SIGINT)
-        output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 0, output
-    assert f"serving {col} on http://127.0.0.1:{port}/" in output
+    assert proc.returncode == 0, proc.output
+    assert f"serving {col} on {base}/" in proc.output
 
 
 @pytest.mark.parametrize(

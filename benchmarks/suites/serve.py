@@ -195,13 +195,7 @@ def load_run(
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = in_threads(worker, concurrency)
     ms = np.asarray(latencies) * 1000
     return {
         "concurrency": concurrency,
@@ -283,13 +277,18 @@ def forward_rate(run: Callable[[Any], Any], batch: Any, threads: int, seconds: f
             with lock:
                 done[0] += len(batch)
 
-    workers = [threading.Thread(target=work) for _ in range(threads)]
+    return done[0] / in_threads(work, threads)
+
+
+def in_threads(work: Callable[[], None], count: int) -> float:
+    """Run `work` in `count` threads at once; returns the seconds until the last one ends."""
+    threads = [threading.Thread(target=work) for _ in range(count)]
     started = time.perf_counter()
-    for t in workers:
+    for t in threads:
         t.start()
-    for t in workers:
+    for t in threads:
         t.join()
-    return done[0] / (time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
 def _cores() -> int:
