@@ -265,19 +265,21 @@ def in_process(col_path: Path, queries: list[Path], args: argparse.Namespace) ->
 
 
 def forward_rate(run: Callable[[Any], Any], batch: Any, threads: int, seconds: float = 3.0) -> float:
-    """Images per second of `run(batch)` called back to back from `threads` threads (after one call each)."""
+    """Images per second of `run(batch)` called back to back from `threads` threads (after a first call, which
+    sets up kernels for the batch size)."""
     done = [0]
     lock = threading.Lock()
+    run(batch)
+    until = time.perf_counter() + seconds
 
     def work() -> None:
-        run(batch)  # the first call at a size sets up kernels
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
+        while time.perf_counter() < until:
             run(batch)
             with lock:
                 done[0] += len(batch)
 
-    return done[0] / in_threads(work, threads)
+    wall = in_threads(work, threads)
+    return done[0] / wall
 
 
 def in_threads(work: Callable[[], None], count: int) -> float:
