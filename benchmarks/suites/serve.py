@@ -67,12 +67,12 @@ def gallery_files(n: int, data: Path, cache: Path) -> list[Path]:
     originals = caltech_photo_names(min(n, CALTECH_OBJECT_PHOTOS), data)
     mirrors = []
     for photo in originals[: max(0, n - len(originals))]:
-        target = cache / "mirrored" / photo.parent.name / f"{photo.stem}_mirror.jpg"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
+        mirror = cache / "mirrored" / photo.parent.name / f"{photo.stem}_mirror.jpg"
+        if not mirror.exists():
+            mirror.parent.mkdir(parents=True, exist_ok=True)
             with Image.open(photo) as im:
-                ImageOps.mirror(im.convert("RGB")).save(target, quality=92)
-        mirrors.append(target)
+                ImageOps.mirror(im.convert("RGB")).save(mirror, quality=92)
+        mirrors.append(mirror)
     return [*originals, *mirrors]
 
 
