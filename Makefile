@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,dev,lite,plots]'
+	$(PY) -m pip install --quiet -e '.[cpu,dev,lite,plots,serve]'
 	touch $@
 
 demo: install
@@ -25,8 +25,8 @@ test-all: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check simsearch indexes cli tests benchmarks
-	$(VENV)/bin/ruff format --check simsearch indexes cli tests benchmarks
+	$(VENV)/bin/ruff check simsearch indexes cli server tests benchmarks
+	$(VENV)/bin/ruff format --check simsearch indexes cli server tests benchmarks
 	$(VENV)/bin/mypy
 
 clean:

@@ -247,10 +247,12 @@ def _register_extra_commands() -> None:
     """Commands that live in their own modules (importing them costs nothing: their heavy imports are lazy)."""
     from cli.pretrain import pretrain
     from cli.train import evaluate, train
+    from cli.serve import serve
 
     main.add_command(pretrain)
     main.add_command(train)
     main.add_command(evaluate)
+    main.add_command(serve)
 
 
 _register_extra_commands()

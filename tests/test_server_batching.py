@@ -1,0 +1,154 @@
+"""Dynamic batching (server.batching): concurrent images share forward passes, each gets its own vector back, a lone
+image does not wait, failures reach every waiter, and stopping fails what still waits."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+from server.batching import BatcherStopped, ForwardBatcher  # noqa: E402
+from server.rwlock import ReadWriteLock  # noqa: E402
+
+
+def echo(sizes: list[int], gate: threading.Event | None = None, entered: threading.Event | None = None):
+    """A fake model: the vector of tensor x is [x, 2x]; records batch sizes; may hold its first pass at `gate`
+    (setting `entered` once inside it)."""
+
+    def forward(tensors: Sequence[float]) -> np.ndarray:
+        if gate is not None and not sizes:
+            if entered is not None:
+                entered.set()
+            gate.wait(10)
+        sizes.append(len(tensors))
+        return np.array([[t, 2 * t] for t in tensors], dtype=np.float32)
+
+    return forward
+
+
+def test_concurrent_images_share_passes_and_each_gets_its_own_vector() -> None:
+    sizes: list[int] = []
+    gate, entered = threading.Event(), threading.Event()
+    batcher = ForwardBatcher(echo(sizes, gate, entered), max_batch=8, max_wait_s=0.05)
+    batcher.start()
+    try:
+        first = batcher.submit([100.0])  # holds the model while the others queue up
+        assert entered.wait(10)
+        futures = [batcher.submit([float(i)])[0] for i in range(20)]
+        gate.set()
+        assert first[0].result(10).vector.tolist() == [100.0, 200.0]
+        results = [f.result(10) for f in futures]
+    finally:
+        batcher.stop()
+    assert [r.vector.tolist() for r in results] == [[float(i), 2.0 * i] for i in range(20)]
+    assert sizes[0] == 1 and max(sizes[1:]) == 8 and sum(sizes) == 21
+    assert all(1 <= r.batch <= 8 for r in results)
+
+
+def test_a_lone_image_does_not_wait_for_company() -> None:
+    sizes: list[int] = []
+    batcher = ForwardBatcher(echo(sizes), max_batch=32, max_wait_s=60.0)
+    batcher.start()
+    try:
+        result = batcher.submit([3.0])[0].result(timeout=10)  # would take 60 s if it waited for more
+    finally:
+        batcher.stop()
+    assert result.vector.tolist() == [3.0, 6.0] and sizes == [1]
+
+
+def test_announced_images_are_waited_for_and_batched_together() -> None:
+    sizes: list[int] = []
+    batcher = ForwardBatcher(echo(sizes), max_batch=32, max_wait_s=30.0)
+    batcher.start()
+    try:
+        with batcher.announce(3):
+            futures = batcher.submit([1.0])
+            futures += batcher.submit([2.0, 3.0])
+        values = [f.result(10).vector[0] for f in futures]
+    finally:
+        batcher.stop()
+    assert values == [1.0, 2.0, 3.0] and sizes == [3]
+
+
+def test_a_failed_pass_fails_its_waiters_and_the_next_pass_works() -> None:
+    calls = []
+
+    def flaky(tensors: Sequence[float]) -> np.ndarray:
+        calls.append(len(tensors))
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return np.ones((len(tensors), 2), dtype=np.float32)
+
+    batcher = ForwardBatcher(flaky, max_batch=4, max_wait_s=0.0)
+    batcher.start()
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            batcher.embed([1.0])
+        assert batcher.embed([1.0, 2.0])[1].vector.tolist() == [1.0, 1.0]
+    finally:
+        batcher.stop()
+
+
+def test_stopping_fails_what_still_waits_and_refuses_new_work() -> None:
+    gate, entered = threading.Event(), threading.Event()
+    sizes: list[int] = []
+    batcher = ForwardBatcher(echo(sizes, gate, entered), max_batch=1, max_wait_s=0.0)
+    batcher.start()
+    running = batcher.submit([1.0])
+    assert entered.wait(10)
+    waiting = batcher.submit([2.0])
+    stopper = threading.Thread(target=batcher.stop)
+    stopper.start()
+    while not batcher._stopping:  # stop() has been called while the first pass runs
+        threading.Event().wait(0.01)
+    gate.set()
+    stopper.join(10)
+    assert running[0].result(10).vector.tolist() == [1.0, 2.0]
+    with pytest.raises(BatcherStopped):
+        waiting[0].result(10)
+    with pytest.raises(BatcherStopped):
+        batcher.submit([3.0])
+
+
+def test_the_read_write_lock_lets_readers_share_and_a_writer_exclude_them() -> None:
+    lock = ReadWriteLock()
+    inside = threading.Barrier(3, timeout=10)
+    log: list[str] = []
+
+    def reader() -> None:
+        with lock.reading():
+            inside.wait()  # three readers inside at once, or this times out
+            log.append("read")
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    with lock.writing():
+        for t in threads:
+            t.start()
+        log.append("write")  # readers cannot enter before the writer leaves
+    for t in threads:
+        t.join(10)
+    assert log == ["write", "read", "read", "read"]
+
+
+def test_several_workers_run_passes_at_once_and_every_image_gets_its_vector() -> None:
+    inside = threading.Barrier(2, timeout=10)
+    sizes: list[int] = []
+
+    def forward(tensors: Sequence[float]) -> np.ndarray:
+        if len(sizes) < 2:
+            sizes.append(len(tensors))
+            inside.wait()  # two passes inside the model at once, or this times out
+        return np.array([[t, -t] for t in tensors], dtype=np.float32)
+
+    batcher = ForwardBatcher(forward, max_batch=1, max_wait_s=0.0, workers=2)
+    batcher.start()
+    try:
+        futures = [batcher.submit([float(i)])[0] for i in range(10)]
+        values = [f.result(10).vector.tolist() for f in futures]
+    finally:
+        batcher.stop()
+    assert values == [[float(i), -float(i)] for i in range(10)]
