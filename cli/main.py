@@ -246,8 +246,8 @@ def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: b
 def _register_extra_commands() -> None:
     """Commands that live in their own modules (importing them costs nothing: their heavy imports are lazy)."""
     from cli.pretrain import pretrain
-    from cli.train import evaluate, train
     from cli.serve import serve
+    from cli.train import evaluate, train
 
     main.add_command(pretrain)
     main.add_command(train)
