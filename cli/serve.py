@@ -92,7 +92,7 @@ def serve(
     import uvicorn
 
     from server import Settings, SettingsError, create_app
-    from simsearch.collection import MANIFEST, default_collection_path
+    from simsearch.collection.layout import MANIFEST, default_collection_path
 
     folder = collection or default_collection_path()
     if not (folder / MANIFEST).exists():

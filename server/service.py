@@ -305,7 +305,7 @@ class SearchService:
             try:
                 yield
             finally:
-                self.collection._release_lock()
+                self.collection.release_writer()
 
 
 def _cores() -> int:

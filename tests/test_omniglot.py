@@ -161,7 +161,7 @@ def test_benchmark_main_writes_a_well_formed_record(runs: list[OneShotRun], tmp_
     first_five = np.flatnonzero(evaluation.labels < 5)
     assert np.array_equal(first_five, np.arange(100))  # the split is ordered character by character
     retrieval = evaluate(saved, ArrayDataset(evaluation.images[:100], evaluation.labels[:100]), ks=(1, 2, 4, 8))
-    assert res["retrieval"] == pytest.approx(retrieval["metrics"])
+    assert res["retrieval"] == pytest.approx(retrieval.metrics)
     assert res["recall@1"] == res["retrieval"]["recall@1"] and res["map@r"] == res["retrieval"]["map@r"]
     assert res["retrieval"]["queries"] == 5 * 20
     assert record["config"]["epochs"] == 1 and record["config"]["batches_per_epoch"] == 2

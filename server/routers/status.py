@@ -33,12 +33,12 @@ def info(request: Request) -> Info:
     settings = svc.settings
     facts = svc.collection.info()
     return Info(
-        images=facts["images"],
-        model=facts["model"],
-        dim=facts["dim"],
-        metric=facts["metric"],
-        index_factory=facts["index_factory"],
-        search_params=facts["search_params"],
+        images=facts.images,
+        model=facts.model,
+        dim=facts.dim,
+        metric=facts.metric,
+        index_factory=facts.index_factory,
+        search_params=facts.search_params,
         device=svc.device,
         ready=svc.ready.is_set(),
         max_batch=settings.max_batch,

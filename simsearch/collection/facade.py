@@ -320,6 +320,11 @@ class Collection:
         self._begin_write()
         self._save()
 
+    def release_writer(self) -> None:
+        """Give back the writer lock that `add` or `remove` took, keeping the collection open for searching: a
+        long-lived process that writes now and then must not keep `simsearch index` out in between."""
+        self._lock.release()
+
     def close(self) -> None:
         self._lock.release()
         self.store.close()
