@@ -12,6 +12,7 @@ from indexes.evaluation import exact_neighbors_chunked, exact_scorer
 from indexes.factory import choose_factory
 from indexes.memory import estimate_memory, format_bytes, parse_memory
 from indexes.params import default_search_params
+from indexes.persistence import sidecar_path
 from indexes.placement import gpu_count
 from indexes.tuning import IndexChoice, choose_index
 from indexes.vector_index import VectorIndex
@@ -31,4 +32,5 @@ __all__ = [
     "format_bytes",
     "gpu_count",
     "parse_memory",
+    "sidecar_path",
 ]

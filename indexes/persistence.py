@@ -1,15 +1,12 @@
 """An index on disk: the faiss file and its JSON sidecar (factory string, search params, and the size and vector
-count of the file it describes), each written crash-safely; reading both back, trusting the index file over a sidecar
-that describes anything else."""
+count of the file it describes). This layer writes the plain faiss file and says what the sidecar holds; the caller
+makes both writes crash-safe (the library's one atomic write), index file first. Reading both back trusts the index
+file over a sidecar that describes anything else."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +22,19 @@ SIDECAR_FORMAT = 1
 METRIC = "inner_product"
 
 
-def save_index(index: faiss.Index, path: Path, *, factory: str, search_params: str) -> None:
-    """Write `index` to `path` and its sidecar to `<path>.json`, each via a temporary file, fsync and rename; the
-    sidecar comes second and records the index file's size (see `VectorIndex.save`)."""
-    if not path.parent.is_dir():
-        raise IndexLayerError(f"cannot save index to {path}: folder {path.parent} does not exist")
-    meta = {
+def write_index_file(index: faiss.Index, path: Path) -> None:
+    """Write `index` to `path` as a plain faiss file: not crash-safe by itself, so write to a temporary name and
+    rename it into place."""
+    try:
+        faiss.write_index(index, str(path))
+    except (OSError, RuntimeError) as exc:
+        raise IndexLayerError(f"cannot write index to {path}: {faiss_reason(exc)}") from exc
+
+
+def sidecar_fields(index: faiss.Index, *, factory: str, search_params: str, file_bytes: int) -> dict[str, Any]:
+    """The sidecar describing `index` saved as a file of `file_bytes` bytes: written after the index file, so that a
+    crash between the two leaves a sidecar that `read_index` recognises as describing another file."""
+    return {
         "format": SIDECAR_FORMAT,
         "factory": factory,
         "dim": int(index.d),
@@ -38,13 +42,8 @@ def save_index(index: faiss.Index, path: Path, *, factory: str, search_params: s
         "metric": METRIC,
         "search_params": search_params,
         "faiss_version": faiss.__version__,
+        "file_bytes": int(file_bytes),
     }
-    try:
-        _atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
-        text = json.dumps({**meta, "file_bytes": path.stat().st_size}, indent=2) + "\n"
-        _atomic_write(sidecar_path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    except (OSError, RuntimeError) as exc:
-        raise IndexLayerError(f"cannot save index to {path}: {faiss_reason(exc)}") from exc
 
 
 def read_index(path: Path) -> tuple[faiss.Index, dict[str, Any]]:
@@ -108,26 +107,3 @@ def _read_sidecar(path: Path, *, dim: int, ntotal: int, file_bytes: int) -> dict
         )
         return {}
     return meta
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Write via `write(tmp_name)` to a temp file beside `path`, fsync it, rename it over `path`, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(str(tmp))
-        fd = os.open(tmp, os.O_RDWR)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if os.name == "posix":  # make the rename itself durable; directories cannot be opened on Windows
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

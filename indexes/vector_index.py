@@ -19,7 +19,7 @@ from indexes.building import new_index, walk, wrapped
 from indexes.errors import IndexLayerError, faiss_reason
 from indexes.ids import SortedIds, as_ids, id_positions, native_ids, preview, stored_ids
 from indexes.params import default_search_params
-from indexes.persistence import read_index, save_index, sidecar_path
+from indexes.persistence import read_index, sidecar_fields, sidecar_path, write_index_file
 from indexes.placement import GpuPlacement, resolve_use_gpu
 
 logger = logging.getLogger(__name__)
@@ -79,10 +79,10 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, use_gpu: bool | None = None) -> VectorIndex:
-        """Read an index written by `save`; its sidecar `<path>.json` restores factory string and search params.
+        """Read an index written by `write_to`; its sidecar `<path>.json` restores factory string and search params.
 
         The index file is the truth for vectors and ids. A sidecar that does not describe this very file (its size
-        or vector count differ: a crash between the two writes of `save`) could name another index type, so it is
+        or vector count differ: a crash between the index file and the sidecar) could name another index type, so it is
         ignored like a missing or unreadable one: the factory string is then unknown ("") and the search params
         are the file's own.
 
@@ -227,7 +227,7 @@ class VectorIndex:
         return removed
 
     def set_search_params(self, params: str) -> None:
-        """Apply a faiss ParameterSpace string (e.g. "nprobe=16", "efSearch=64") and keep it for save/load.
+        """Apply a faiss ParameterSpace string (e.g. "nprobe=16", "efSearch=64") and keep it for the sidecar.
 
         Raises:
             IndexLayerError: a parameter this index type does not have, or a malformed string.
@@ -322,17 +322,23 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index (always the CPU master) to `path` and its JSON sidecar to `<path>.json`, crash-safely.
+    def write_to(self, path: str | os.PathLike[str]) -> None:
+        """Write the index (always the CPU master) to `path` as a plain faiss file, not crash-safe by itself.
 
-        Each file goes to a temporary file in the same folder, is fsynced and renamed over the target; the sidecar
-        comes second and records the index file's size, so a crash in between leaves the new index beside the
-        previous sidecar, which `load` recognises as stale.
+        A caller saving for good writes to a temporary file beside the target and renames it, then writes
+        `sidecar(...)` to `sidecar_path(path)` the same way, second: a crash in between leaves the new index beside
+        the previous sidecar, which `load` recognises as stale.
 
         Raises:
-            IndexLayerError: the folder does not exist or a write fails.
+            IndexLayerError: faiss cannot write the file.
         """
-        save_index(self._index, Path(path), factory=self.factory, search_params=self._search_params)
+        write_index_file(self._index, Path(path))
+
+    def sidecar(self, file_bytes: int) -> dict[str, Any]:
+        """The JSON sidecar's fields for this index written as a file of `file_bytes` bytes (see `write_to`)."""
+        return sidecar_fields(
+            self._index, factory=self.factory, search_params=self._search_params, file_bytes=file_bytes
+        )
 
     # ------------------------------------------------------------------ internals
 

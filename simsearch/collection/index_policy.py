@@ -29,6 +29,7 @@ from indexes import (
     exact_neighbors_chunked,
     exact_scorer,
 )
+from simsearch.collection.index_file import save_index
 from simsearch.collection.manifest import IndexInfo, now_iso
 from simsearch.collection.store import Store
 from simsearch.errors import CollectionError
@@ -207,7 +208,7 @@ class IndexPolicy:
         """Bring the index in line with the settings and the store's size (rebuilt, chosen, tuned and checked as
         needed), write it, and record in `info` what was written and which store generation it agrees with."""
         self._settle()
-        self.index.save(self.path)
+        save_index(self.index, self.path)
         self.info.generation = self.store.generation
         self.info.factory = self.index.factory
         self.info.search_params = self.index.search_params

@@ -14,7 +14,7 @@ COLLECTION_ENV = "SIMSEARCH_COLLECTION"
 MANIFEST = "manifest.json"
 STORE = "store.lmdb"
 VECTORS = "vectors.faiss"
-SIDECAR = VECTORS + ".json"  # written by indexes.VectorIndex.save beside the index file
+SIDECAR = VECTORS + ".json"  # written beside the index file by collection.index_file.save_index
 LOCK = ".lock"
 
 
