@@ -1,5 +1,6 @@
-"""Durable file writes: every file simsearch writes goes through `atomic_path`, so a reader never sees half a file and
-a crash leaves either the old file or the new one, plus at most a temporary file that the next writer removes."""
+"""Durable writes: every file simsearch writes goes through `atomic_path` (and every folder written as a whole through
+`atomic_folder`), so a reader never sees half of one and a crash leaves either the old one or the new one, plus at most
+a temporary one that the next writer removes."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ import json
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "remove_stale_temps"]
+__all__ = [
+    "atomic_folder",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "remove_stale_temps",
+]
 
 #: `.NAME.PID.RANDOM.tmp`: the pid lets a later writer tell a dead process's leftover from a live writer's file.
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
@@ -68,6 +77,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fsync_dir(target.parent)
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new, empty temporary folder beside `path` to fill; on a clean exit rename it to `path`.
+
+    `path` must then be missing or an empty folder (clear an old one at the end of the block): a folder cannot be
+    renamed over a full one. On an exception, the rename's included, the temporary folder and what it holds are
+    removed and `path` is left as it was. What goes inside is the caller's to flush (an LMDB sync, for example).
+    """
+    target = Path(path)
+    tmp = temp_path_for(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(target.parent)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace `path` with `data` durably (see `atomic_path`)."""
     with atomic_path(path) as tmp:
@@ -96,8 +125,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove temporary files that `atomic_path` left in `folder` when their process died; return what was removed.
+def remove_stale_temps(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Remove the temporary files and folders that `atomic_path` and `atomic_folder` left in `folder` when their
+    process died (only those for `name`, when given); return what was removed.
 
     A file whose process is still running is kept: it may be a live writer's. Call this while holding the folder's
     writer lock, so that a recycled pid cannot belong to a writer of the same folder.
@@ -110,9 +140,12 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
         return removed
     for entry in entries:
         m = _TEMP.match(entry.name)
-        if m is None or _pid_alive(int(m["pid"])):
+        if m is None or (name is not None and m["name"] != name) or _pid_alive(int(m["pid"])):
             continue
         with contextlib.suppress(OSError):
-            entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
             removed.append(entry)
     return removed

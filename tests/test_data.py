@@ -18,7 +18,7 @@ from conftest import DATA
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import simsearch.data.folders as folders_module
+import simsearch.data.packed as packed_module
 from simsearch.data import (
     ArrayDataset,
     ClassSubset,
@@ -202,7 +202,7 @@ def test_lmdb_writer_shrinks_big_images_on_request(tmp_path: Path) -> None:
 
 
 def test_lmdb_writer_grows_the_map_when_the_data_outgrow_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(folders_module, "_INITIAL_MAP_SIZE", 64 * 1024)
+    monkeypatch.setattr(packed_module, "_INITIAL_MAP_SIZE", 64 * 1024)
     noise = np.random.default_rng(1).integers(0, 256, size=(40, 64, 64), dtype=np.uint8)  # ~4 KB PNG each
 
     write_lmdb_dataset(ArrayDataset(noise, np.zeros(40, dtype=np.int64)), tmp_path / "grown.lmdb")
@@ -275,10 +275,10 @@ def test_lmdb_writer_removes_the_temporary_folder_a_killed_writer_left(tmp_path:
     import sys
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".set.lmdb.tmp-{gone.stdout.strip()}"
+    stale = tmp_path / f".set.lmdb.{gone.stdout.strip()}.0123abcd.tmp"
     stale.mkdir()
     (stale / "data.mdb").write_bytes(b"half")
-    alive = tmp_path / f".set.lmdb.tmp-{os.getppid()}"  # a live process's: maybe still writing
+    alive = tmp_path / f".set.lmdb.{os.getppid()}.89abcdef.tmp"  # a live process's: maybe still writing
     alive.mkdir()
     write_lmdb_dataset([(np.zeros((2, 2), np.uint8), 0)], tmp_path / "set.lmdb")
     assert not stale.exists() and alive.exists()

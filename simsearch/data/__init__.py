@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from simsearch.data.caltech import caltech101_classes, caltech101_split, default_cache_dir
 from simsearch.data.folders import (
     IMAGE_EXTENSIONS,
     ArrayDataset,
@@ -9,28 +10,26 @@ from simsearch.data.folders import (
     DataNotFoundError,
     DatasetError,
     ImageFolderDataset,
-    LMDBImageDataset,
-    is_lmdb_dataset,
-    open_image_dataset,
-    write_lmdb_dataset,
 )
+from simsearch.data.packed import LMDBImageDataset, is_lmdb_dataset, open_image_dataset, write_lmdb_dataset
 from simsearch.data.real import (
     DATA_ENV,
     FASHION_MNIST_CLASSES,
-    SHARED_SPLITS,
     OneShotRun,
-    caltech101_classes,
-    caltech101_split,
     data_root,
-    default_cache_dir,
-    is_shared_split_name,
     load_fashion_mnist,
     load_omniglot,
     omniglot_one_shot_runs,
-    open_shared_split,
 )
 from simsearch.data.samplers import PKSampler, SiamesePairs, pairs_from_batch, triplets_from_batch
-from simsearch.data.specs import data_file_name, data_label, open_data
+from simsearch.data.specs import (
+    SHARED_SPLITS,
+    data_file_name,
+    data_label,
+    is_shared_split_name,
+    open_data,
+    open_shared_split,
+)
 
 __all__ = [
     "DATA_ENV",

@@ -1,19 +1,16 @@
-"""Loaders for the three real datasets of the shared data folder, with their class-disjoint evaluation protocols.
-
-Omniglot (npz + the official one-shot runs), Fashion-MNIST (idx .gz) and Caltech-101 (tar, unpacked once into a
-cache). The data are read where they lie; nothing is copied into the repository.
+"""The shared data folder ($SIMSEARCH_DATA or an argument) and the loaders of its small sets, with their class-disjoint
+evaluation protocols: Omniglot (npz + the official one-shot runs) and Fashion-MNIST (idx .gz). Caltech-101, unpacked
+once into a cache, has its own module (`simsearch.data.caltech`). The data are read where they lie; nothing is copied
+into the repository.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import json
 import logging
 import os
-import shutil
 import struct
-import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -22,17 +19,13 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from simsearch.data.folders import ArrayDataset, DataNotFoundError, DatasetError, ImageFolderDataset, Transform
+from simsearch.data.folders import ArrayDataset, DataNotFoundError, DatasetError, Transform
 
 __all__ = [
-    "CALTECH101_COUNTS",
     "DATA_ENV",
     "FASHION_MNIST_CLASSES",
     "OneShotRun",
-    "caltech101_classes",
-    "caltech101_split",
     "data_root",
-    "default_cache_dir",
     "load_fashion_mnist",
     "load_omniglot",
     "omniglot_one_shot_runs",
@@ -62,13 +55,6 @@ _IDX_LABELS_MAGIC = 2049
 _OMNIGLOT_CHARS = {"background": 964, "evaluation": 659}
 _OMNIGLOT_DRAWERS = 20
 _ONE_SHOT_WAYS = 20
-
-CALTECH101_BACKGROUND = "BACKGROUND_Google"
-_CALTECH_PREFIX = "101_ObjectCategories"
-_CALTECH_TRAIN_CLASSES = 50
-# (classes, images) per split of the class-disjoint protocol (the data folder's README.md).
-CALTECH101_COUNTS: dict[str, tuple[int, int]] = {"train": (50, 5_526), "test": (51, 3_151)}
-_CACHE_MARKER = ".simsearch-unpacked.json"
 
 
 def data_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -276,169 +262,3 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     if data.size != int(np.prod(dims)):
         raise DatasetError(f"{path}: header says {dims}, file holds {data.size} values")
     return data.reshape(dims)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Caltech-101
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """Where unpacked data go: $SIMSEARCH_CACHE, else $XDG_CACHE_HOME/simsearch (~/.cache/simsearch).
-
-    Never inside the repository (the data README asks for that): a clone stays small, and every clone on a machine
-    shares one unpacked copy.
-    """
-    if os.environ.get("SIMSEARCH_CACHE"):
-        return Path(os.environ["SIMSEARCH_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "simsearch"
-
-
-def caltech101_classes(
-    cache_dir: str | os.PathLike[str] | None = None, root: str | os.PathLike[str] | None = None
-) -> list[str]:
-    """The 101 object classes (BACKGROUND_Google dropped) in Python `sorted` order, unpacking the tar if needed."""
-    folder = _unpacked_caltech(cache_dir, root)
-    names = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    if len(names) != 101:
-        raise DatasetError(f"{folder}: expected 101 class folders, found {len(names)} (delete it to unpack again)")
-    return names
-
-
-def caltech101_split(
-    split: Literal["train", "test"],
-    cache_dir: str | os.PathLike[str] | None = None,
-    transform: Transform | None = None,
-    *,
-    min_side: int | None = None,
-    root: str | os.PathLike[str] | None = None,
-) -> ImageFolderDataset:
-    """The class-disjoint Caltech-101 protocol: the first 50 sorted classes train (5,526), the last 51 test (3,151).
-
-    The tar is unpacked once (the 101 object classes, BACKGROUND_Google left out) into `cache_dir`, by default
-    `default_cache_dir() / "caltech101"`, and reused afterwards. The test split is meant as query and gallery at
-    once, leave-one-out. Labels are 0..49 (train) or 0..50 (test), in the split's own class order.
-
-    Args:
-        split: "train" or "test".
-        cache_dir: folder for the unpacked photos (never inside the package).
-        transform: applied to the RGB PIL image.
-        min_side: fast reduced-scale JPEG decoding, see `ImageFolderDataset`.
-        root: data folder (default: see `data_root`).
-
-    Raises:
-        DatasetError: the unpacked folder does not give the protocol's counts.
-    """
-    _check_split(split, ("train", "test"))
-    folder = _unpacked_caltech(cache_dir, root)
-    classes = caltech101_classes(cache_dir, root)
-    chosen = classes[:_CALTECH_TRAIN_CLASSES] if split == "train" else classes[_CALTECH_TRAIN_CLASSES:]
-    dataset = ImageFolderDataset(folder, transform, classes=chosen, min_side=min_side)
-    expected_classes, expected_images = CALTECH101_COUNTS[split]
-    if len(dataset.classes) != expected_classes or len(dataset) != expected_images:
-        raise DatasetError(
-            f"Caltech-101 {split}: {len(dataset)} images in {len(dataset.classes)} classes, expected "
-            f"{expected_images} in {expected_classes} (delete {folder} to unpack again)"
-        )
-    return dataset
-
-
-def _unpacked_caltech(cache_dir: str | os.PathLike[str] | None, root: str | os.PathLike[str] | None) -> Path:
-    """The unpacked class folders, extracting them from the tar on first use.
-
-    Extraction goes to a temporary sibling folder renamed at the end, so an interrupted run leaves nothing that a
-    later run would mistake for a complete copy. Only regular `.jpg` members of the 101 object classes are
-    written, by name checks of our own, so a hostile tar cannot write outside the cache.
-
-    The default cache only stands in for the tar of a data folder that is named ($SIMSEARCH_DATA or `root`): an
-    unpacked copy left by an earlier run is not a way to find the data set without one. An explicit `cache_dir` is
-    used as it is (it may be a copy unpacked by hand).
-    """
-    if cache_dir is None:
-        data_root(root)
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir() / "caltech101"
-    if (folder / _CACHE_MARKER).is_file():
-        return folder
-    if folder.is_dir() and any(folder.iterdir()):
-        # Someone unpacked it by hand (or an older layout): use it; the split counts are checked by the caller.
-        logger.info("using the existing unpacked Caltech-101 at %s", folder)
-        return folder
-    tar_path = _data_file(root, "caltech101", f"{_CALTECH_PREFIX}.tar")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("unpacking %s into %s (once)", tar_path, folder)
-    counts: dict[str, int] = {}
-    try:
-        with tarfile.open(tar_path) as tar:
-            for member in tar:
-                parts = PurePosixPath(member.name).parts
-                if (
-                    not member.isfile()
-                    or len(parts) != 3
-                    or parts[0] != _CALTECH_PREFIX
-                    or parts[1] == CALTECH101_BACKGROUND
-                    or parts[1].startswith(".")
-                    or parts[2].startswith(".")
-                    or not parts[2].lower().endswith(".jpg")
-                ):
-                    continue
-                source = tar.extractfile(member)
-                if source is None:
-                    continue
-                (tmp / parts[1]).mkdir(parents=True, exist_ok=True)
-                with source, open(tmp / parts[1] / parts[2], "wb") as out:
-                    shutil.copyfileobj(source, out, 1 << 20)
-                counts[parts[1]] = counts.get(parts[1], 0) + 1
-        (tmp / _CACHE_MARKER).write_text(json.dumps({"source": str(tar_path), "images_per_class": counts}, indent=1))
-        if folder.is_dir():
-            folder.rmdir()  # empty (checked above)
-        os.replace(tmp, folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if (folder / _CACHE_MARKER).is_file():  # another process finished first
-            return folder
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    logger.info("unpacked %d images of %d classes", sum(counts.values()), len(counts))
-    return folder
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The shared sets by name
-# --------------------------------------------------------------------------------------------------------------------
-
-#: Each shared set's splits, training split first: what `open_shared_split` and the CLI's DATA names take.
-SHARED_SPLITS: dict[str, tuple[str, ...]] = {
-    "fashion-mnist": ("train", "test"),
-    "omniglot": ("background", "evaluation"),
-    "caltech101": ("train", "test"),
-}
-
-
-def is_shared_split_name(name: str) -> bool:
-    """Whether `name` reads as "<set>" or "<set>:<split>" of a shared set (the split is checked on opening)."""
-    return name.partition(":")[0] in SHARED_SPLITS
-
-
-def open_shared_split(name: str, *, root: str | os.PathLike[str] | None = None) -> ArrayDataset | ImageFolderDataset:
-    """A split of a shared set by name: "fashion-mnist:test", "omniglot:evaluation", "caltech101:train"...; a bare set
-    name is its training split. Items are `(PIL image, label)` with the set's class names, no transform set.
-
-    Raises:
-        DatasetError: an unknown set or split.
-        DataNotFoundError: the set's files are not in the data folder.
-    """
-    set_name, _, split = name.partition(":")
-    if set_name not in SHARED_SPLITS:
-        raise DatasetError(f"unknown shared data set {set_name!r}: one of {', '.join(SHARED_SPLITS)}")
-    split = split or SHARED_SPLITS[set_name][0]
-    if split not in SHARED_SPLITS[set_name]:
-        raise DatasetError(f"{set_name} has no split {split!r}: one of {', '.join(SHARED_SPLITS[set_name])}")
-    if set_name == "fashion-mnist":
-        return load_fashion_mnist(split, root=root)  # type: ignore[arg-type]
-    if set_name == "omniglot":
-        return load_omniglot(split, root=root)  # type: ignore[arg-type]
-    return caltech101_split(split, root=root)  # type: ignore[arg-type]

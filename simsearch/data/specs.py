@@ -8,15 +8,10 @@ import logging
 import os
 from pathlib import Path
 
-from simsearch.data.folders import (
-    ArrayDataset,
-    DataNotFoundError,
-    DatasetError,
-    ImageFolderDataset,
-    LMDBImageDataset,
-    open_image_dataset,
-)
-from simsearch.data.real import SHARED_SPLITS, is_shared_split_name, open_shared_split
+from simsearch.data.caltech import caltech101_split
+from simsearch.data.folders import ArrayDataset, DataNotFoundError, DatasetError, ImageFolderDataset
+from simsearch.data.packed import LMDBImageDataset, open_image_dataset
+from simsearch.data.real import load_fashion_mnist, load_omniglot
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +54,37 @@ def data_file_name(spec: str) -> str:
     """A file-name-safe short name of DATA, for default record names: the folder's name, or the set's name."""
     path = Path(spec).expanduser()
     return path.resolve().name if path.exists() else spec.replace(":", "-")
+
+
+#: Each shared set's splits, training split first: what `open_shared_split` and the CLI's DATA names take.
+SHARED_SPLITS: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("train", "test"),
+    "omniglot": ("background", "evaluation"),
+    "caltech101": ("train", "test"),
+}
+
+
+def is_shared_split_name(name: str) -> bool:
+    """Whether `name` reads as "<set>" or "<set>:<split>" of a shared set (the split is checked on opening)."""
+    return name.partition(":")[0] in SHARED_SPLITS
+
+
+def open_shared_split(name: str, *, root: str | os.PathLike[str] | None = None) -> ArrayDataset | ImageFolderDataset:
+    """A split of a shared set by name: "fashion-mnist:test", "omniglot:evaluation", "caltech101:train"...; a bare set
+    name is its training split. Items are `(PIL image, label)` with the set's class names, no transform set.
+
+    Raises:
+        DatasetError: an unknown set or split.
+        DataNotFoundError: the set's files are not in the data folder.
+    """
+    set_name, _, split = name.partition(":")
+    if set_name not in SHARED_SPLITS:
+        raise DatasetError(f"unknown shared data set {set_name!r}: one of {', '.join(SHARED_SPLITS)}")
+    split = split or SHARED_SPLITS[set_name][0]
+    if split not in SHARED_SPLITS[set_name]:
+        raise DatasetError(f"{set_name} has no split {split!r}: one of {', '.join(SHARED_SPLITS[set_name])}")
+    if set_name == "fashion-mnist":
+        return load_fashion_mnist(split, root=root)  # type: ignore[arg-type]
+    if set_name == "omniglot":
+        return load_omniglot(split, root=root)  # type: ignore[arg-type]
+    return caltech101_split(split, root=root)  # type: ignore[arg-type]
