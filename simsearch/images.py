@@ -1,27 +1,26 @@
-"""Image files in, RGB pixels out: folder scanning, content hashing, probing, decoding and thumbnails.
+"""Image files in, RGB pixels out: probing, decoding and thumbnails (folder scanning, content hashing and safe opening
+are `simsearch.files`, re-exported here).
 
 Every unreadable image becomes an `ImageError` with a one-line reason, so callers can skip it and go on.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
 import re
-import stat
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from simsearch.errors import ImageError
+from simsearch.files import MAX_FILE_BYTES, file_sha256, open_regular_file, scan_folder
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -38,11 +37,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS: int = 100_000_000
-#: No image file read is larger: a bigger one is refused before a byte of it is decoded.
-MAX_FILE_BYTES: int = 1 << 30
 THUMBNAIL_SIZE: int = 256
 
-_HASH_CHUNK = 1 << 20
 _WHITE = (255, 255, 255)
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # Modes that carry an alpha channel; they are composited onto white, the usual page/viewer background.
@@ -63,77 +59,6 @@ _BOMB_PIXELS_RE = re.compile(r"\((\d+) pixels\)")
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def scan_folder(root: str | os.PathLike, *, unreadable: list[Path] | None = None) -> Iterator[Path]:
-    """Yield every regular file under `root`, recursively, in sorted order.
-
-    A sub-folder that cannot be listed is logged and skipped, and appended to `unreadable` when given: a caller that
-    mirrors the tree must not take its files for deleted.
-
-    Paths are absolute, under the resolved `root`. Hidden entries (name starting with ".") are skipped, symlinked
-    folders are not followed (no loops, no escaping the tree) but symlinked files are yielded under their own name.
-    Image-ness is not judged here: a photo with a wrong or missing extension must still reach `probe_image`.
-    Order is lexicographic by path component, so two scans of an unchanged tree agree.
-
-    Raises:
-        FileNotFoundError: `root` does not exist.
-        NotADirectoryError: `root` is not a folder.
-    """
-    base = Path(root).expanduser()
-    if not base.exists():
-        raise FileNotFoundError(f"folder not found: {base}")
-    if not base.is_dir():
-        raise NotADirectoryError(f"not a folder: {base}")
-    base = base.resolve()
-    # An explicit stack of sorted entry iterators instead of recursion: deep trees cannot hit the recursion limit.
-    stack: list[Iterator[os.DirEntry[str]]] = [iter(_sorted_entries(base, is_root=True, unreadable=unreadable))]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        if entry.name.startswith("."):
-            continue
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(iter(_sorted_entries(Path(entry.path), is_root=False, unreadable=unreadable)))
-            elif entry.is_symlink() and entry.is_dir():
-                logger.warning("not following %s: a symlinked folder (link its files, or copy it in)", entry.path)
-            elif entry.is_file():  # follows a symlink to a file; broken links, fifos and sockets are not files
-                yield Path(entry.path)
-        except OSError as exc:
-            logger.warning("skipping %s: %s", entry.path, exc.strerror or exc)
-
-
-def _sorted_entries(folder: Path, *, is_root: bool, unreadable: list[Path] | None) -> list[os.DirEntry[str]]:
-    """List a folder sorted by name; an unreadable sub-folder is logged and skipped, an unreadable root raises."""
-    try:
-        with os.scandir(folder) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        if is_root:
-            raise
-        logger.warning("skipping folder %s: %s", folder, exc.strerror or exc)
-        if unreadable is not None:
-            unreadable.append(folder)
-        return []
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks into one reused buffer (flat memory for any size)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(_HASH_CHUNK)
-    view = memoryview(buffer)
-    with open_regular_file(path) as f:
-        while n := f.readinto(buffer):
-            digest.update(view[:n])
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -240,49 +165,6 @@ def make_thumbnail(img: Image.Image, max_side: int = THUMBNAIL_SIZE, quality: in
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def open_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES) -> IO[bytes]:
-    """Open `path` (after following links) for binary reading, only if it is a regular file of at most `max_bytes`.
-
-    The open itself never blocks: a named pipe, a device such as `/dev/zero` or a socket (directly or behind a link)
-    would hang a reader or feed it endless bytes, so it is refused before a byte is read.
-
-    Raises:
-        ImageError: not a regular file, too large, or unreadable (one-line reason).
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise ImageError(f"not a file path: {type(path).__name__}")
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except IsADirectoryError as exc:
-        raise ImageError("not a file (a folder)") from exc
-    except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ImageError("not a file (a folder)")
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"not a regular file ({_file_kind(info.st_mode)})")
-        if info.st_size > max_bytes:
-            raise ImageError(f"file too large: {info.st_size:,} bytes (limit {max_bytes:,})")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _file_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a plain file"
 
 
 @contextmanager

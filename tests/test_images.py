@@ -1,4 +1,5 @@
-"""Tests for simsearch.images: scanning, hashing, probing, decoding every mode/format, and the failure reasons."""
+"""Tests for simsearch.files and simsearch.images: scanning, hashing, probing, decoding every mode/format, and the
+failure reasons."""
 
 from __future__ import annotations
 
@@ -400,7 +401,7 @@ def test_scan_folder_includes_symlinked_files_but_not_symlinked_folders(
         (root / "broken.jpg").symlink_to(tmp_path / "nowhere")
     except OSError as exc:
         pytest.skip(f"symlinks not supported here: {exc}")
-    with caplog.at_level(logging.WARNING, logger="simsearch.images"):
+    with caplog.at_level(logging.WARNING, logger="simsearch.files"):
         rels = [p.relative_to(root.resolve()).as_posix() for p in scan_folder(root)]
     assert rels == ["link.jpg", "sub/real.jpg"]
     assert "not following" in caplog.text and "loop" in caplog.text  # skipped, but not silently

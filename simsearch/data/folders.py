@@ -18,7 +18,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from simsearch.errors import DataNotFoundError, DatasetError, ImageError
-from simsearch.images import load_image, probe_image, scan_folder
+from simsearch.files import scan_folder
+from simsearch.images import load_image, probe_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",

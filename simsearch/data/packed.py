@@ -21,8 +21,9 @@ from torch.utils.data import Dataset
 
 from simsearch.data.folders import ArrayDataset, ImageFolderDataset, Transform
 from simsearch.errors import DataNotFoundError, DatasetError, ImageError
+from simsearch.files import open_regular_file
 from simsearch.fsio import atomic_folder, remove_stale_temps
-from simsearch.images import DEFAULT_MAX_PIXELS, load_image, open_regular_file, probe_image
+from simsearch.images import DEFAULT_MAX_PIXELS, load_image, probe_image
 
 __all__ = [
     "LMDB_FORMAT",
