@@ -455,3 +455,30 @@ def test_the_training_benchmarks_build_their_recipe_as_the_library_s_train_confi
             module.parse_args(["--set", "epoch=3"])
         assert exit_info.value.code == 2
         assert "TrainConfig has no field 'epoch'; did you mean epochs?" in capsys.readouterr().err
+
+
+def test_the_autoencoder_benchmark_removes_only_the_pictures_it_draws(tmp_path: Path) -> None:
+    """A picture drawn by another command (the CVAE samples of `simsearch pretrain`) survives a run; one of this
+    benchmark's pictures from a run with other code sizes does not."""
+    import argparse
+
+    import torch
+
+    from benchmarks.autoencoders_output import draw_pictures
+
+    kept, stale = tmp_path / "cvae_samples_code2.png", tmp_path / "reconstructions_code8.png"
+    for path in (kept, stale):
+        path.write_bytes(PNG_MAGIC)
+    args = argparse.Namespace(seed=0, codes=[2, 16])
+    written = draw_pictures(
+        {},
+        {},
+        torch.zeros(3, 1, 28, 28),
+        np.zeros(3),
+        [],
+        tmp_path,
+        args,
+        model_names=("vae",),
+        conv_decoders=("conv_unpool",),
+    )
+    assert written == [] and sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
