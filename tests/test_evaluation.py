@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_training import TINY, _make_classes, _truncate
+from training_helpers import TINY, make_classes, truncate_image
 
 from simsearch.data import DataNotFoundError, ImageFolderDataset
 from simsearch.evaluation import (
@@ -29,7 +29,7 @@ from simsearch.models import load_embedder
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _make_classes(tmp_path_factory.mktemp("classes"), n_classes=6, per_class=6)
+    return make_classes(tmp_path_factory.mktemp("classes"), n_classes=6, per_class=6)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -41,8 +41,8 @@ def test_scoring_leaves_out_a_truncated_image_and_names_it_where_asked_else_rais
     from simsearch.errors import ImageError
     from simsearch.models import random_embedder
 
-    root = _make_classes(tmp_path / "data", n_classes=3, per_class=3)
-    cut = _truncate(root / "class01" / "1.png")
+    root = make_classes(tmp_path / "data", n_classes=3, per_class=3)
+    cut = truncate_image(root / "class01" / "1.png")
     dataset = ImageFolderDataset(root)
     embedder = random_embedder(TINY.removeprefix("random:"))
     with pytest.raises(ImageError, match="1.png"):
@@ -108,8 +108,8 @@ def test_cli_eval_default_records_of_two_folders_with_one_name_do_not_overwrite_
 
     torch.manual_seed(0)
     checkpoint = save_checkpoint(random_embedder(TINY.removeprefix("random:")), tmp_path / "tiny")
-    first = _make_classes(tmp_path / "a" / "test", n_classes=2, per_class=3)
-    second = _make_classes(tmp_path / "b" / "test", n_classes=3, per_class=2, seed=1)
+    first = make_classes(tmp_path / "a" / "test", n_classes=2, per_class=3)
+    second = make_classes(tmp_path / "b" / "test", n_classes=3, per_class=2, seed=1)
     for folder in (first, second, first):
         result = CliRunner().invoke(main, ["eval", str(folder), "--model", str(checkpoint), "--device", "cpu"])
         assert result.exit_code == 0, result.output
@@ -204,8 +204,8 @@ def test_the_library_makes_the_eval_record_its_file_name_and_the_list_of_skipped
     """What `simsearch eval` writes is made by `simsearch.evaluation`: the command only prints and writes it."""
     from simsearch.models import random_embedder
 
-    root = _make_classes(tmp_path / "test", n_classes=3, per_class=3)
-    cut = _truncate(root / "class02" / "0.png")
+    root = make_classes(tmp_path / "test", n_classes=3, per_class=3)
+    cut = truncate_image(root / "class02" / "0.png")
     torch.manual_seed(0)
     embedder = random_embedder(TINY.removeprefix("random:"))
     scored = evaluate_labelled(embedder, ImageFolderDataset(root), str(root))
@@ -228,7 +228,7 @@ def test_the_library_makes_the_eval_record_its_file_name_and_the_list_of_skipped
     assert path == folder / "eval-test.json"
     path.write_text(json.dumps(as_json))
     assert default_record_path(folder, str(root), None) == path
-    other = _make_classes(tmp_path / "elsewhere" / "test", n_classes=2, per_class=2)
+    other = make_classes(tmp_path / "elsewhere" / "test", n_classes=2, per_class=2)
     hashed = default_record_path(folder, str(other), None)
     assert hashed.parent == folder and hashed.name.startswith("eval-test-")
     assert len(hashed.stem) == len("eval-test-") + 8
