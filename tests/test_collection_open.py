@@ -19,6 +19,7 @@ from conftest import REPO, SAMPLE_PHOTOS, copy_collection
 import simsearch
 from indexes import VectorIndex
 from simsearch import Collection, CollectionError, open_collection
+from simsearch.collection.index_file import save_index
 from simsearch.collection.lock import WriterLock
 
 
@@ -103,7 +104,7 @@ def test_a_missing_or_damaged_index_file_is_rebuilt_from_the_store(
         flat_sidecar = (path / "vectors.faiss.json").read_text()
         hnsw = VectorIndex.create(col.dim, "HNSW32")
         hnsw.add(col.store.ids(), col.store.vectors(col.store.ids().tolist(), col.dim))
-        hnsw.save(index_file)
+        save_index(hnsw, index_file)
         (path / "vectors.faiss.json").write_text(flat_sidecar)
 
     with open_collection(path) as c:
