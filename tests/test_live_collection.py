@@ -88,8 +88,8 @@ def test_an_open_collection_sees_two_images_added_and_30_removed_by_another_proc
         shutil.copy(photo, folder / photo.name.replace("image", photo.parent.name))
     added = sorted(folder.iterdir())
     with open_collection(private, device="cpu", readonly=readonly) as col:
-        anchor = id_of(col, SAMPLE_PHOTOS / "pizza" / "image_0001.jpg")
-        assert len(col.search_id(anchor, k=100)) == 47
+        pizza = id_of(col, SAMPLE_PHOTOS / "pizza" / "image_0001.jpg")
+        assert len(col.search_id(pizza, k=100)) == 47
 
         simsearch_cli("index", str(folder), "-c", str(private), "-q", "--workers", "0")
         # no reopening and no waiting: the next search catches up
@@ -97,17 +97,17 @@ def test_an_open_collection_sees_two_images_added_and_30_removed_by_another_proc
         for photo in added:
             hit = col.search(photo, k=1)[0]
             assert hit.path == str(photo) and hit.score > 0.999
-        assert len(col.search_id(anchor, k=100)) == 49
+        assert len(col.search_id(pizza, k=100)) == 49
 
-        doomed = [r for r in col.search_id(anchor, k=30)]
+        doomed = [r for r in col.search_id(pizza, k=30)]
         simsearch_cli("remove", *(r.path for r in doomed), "-c", str(private), "--json")
         gone = {r.id for r in doomed}
         assert len(col) == 20
-        results = col.search_id(anchor, k=100)
+        results = col.search_id(pizza, k=100)
         assert len(results) == 19 and not gone & {r.id for r in results}
         for k in (1, 10, 19):  # k results whenever the collection holds k besides the query image
-            assert len(col.search_id(anchor, k=k)) == k
-        assert len(col.search_vectors(col.vector(anchor), k=20)) == 20
+            assert len(col.search_id(pizza, k=k)) == k
+        assert len(col.search_vectors(col.vector(pizza), k=20)) == 20
         for image_id in gone:
             with pytest.raises(UnknownImageError):
                 col.search_id(image_id)
@@ -259,8 +259,8 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
 
 
 def assert_reads(col: Collection) -> None:
-    anchor = id_of(col, SAMPLE_PHOTOS / "watch" / "image_0001.jpg")
-    hits = col.search_id(anchor, k=5)
+    watch = id_of(col, SAMPLE_PHOTOS / "watch" / "image_0001.jpg")
+    hits = col.search_id(watch, k=5)
     assert len(hits) == 5 and Path(hits[0].path).parent.name == "watch"
     assert col.info().images == len(col) == 48
 
@@ -337,13 +337,13 @@ def read_only_mount(private: Path, tmp_path: Path) -> Iterator[Path]:
     """The private collection behind a read-only bind mount (root only, where mounting is allowed)."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("a read-only mount needs root and the mount command")
-    target = tmp_path / "mounted"
-    target.mkdir()
-    done = subprocess.run(["mount", "--bind", "-o", "ro", str(private), str(target)], capture_output=True, text=True)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    done = subprocess.run(["mount", "--bind", "-o", "ro", str(private), str(ro)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot bind-mount read-only here: {done.stderr.strip()}")
     try:
-        probe = target / "probe"
+        probe = ro / "probe"
         try:
             probe.touch()
         except OSError:
@@ -351,9 +351,9 @@ def read_only_mount(private: Path, tmp_path: Path) -> Iterator[Path]:
         else:
             probe.unlink()
             pytest.skip("the bind mount came up writable (this kernel ignores ro on a bind mount)")
-        yield target
+        yield ro
     finally:
-        subprocess.run(["umount", str(target)], check=True)
+        subprocess.run(["umount", str(ro)], check=True)
 
 
 def test_a_collection_on_a_read_only_mount_answers_the_command_line_the_library_and_the_server(
