@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from collection_helpers import index_older_than_the_store
 from conftest import REPO, SAMPLE_PHOTOS, copy_collection, unpack_caltech
 
 from simsearch import Collection, ImageError, open_collection
@@ -127,6 +128,19 @@ def test_a_short_list_is_never_returned_when_the_store_lost_entries_that_the_ind
         results = col.search_vectors(query, k=5)
         assert len(results) == 5 and first[1] not in [r.id for r in results]
         assert [r.rank for r in results] == [1, 2, 3, 4, 5]
+
+
+def test_catching_up_skips_images_removed_between_listing_the_store_and_reading_their_vectors(
+    private: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process may commit between the reads of one catch-up: an id listed as stored may have lost its vector
+    by the time it is read. It is gone, so it is skipped, not an error for the search that caught up."""
+    with open_collection(private, readonly=True) as col:
+        listed = np.append(col.store.ids(), 10_000)  # 10,000: as listed just before another process removed it
+        monkeypatch.setattr(col.store, "ids", lambda: listed)
+        col._policy.sync_with_store()  # noqa: SLF001 - one catch-up, with the listing it would have read
+        monkeypatch.undo()
+        assert sorted(col.index.ids().tolist()) == col.store.ids().tolist()
 
 
 WRITER = """
@@ -291,17 +305,8 @@ def test_a_read_only_open_writes_nothing_and_refuses_writes(private: Path) -> No
 def test_a_reader_searches_around_a_stale_index_and_the_next_writer_repairs_it(private: Path, tmp_path: Path) -> None:
     """The state a crash leaves between a store commit and the index save (and an older format besides): a reader
     repairs it in memory only, a writer saves the repair and the upgrade."""
-    saved = {name: (private / name).read_bytes() for name in ("manifest.json", "vectors.faiss", "vectors.faiss.json")}
-    twin = tmp_path / "photos" / "twin.jpg"
-    twin.parent.mkdir()
-    shutil.copy(SAMPLE_PHOTOS / "ketch" / "image_0005.jpg", twin)
-    with open_collection(private) as c:
-        c.remove([1, 2, 3])
-        assert c.add([twin], workers=0).reused == 1
-        new_id = id_of(c, twin.resolve())
-    for name, data in saved.items():  # as if the process died before writing the index and the manifest
-        (private / name).write_bytes(data)
-    manifest = json.loads(saved["manifest.json"])
+    new_id = index_older_than_the_store(private, tmp_path)
+    manifest = json.loads((private / "manifest.json").read_text())
     manifest["version"] = 1
     del manifest["model"]["hub_name_unknown"]
     (private / "manifest.json").write_text(json.dumps(manifest))
@@ -472,6 +477,7 @@ def test_a_bounded_load_with_a_writer_beside_it_has_no_5xx_and_no_lost_or_stale_
         )
         body, content_type = multipart("image", "q.jpg", (QUERIES / "pizza_0042.jpg").read_bytes())
         answers: list[tuple[float, int, list[int]]] = []
+        failures: list[str] = []
         lock = threading.Lock()
 
         def client(worker: int) -> None:
@@ -486,7 +492,8 @@ def test_a_bounded_load_with_a_writer_beside_it_has_no_5xx_and_no_lost_or_stale_
                     with urllib.request.urlopen(req, timeout=120) as r:
                         status, payload = r.status, json.loads(r.read())
                 except urllib.error.HTTPError as exc:
-                    status, payload = exc.code, {}
+                    status, payload = exc.code, json.loads(exc.read() or b"{}")
+                    failures.append(f"{status} {payload.get('error')}")
                 with lock:
                     answers.append((asked, status, [h["id"] for h in payload.get("results", [])]))
 
@@ -499,7 +506,8 @@ def test_a_bounded_load_with_a_writer_beside_it_has_no_5xx_and_no_lost_or_stale_
         writer.wait(timeout=max(1.0, deadline - time.monotonic()))
     assert writer.returncode == 0
     assert len(answers) == 240
-    assert all(status == 200 for _, status, _ in answers), sorted({s for _, s, _ in answers})
+    assert not failures, failures[:3]
+    assert all(status == 200 for _, status, _ in answers)
     assert all(len(ids) == 20 for _, _, ids in answers)  # never a short list
     removals = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(removals) == 20

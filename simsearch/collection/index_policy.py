@@ -157,7 +157,8 @@ class IndexPolicy:
                 log.info("reconciling the index with the store: %d to drop, %d to add", len(extra), len(missing))
             if len(extra):
                 self.remove(extra)
-            self.add_from_store(missing)
+            for start in range(0, len(missing), 8192):  # an id removed since the listing is skipped: it is gone
+                self.add(*self.store.vectors_present(missing[start : start + 8192].tolist(), self.dim))
 
     # -- settings ---------------------------------------------------------------------------------------------------
 

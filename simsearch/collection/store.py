@@ -242,6 +242,20 @@ class Store:
                 out[row] = np.frombuffer(raw, dtype=np.float32)
         return out
 
+    def vectors_present(self, ids: Iterable[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of ``ids`` that the store still holds, (M,) int64, and their vectors, (M, dim) float32, read in
+        one transaction: a process that follows another one's commits may ask for ids removed since it listed them."""
+        kept: list[int] = []
+        rows: list[np.ndarray] = []
+        with self._env.begin() as txn:
+            for image_id in ids:
+                raw = txn.get(_key(int(image_id)), db=self._dbs["vectors"])
+                if raw is not None and len(raw) == dim * 4:
+                    kept.append(int(image_id))
+                    rows.append(np.frombuffer(raw, dtype=np.float32))
+        vectors = np.stack(rows) if rows else np.empty((0, dim), dtype=np.float32)
+        return np.asarray(kept, dtype=np.int64), vectors
+
     def thumbnail(self, image_id: int) -> bytes | None:
         with self._env.begin() as txn:
             raw = txn.get(_key(image_id), db=self._dbs["thumbs"])
