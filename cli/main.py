@@ -134,7 +134,7 @@ def query(image: Path, collection: Path | None, k: int, device: str, html_path: 
         simsearch query cat.jpg -k 5
         simsearch query cat.jpg --json | jq '.results[0].path'
     """
-    with open_collection(collection, device=device) as col:
+    with open_collection(collection, device=device, readonly=True) as col:
         results = col.search(image, k=k)
         if html_path is not None:
             from simsearch.images import load_image, make_thumbnail
@@ -165,7 +165,7 @@ def query(image: Path, collection: Path | None, k: int, device: str, html_path: 
 @domain_errors
 def info(collection: Path | None, as_json: bool) -> None:
     """Describe the collection: model, image count, index type, size on disk."""
-    with open_collection(collection) as col:
+    with open_collection(collection, readonly=True) as col:
         facts = col.info().as_dict()
     if as_json:
         click.echo(json.dumps(facts, indent=2))

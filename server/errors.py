@@ -10,8 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from simsearch.errors import CollectionError, ImageError, ModelError, SimSearchError
-from simsearch.similar import UnknownImageError
+from simsearch.errors import CollectionError, ImageError, ModelError, SimSearchError, UnknownImageError
 
 
 class ApiError(Exception):

@@ -17,14 +17,12 @@ from typing import Any
 import numpy as np
 
 from server.errors import ApiError
-from server.rwlock import ReadWriteLock
 from server.settings import Settings
 from server.timing import StageTimer
 from simsearch import Collection, ImageRecord, SearchResult, open_collection
-from simsearch.errors import ImageError
+from simsearch.errors import ImageError, UnknownImageError
 from simsearch.fsio import atomic_write_bytes
 from simsearch.images import probe_image
-from simsearch.similar import UnknownImageError, search_id, search_vectors, stored_vector, warmup
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,10 @@ class AddOutcome:
 class SearchService:
     """The collection and model of one server. `open` at start-up, `load` (slow) in the background, `close` at exit.
 
-    Searches run concurrently under a shared lock; adds and deletes, which change the index, take it exclusively.
+    The collection is live (it follows `simsearch index` and `simsearch remove` run beside the server) and safe to
+    search from many request threads at once; the server's own adds and deletes run one at a time. Without an admin
+    token the server takes no writes, and opens the collection read-only: it then writes nothing at all, and serves
+    from a read-only folder.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -54,7 +55,6 @@ class SearchService:
         self.device = "not loaded"
         self._transform: Any = None
         self._min_side = 0
-        self._lock = ReadWriteLock()
         self._writer = threading.Lock()
         self._threads = threading.local()
         self.upload_dir: Path | None = None
@@ -64,7 +64,8 @@ class SearchService:
 
     def open(self) -> None:
         """Open the collection (no model yet: searches by id and by vector work from here on)."""
-        self.col = open_collection(self.settings.collection, device=self.settings.device)
+        readonly = self.settings.admin_token is None
+        self.col = open_collection(self.settings.collection, device=self.settings.device, readonly=readonly)
         self.upload_dir = Path(self.settings.upload_dir or self.col.path / "uploads")
 
     def load(self) -> None:
@@ -79,7 +80,7 @@ class SearchService:
             self.device = str(next(embedder.parameters()).device)
             workers = self._forward_workers()
             sizes = sorted({min(s, self.settings.max_batch) for s in self.settings.warm_batch_sizes})
-            warmup(col, batch_sizes=sizes)
+            col.warmup(batch_sizes=sizes)
             self._transform = transform_for(embedder)
             self._min_side = decode_min_side(embedder.data_config)
 
@@ -155,14 +156,11 @@ class SearchService:
     ) -> list[list[SearchResult]]:
         col = self.collection
         self._one_search_thread()
-        with self._lock.reading():
-            rows = []
-            for image_id in ids:
-                timings: dict[str, float] = {}
-                rows.append(
-                    search_id(col, image_id, k, exclude_self=exclude_self, exclude_ids=exclude_ids, timings=timings)
-                )
-                timer.merge(timings)
+        rows = []
+        for image_id in ids:
+            timings: dict[str, float] = {}
+            rows.append(col.search_id(image_id, k, exclude_self=exclude_self, exclude_ids=exclude_ids, timings=timings))
+            timer.merge(timings)
         return rows
 
     def search_vectors(
@@ -182,10 +180,9 @@ class SearchService:
     ) -> list[list[SearchResult]]:
         timings: dict[str, float] = {}
         self._one_search_thread()
-        with self._lock.reading():
-            rows = search_vectors(self.collection, vectors, k, exclude_ids, timings)
+        rows = self.collection.search_vectors(vectors, k, exclude_ids=exclude_ids, timings=timings)
         timer.merge(timings)
-        return rows  # type: ignore[no-any-return]
+        return rows  # type: ignore[return-value]
 
     def _one_search_thread(self) -> None:
         """FAISS searches of this request thread use one OpenMP thread (set once per thread: the setting is per
@@ -232,7 +229,7 @@ class SearchService:
         return data
 
     def vector(self, image_id: int) -> np.ndarray:
-        return stored_vector(self.collection, image_id)
+        return self.collection.vector(image_id)
 
     # -- writing ----------------------------------------------------------------------------------------------------
 
@@ -299,9 +296,9 @@ class SearchService:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """One write at a time, searches held off while the index changes, and the collection's writer lock given
-        back at once, so `simsearch index` can run beside a long-lived server."""
-        with self._writer, self._lock.writing():
+        """One write at a time, and the collection's writer lock given back at once, so that `simsearch index` can
+        run beside a long-lived server (searches go on meanwhile: the collection guards its own index)."""
+        with self._writer:
             try:
                 yield
             finally:

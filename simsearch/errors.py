@@ -19,6 +19,14 @@ class ModelMismatchError(CollectionError):
     """The collection was built with another model: vectors of two models never mix."""
 
 
+class UnknownImageError(CollectionError):
+    """An image id that the collection does not hold (never held, or removed since)."""
+
+
+class ReadOnlyCollectionError(CollectionError):
+    """A write asked of a collection opened read-only (`open_collection(path, readonly=True)`)."""
+
+
 # -- models and images ------------------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from collection_helpers import index_older_than_the_store
 from conftest import SAMPLE_PHOTOS, copy_collection
 
 from simsearch import Collection, CollectionError, open_collection
@@ -228,16 +229,7 @@ def test_killing_only_the_main_index_process_does_not_leave_the_collection_locke
 def test_an_index_file_older_than_the_store_is_reconciled_at_open(sample_collection: Path, tmp_path: Path) -> None:
     """The state a crash leaves between a store commit and the index save: the index lacks and holds wrong ids."""
     path = copy_collection(sample_collection, tmp_path / "col")
-    saved = {name: (path / name).read_bytes() for name in ("manifest.json", "vectors.faiss", "vectors.faiss.json")}
-    twin = tmp_path / "photos" / "twin.jpg"
-    twin.parent.mkdir()
-    shutil.copy(SAMPLE_PHOTOS / "ketch" / "image_0005.jpg", twin)
-    with open_collection(path) as c:
-        c.remove([1, 2, 3])
-        assert c.add([twin], workers=0).reused == 1  # a copy: new id, no model needed
-        new_id = c.store.id_for_path(str(twin.resolve()))
-    for name, data in saved.items():  # as if the process died before writing the index and the manifest
-        (path / name).write_bytes(data)
+    new_id = index_older_than_the_store(path, tmp_path)
 
     with open_collection(path) as c:
         assert len(c) == 46 and len(c.index) == 46

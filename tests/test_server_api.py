@@ -490,13 +490,12 @@ def test_until_the_model_is_warm_ready_is_503_and_only_photo_searches_wait(fresh
 
 
 def test_a_model_that_cannot_load_keeps_the_server_up_and_says_why(fresh: Path, monkeypatch) -> None:
-    import server.service
-    from simsearch import ModelError
+    from simsearch import Collection, ModelError
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ModelError("weights file is damaged")
 
-    monkeypatch.setattr(server.service, "warmup", broken)
+    monkeypatch.setattr(Collection, "warmup", broken)
     with serving(fresh, ready=False) as c:
         for _ in range(200):
             response = c.get("/health/ready")

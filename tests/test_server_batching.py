@@ -12,7 +12,6 @@ import pytest
 pytest.importorskip("fastapi")
 
 from server.batching import BatcherStopped, ForwardBatcher  # noqa: E402
-from server.rwlock import ReadWriteLock  # noqa: E402
 
 
 def echo(sizes: list[int], gate: threading.Event | None = None, entered: threading.Event | None = None):
@@ -112,26 +111,6 @@ def test_stopping_fails_what_still_waits_and_refuses_new_work() -> None:
         waiting[0].result(10)
     with pytest.raises(BatcherStopped):
         batcher.submit([3.0])
-
-
-def test_the_read_write_lock_lets_readers_share_and_a_writer_exclude_them() -> None:
-    lock = ReadWriteLock()
-    inside = threading.Barrier(3, timeout=10)
-    log: list[str] = []
-
-    def reader() -> None:
-        with lock.reading():
-            inside.wait()  # three readers inside at once, or this times out
-            log.append("read")
-
-    threads = [threading.Thread(target=reader) for _ in range(3)]
-    with lock.writing():
-        for t in threads:
-            t.start()
-        log.append("write")  # readers cannot enter before the writer leaves
-    for t in threads:
-        t.join(10)
-    assert log == ["write", "read", "read", "read"]
 
 
 def test_several_workers_run_passes_at_once_and_every_image_gets_its_vector() -> None:

@@ -319,13 +319,12 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     queries = files[::stride][: args.queries]
 
     import simsearch
-    from simsearch.similar import search_id
 
     with simsearch.open_collection(col_path) as col:
         query_ids = [col.store.id_for_path(str(q.resolve())) for q in queries]
         if any(i is None for i in query_ids):
             raise BenchmarkError("a query photo is not in the collection")
-        expected = {i: [r.id for r in search_id(col, i, args.k)] for i in query_ids}
+        expected = {i: [r.id for r in col.search_id(i, args.k)] for i in query_ids}
         index = {"factory": col.index.factory, "images": len(col)}
 
     logger.info("serve: in-process references")

@@ -1,5 +1,9 @@
 """The `Collection` facade: open, search, add, remove, configure and describe a collection, delegating each concern
-to the module that owns it (see the package docstring)."""
+to the module that owns it (see the package docstring).
+
+An open collection is live: it sees what other processes commit (see `live`), and many threads may search it at once
+while one of them writes.
+"""
 
 from __future__ import annotations
 
@@ -13,26 +17,20 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import numpy as np
 import PIL.Image
 
-from indexes import IndexLayerError, VectorIndex
+from indexes import VectorIndex
 from simsearch.collection import identity
 from simsearch.collection.index_policy import KEEP, IndexPolicy, IndexSettings, Keep
 from simsearch.collection.ingest import IngestRun, Progress, folder_files, listed_files
-from simsearch.collection.layout import (
-    MANIFEST,
-    STORE,
-    VECTORS,
-    check_new_folder,
-    make_new_folder,
-    missing_collection,
-    remove_new_collection,
-    resolve_folder,
-)
+from simsearch.collection.layout import MANIFEST, STORE, VECTORS, remove_new_collection, resolve_folder
+from simsearch.collection.live import StoreFollower
 from simsearch.collection.lock import WriterLock
-from simsearch.collection.manifest import VERSION, Manifest, now_iso
-from simsearch.collection.migrations import migrate_in_place, open_manifest
+from simsearch.collection.manifest import VERSION, now_iso
+from simsearch.collection.migrations import migrate_in_place
+from simsearch.collection.opening import Opening, read_or_make
 from simsearch.collection.results import CollectionInfo, IndexReport, SearchResult
+from simsearch.collection.searching import Searcher, warmup
 from simsearch.collection.store import ImageRecord, Store
-from simsearch.errors import CollectionError, ImageError
+from simsearch.errors import CollectionError, ImageError, ReadOnlyCollectionError
 from simsearch.images import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:  # torch loads only when a model is needed: `info`, `remove` and vector search stay fast
@@ -44,32 +42,32 @@ ImageInput = str | os.PathLike[str] | bytes | PIL.Image.Image
 #: One query vector (D,) and a batch of them (Q, D); `search_vectors` answers a list, or a list of lists.
 QueryVector = np.ndarray[tuple[int], np.dtype[Any]]
 QueryMatrix = np.ndarray[tuple[int, int], np.dtype[Any]]
+#: Ids to leave out of results, and a dict that a search adds its stage timings to (seconds by stage).
+Ids = Iterable[int] | None
+Timings = dict[str, float] | None
 
 
 class Collection:
-    """A searchable image collection on disk. Open one with :func:`open_collection`."""
+    """A searchable image collection on disk. Open one with :func:`open_collection`.
 
-    def __init__(
-        self,
-        path: Path,
-        manifest: Manifest,
-        store: Store,
-        policy: IndexPolicy,
-        embedder: Embedder | None,
-        device: str | None,
-        *,
-        on_disk_version: int = VERSION,
-        made_folder: bool | None = None,
-    ) -> None:
+    Kept open, it follows the commits of other processes: images they add become searchable and images they remove
+    disappear from the next search on (the store's generation is checked before each search). Searching from many
+    threads at once is safe (they share the index under a readers-writer lock); a write of this process holds the
+    searches off only while it changes the index in memory.
+    """
+
+    def __init__(self, path: Path, opening: Opening, store: Store, policy: IndexPolicy, device: str | None) -> None:
         self.path = path
-        self.manifest = manifest
+        self.manifest = opening.manifest
         self.store = store
         self._policy = policy
-        self._embedder = embedder
+        self._embedder = opening.embedder
         self._device = device
         self._lock = WriterLock(path)
-        self._on_disk_version = on_disk_version
-        self._made_folder = made_folder  # None: the collection existed; else made by this open (True: its folder too)
+        self._on_disk_version = opening.on_disk_version
+        self._made_folder = opening.made_folder
+        self._follower = StoreFollower(policy, lambda: self._lock.held)
+        self._searcher = Searcher(self._follower)
 
     # -- opening ----------------------------------------------------------------------------------------------------
 
@@ -83,6 +81,7 @@ class Collection:
         device: str | None = None,
         create: bool = False,
         tta: str | None = None,
+        readonly: bool = False,
     ) -> Collection:
         """Open the collection at ``path`` (default: :func:`default_collection_path`).
 
@@ -91,32 +90,23 @@ class Collection:
         collection when none is there. ``tta`` ("hflip") embeds with test-time augmentation; it is part of the
         model, so an existing collection must have been built with the same. A collection of an older format is
         read through its upgrade, and upgraded on disk by its first write.
+
+        ``readonly`` opens it for searching only, and nothing is written, ever: the store is opened read-only (LMDB
+        touches at most its own lock file, and not even that on a read-only file system), an index that disagrees
+        with the store is repaired in memory only (the next writer saves the repair), no format upgrade and no
+        clean-up of temporary files happen, and writes raise ReadOnlyCollectionError. It works on a read-only
+        mount. Without it, an index repaired at open is saved when no other process is writing.
         """
         folder = resolve_folder(path)
-        identity.check_tta_name(tta)
-        manifest_path = folder / MANIFEST
-        made: bool | None = None
-        if manifest_path.exists():
-            manifest, on_disk = open_manifest(manifest_path)
-            embedder = identity.named_model(folder, manifest.model, model, weights, device, tta)
-        elif create:
-            check_new_folder(folder)
-            embedder = identity.load_model(model, weights, device, tta)
-            made = make_new_folder(folder)
-            from simsearch import __version__
-
-            info = identity.model_info(embedder)
-            manifest = Manifest(info, IndexPolicy.initial_info(info.dim), simsearch_version=__version__)
-            on_disk = VERSION
-        else:
-            raise missing_collection(folder)
+        opening = read_or_make(folder, model, weights, device, tta, create=create, readonly=readonly)
+        manifest, made = opening.manifest, opening.made_folder
         store: Store | None = None
         try:
             if made is not None:
-                manifest.save(manifest_path)
-            store = Store(folder / STORE)
+                manifest.save(folder / MANIFEST)
+            store = Store(folder / STORE, readonly=readonly)
             policy = IndexPolicy.load(folder / VECTORS, store, manifest.index, manifest.model.dim)
-            col = cls(folder, manifest, store, policy, embedder, device, on_disk_version=on_disk, made_folder=made)
+            col = cls(folder, opening, store, policy, device)
             col._reconcile()
         except BaseException:
             if store is not None:
@@ -153,70 +143,66 @@ class Collection:
         """Embed query images (paths, bytes or PIL images) with the collection's model: ``(N, D) float32``."""
         from simsearch.embedding import embed_images
 
+        for image in images:
+            if isinstance(image, (int, np.integer)):  # never read as a file descriptor
+                raise ImageError(f"not a file path: the int {image} (search from a stored image by id with search_id)")
         return embed_images(self.embedder, images)
 
-    def search(self, image: ImageInput, k: int = 10) -> list[SearchResult]:
-        """The ``k`` images most similar to ``image`` (a path, encoded bytes or a PIL image), best first."""
+    def search(self, image: ImageInput, k: int = 10, *, exclude_ids: Ids = None) -> list[SearchResult]:
+        """The ``k`` images most similar to ``image`` (a path, encoded bytes or a PIL image), best first, leaving
+        ``exclude_ids`` out. An int is no image: search from a stored image by its id with `search_id`."""
         try:
             vector = self.embed([image])[0]
         except ImageError as exc:
             label = "the query image" if isinstance(image, (bytes, PIL.Image.Image)) else str(image)
             raise ImageError(f"cannot search with {label}: {exc}") from exc
-        return self.search_vectors(vector, k)
+        return self.search_vectors(vector, k, exclude_ids=exclude_ids)
 
     @overload
-    def search_vectors(self, vectors: QueryVector, k: int = 10) -> list[SearchResult]: ...
-    @overload
-    def search_vectors(self, vectors: QueryMatrix, k: int = 10) -> list[list[SearchResult]]: ...
+    def search_vectors(
+        self, vectors: QueryVector, k: int = 10, *, exclude_ids: Ids = None, timings: Timings = None
+    ) -> list[SearchResult]: ...
     @overload
     def search_vectors(
-        self, vectors: np.ndarray | Sequence[Any], k: int = 10
+        self, vectors: QueryMatrix, k: int = 10, *, exclude_ids: Ids = None, timings: Timings = None
+    ) -> list[list[SearchResult]]: ...
+    @overload
+    def search_vectors(
+        self, vectors: np.ndarray | Sequence[Any], k: int = 10, *, exclude_ids: Ids = None, timings: Timings = None
     ) -> list[SearchResult] | list[list[SearchResult]]: ...
 
     def search_vectors(
-        self, vectors: np.ndarray | Sequence[Any], k: int = 10
+        self, vectors: np.ndarray | Sequence[Any], k: int = 10, *, exclude_ids: Ids = None, timings: Timings = None
     ) -> list[SearchResult] | list[list[SearchResult]]:
         """Search with vectors already embedded by this collection's model.
 
         Args:
             vectors: ``(D,)`` for one query, or ``(Q, D)`` for several; L2-normalised float32.
-            k: results per query.
+            k: results per query; a list is ``k`` long whenever the collection holds ``k`` images besides the
+                excluded ones.
+            exclude_ids: ids left out of every list (ranks count after them).
+            timings: when given, the seconds spent in the index ("search") and in the store ("store") are added.
 
         Returns:
             ``list[SearchResult]`` for a ``(D,)`` query, ``list[list[SearchResult]]`` for ``(Q, D)``.
         """
-        queries = np.asarray(vectors, dtype=np.float32)
-        single = queries.ndim == 1
-        queries = queries.reshape(1, -1) if single else queries
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise CollectionError(
-                f"query vectors must have shape (Q, {self.dim}) for this collection's model, "
-                f"got {tuple(np.shape(vectors))}"
-            )
-        if k < 1:
-            raise CollectionError(f"k must be at least 1, got {k}")
-        index = self.index
-        if not index.is_trained:
-            raise CollectionError(
-                f"the {index.factory} index trains once the collection holds "
-                f"{index.min_training_vectors} images; it holds {len(self.store)}"
-            )
-        try:
-            scores, ids = index.search(queries, k)
-        except IndexLayerError as exc:
-            raise CollectionError(str(exc)) from exc
-        found = ids[ids >= 0]
-        records = dict(zip(found.tolist(), self.store.get_many(found.tolist()), strict=True))
-        results: list[list[SearchResult]] = []
-        for row_scores, row_ids in zip(scores, ids, strict=True):
-            row: list[SearchResult] = []
-            for score, image_id in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
-                record = records.get(image_id)
-                if image_id < 0 or record is None:
-                    continue
-                row.append(SearchResult(len(row) + 1, image_id, float(score), record.path, record.width, record.height))
-            results.append(row)
-        return results[0] if single else results
+        return self._searcher.search_vectors(vectors, k, exclude_ids, timings)  # type: ignore[no-any-return]
+
+    def search_id(
+        self, image_id: int, k: int = 10, *, exclude_self: bool = True, exclude_ids: Ids = None, timings: Timings = None
+    ) -> list[SearchResult]:
+        """The ``k`` images most similar to the stored image ``image_id`` (itself left out with ``exclude_self``).
+        No model is needed: the query is the vector stored for it. UnknownImageError for an id it does not hold."""
+        return self._searcher.search_id(image_id, k, exclude_self, exclude_ids, timings)
+
+    def vector(self, image_id: int) -> np.ndarray:
+        """The vector stored for ``image_id``: ``(D,) float32``, L2-normalised (UnknownImageError if none)."""
+        return self._searcher.vector(image_id)
+
+    def warmup(self, batch_sizes: Iterable[int] = (1,)) -> dict[str, float]:
+        """Load the model and run one forward pass per batch size, then one search, so that the first real query
+        pays for neither; returns the seconds of each step."""
+        return warmup(self, batch_sizes)
 
     def thumbnail(self, image_id: int) -> bytes | None:
         """The JPEG preview (longest side <= 256 px) kept in the store."""
@@ -321,12 +307,20 @@ class Collection:
         self._save()
 
     def release_writer(self) -> None:
-        """Give back the writer lock that `add` or `remove` took, keeping the collection open for searching: a
-        long-lived process that writes now and then must not keep `simsearch index` out in between."""
-        self._lock.release()
+        """Give back the writer lock that this collection's first write took (it is kept until `close` otherwise),
+        so that other processes (`simsearch index`) can write while this one stays open; its next write takes it
+        again. A long-lived process that writes now and then (a server) calls it after each write."""
+        if self._lock.held:
+            self._lock.release()
+            self._follower.forget()
+
+    @property
+    def readonly(self) -> bool:
+        """Opened for searching only: nothing is ever written."""
+        return self.store.readonly
 
     def close(self) -> None:
-        self._lock.release()
+        self.release_writer()
         self.store.close()
 
     def __enter__(self) -> Collection:
@@ -351,7 +345,9 @@ class Collection:
     # -- internals --------------------------------------------------------------------------------------------------
 
     def _begin_write(self) -> None:
-        """Take the writer lock, kept until close (see `_took_lock`)."""
+        """Take the writer lock, kept until close or `release_writer` (see `_took_lock`)."""
+        if self.readonly:
+            raise ReadOnlyCollectionError(f"collection {self.path} is open read-only: it cannot be changed")
         if not self._lock.held:
             self._lock.acquire()
             self._took_lock()
@@ -364,19 +360,19 @@ class Collection:
             self._on_disk_version = VERSION
             self._policy.sync_with_store()
         except BaseException:
-            self._lock.release()
+            self.release_writer()
             raise
 
     def _reconcile(self) -> None:
         """At open: repair an index that disagrees with the store, and persist the repair when no writer is busy.
 
         A reader that only took the lock to save the repair gives it back at once, so that a long-lived searcher
-        never keeps `simsearch index` out. A collection of an older format is repaired in memory only: only a
-        writer upgrades it on disk.
+        never keeps `simsearch index` out. A collection opened read-only, or of an older format, is repaired in
+        memory only: only a writer saves it (and upgrades the format on disk).
         """
         if self._policy.is_current():
             return
-        if self._on_disk_version < VERSION or not self._lock.try_acquire():
+        if self.readonly or self._on_disk_version < VERSION or not self._lock.try_acquire():
             self._policy.sync_with_store()  # another process is writing: repair in memory only
             return
         self._took_lock()
@@ -385,7 +381,7 @@ class Collection:
         except CollectionError as exc:  # e.g. a memory budget that the grown collection no longer fits
             log.warning("the repaired index of %s could not be saved (%s): it is used as it is", self.path, exc)
         finally:
-            self._lock.release()
+            self.release_writer()
 
     def _save(self) -> None:
         """Write the index (through the index policy), then the manifest that says which store generation it agrees

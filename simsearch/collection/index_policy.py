@@ -3,6 +3,8 @@
 The store is the truth and the index is derived from it. `save` is the one entry point that brings the index in line
 with the manifest's settings (pinned type, or the engine's choice by size, then by measurement, within the memory
 budget) and writes it; `configure` changes those settings after checking them, without writing anything.
+
+Every change of the in-memory index holds `guard` for writing, and searches hold it for reading (see `live`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from indexes import (
     exact_scorer,
 )
 from simsearch.collection.index_file import save_index
+from simsearch.collection.live import ReadWriteLock
 from simsearch.collection.manifest import IndexInfo, now_iso
 from simsearch.collection.store import Store
 from simsearch.errors import CollectionError
@@ -79,6 +82,8 @@ class IndexPolicy:
         self.info = info
         self.dim = dim
         self.index = index
+        #: Searches read the index under it, every change takes it alone (reentrant for the changing thread).
+        self.guard = ReadWriteLock()
 
     # -- opening ----------------------------------------------------------------------------------------------------
 
@@ -123,13 +128,15 @@ class IndexPolicy:
         if not self.index.is_trained:
             return  # an IVF/PQ index trains once on enough vectors; until then the store keeps them (see save)
         try:
-            self.index.add(ids, vectors)
+            with self.guard.writing():
+                self.index.add(ids, vectors)
         except IndexLayerError as exc:
             raise CollectionError(f"cannot add to the index: {exc}") from exc
 
     def remove(self, ids: np.ndarray) -> None:
         try:
-            self.index.remove(ids)
+            with self.guard.writing():
+                self.index.remove(ids)
         except IndexLayerError as exc:
             raise CollectionError(f"cannot remove from the index: {exc}") from exc
 
@@ -139,15 +146,20 @@ class IndexPolicy:
             self.add(part, self.store.vectors(part.tolist(), self.dim))
 
     def sync_with_store(self) -> None:
-        """Make the in-memory index hold exactly the store's ids (the store is the truth)."""
-        store_ids, index_ids = self.store.ids(), self.index.ids()
-        extra = np.setdiff1d(index_ids, store_ids)
-        missing = np.setdiff1d(store_ids, index_ids)
-        if len(extra) or len(missing):
-            log.info("reconciling the index with the store: %d to drop, %d to add", len(extra), len(missing))
-        if len(extra):
-            self.remove(extra)
-        self.add_from_store(missing)
+        """Make the in-memory index hold exactly the store's ids (the store is the truth), training it first when it
+        waited for enough vectors and the store now has them. Changes nothing on disk."""
+        with self.guard.writing():
+            if not self.index.is_trained:
+                self._train_when_possible()
+            store_ids, index_ids = self.store.ids(), self.index.ids()
+            extra = np.setdiff1d(index_ids, store_ids)
+            missing = np.setdiff1d(store_ids, index_ids) if self.index.is_trained else store_ids[:0]
+            if len(extra) or len(missing):
+                log.info("reconciling the index with the store: %d to drop, %d to add", len(extra), len(missing))
+            if len(extra):
+                self.remove(extra)
+            for start in range(0, len(missing), 8192):  # an id removed since the listing is skipped: it is gone
+                self.add(*self.store.vectors_present(missing[start : start + 8192].tolist(), self.dim))
 
     # -- settings ---------------------------------------------------------------------------------------------------
 
@@ -169,6 +181,10 @@ class IndexPolicy:
         """Change the index settings and bring the index in line with them in memory; nothing is written (the next
         `save` writes both). Refused settings leave settings and index as they were."""
         self.validate(settings)
+        with self.guard.writing():
+            self._configure(settings)
+
+    def _configure(self, settings: IndexSettings) -> None:
         factory, search_params, max_memory = settings.factory, settings.search_params, settings.max_memory
         info = self.info
         before, index = copy.deepcopy(info), self.index
@@ -207,8 +223,10 @@ class IndexPolicy:
     def save(self) -> None:
         """Bring the index in line with the settings and the store's size (rebuilt, chosen, tuned and checked as
         needed), write it, and record in `info` what was written and which store generation it agrees with."""
-        self._settle()
-        save_index(self.index, self.path)
+        with self.guard.writing():
+            self._settle()
+        with self.guard.reading():  # searches go on while the file is written
+            save_index(self.index, self.path)
         self.info.generation = self.store.generation
         self.info.factory = self.index.factory
         self.info.search_params = self.index.search_params

@@ -23,7 +23,11 @@ from simsearch.errors import CollectionError
 log = logging.getLogger(__name__)
 
 _ID = struct.Struct(">q")  # big-endian so that LMDB's byte order is numeric order for ids >= 0
-_INITIAL_MAP_SIZE = 1 << 30  # grows by doubling on demand; a sparse file on Linux either way
+#: The address space mapped for the store (not disk: the file grows with its data), doubled on demand. Generous, so
+#: that a process that keeps the store open never has to follow another one's growth of the map: LMDB refuses a read
+#: transaction (MDB_MAP_RESIZED) once the data outgrow the reader's map, and a map may not be changed while another
+#: thread of the process reads.
+_INITIAL_MAP_SIZE = 1 << 38
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,16 @@ class Store:
         if readonly and not self.path.exists():
             raise CollectionError(f"no image store at {self.path}")
         try:
-            self._env = lmdb.open(
-                str(self.path),
-                map_size=_INITIAL_MAP_SIZE,
-                max_dbs=8,
-                readonly=readonly,
-                lock=True,
-                readahead=False,  # random reads of small records: readahead only pollutes the page cache
-            )
+            try:
+                self._env = self._open(readonly, lock=True)
+            except lmdb.ReadonlyError:
+                if not readonly:
+                    raise
+                # A reader registers in LMDB's lock file, which it may not be allowed to write (a folder shared by
+                # another user). On a read-only file system LMDB goes without the lock file by itself; here it is
+                # asked to: a reader then relies on writers not reusing the pages it reads, as there.
+                log.warning("cannot write the lock file of %s: reading it without LMDB's reader lock", self.path)
+                self._env = self._open(readonly, lock=False)
         except lmdb.Error as exc:
             raise CollectionError(f"cannot open image store {self.path}: {exc}") from exc
         self.readonly = readonly
@@ -89,6 +95,16 @@ class Store:
             self._dbs["hashes"] = self._env.open_db(b"hashes", dupsort=True, create=not readonly)
         except lmdb.Error as exc:
             raise CollectionError(f"image store {self.path} is incomplete or damaged: {exc}") from exc
+
+    def _open(self, readonly: bool, *, lock: bool) -> lmdb.Environment:
+        return lmdb.open(
+            str(self.path),
+            map_size=_INITIAL_MAP_SIZE,
+            max_dbs=8,
+            readonly=readonly,
+            lock=lock,
+            readahead=False,  # random reads of small records: readahead only pollutes the page cache
+        )
 
     # -- reading ----------------------------------------------------------------------------------------------------
 
@@ -225,6 +241,20 @@ class Store:
                     raise CollectionError(f"image store is missing the vector of id {image_id}")
                 out[row] = np.frombuffer(raw, dtype=np.float32)
         return out
+
+    def vectors_present(self, ids: Iterable[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of ``ids`` that the store still holds, (M,) int64, and their vectors, (M, dim) float32, read in
+        one transaction: a process that follows another one's commits may ask for ids removed since it listed them."""
+        kept: list[int] = []
+        rows: list[np.ndarray] = []
+        with self._env.begin() as txn:
+            for image_id in ids:
+                raw = txn.get(_key(int(image_id)), db=self._dbs["vectors"])
+                if raw is not None and len(raw) == dim * 4:
+                    kept.append(int(image_id))
+                    rows.append(np.frombuffer(raw, dtype=np.float32))
+        vectors = np.stack(rows) if rows else np.empty((0, dim), dtype=np.float32)
+        return np.asarray(kept, dtype=np.int64), vectors
 
     def thumbnail(self, image_id: int) -> bytes | None:
         with self._env.begin() as txn:
