@@ -314,6 +314,9 @@ def _cores() -> int:
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     from simsearch.data import default_cache_dir
 
+    # other work on the machine takes cores from the server and the reference alike, but not evenly: say how busy it
+    # was before this run added its own load
+    load_before = [round(x, 2) for x in os.getloadavg()]
     if args.tiny:
         args.gallery, args.queries, args.upload_requests, args.id_requests = 64, 8, 16, 40
         args.concurrency = "1,4"
@@ -392,13 +395,16 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             "process while the server is idle"
         ),
         "k": args.k,
+        "load_average_before": load_before,
         "server": {"max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms},
         "servers": servers,
         "in_process": reference,
         "runs": runs,
         "goals": goals,
     }
-    return {"record": record, "figures": [], "table": _table(runs, reference, start_times, memory_end, goals)}
+    table = _table(runs, reference, start_times, memory_end, goals)
+    table.append({"measure": "machine load average before the run (1, 5, 15 min)", "note": str(load_before)})
+    return {"record": record, "figures": [], "table": table}
 
 
 def serve_runs(
