@@ -1,5 +1,6 @@
 """Dynamic batching: images of concurrent queries share one forward pass, which costs far less per image than one
-pass each. One thread runs the model; requests hand it transformed images and wait for their vectors."""
+pass each, and then one index search. Worker threads run the model; requests hand them transformed images and wait
+for their vectors (and for what the follow-up step made of them)."""
 
 from __future__ import annotations
 
@@ -23,17 +24,20 @@ class BatcherStopped(RuntimeError):
 
 @dataclass(frozen=True)
 class Embedded:
-    """One image's vector, with how long it waited for its pass to start and how long the pass took."""
+    """One image's vector, with how long it waited for its pass to start and how long the pass took, and what the
+    batcher's follow-up step gave for it (None without one)."""
 
     vector: np.ndarray
     queue_s: float
     forward_s: float
     batch: int
+    found: Any = None
 
 
 @dataclass
 class _Item:
     tensor: Any
+    tag: Any = None
     future: Future[Embedded] = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -45,6 +49,11 @@ class ForwardBatcher:
     while other requests are announced (decoding an image they will submit): with nothing on the way, waiting
     would only add latency, and a lone query is never delayed. With `workers` > 1, as many passes run at once (on a
     CPU, each on its own core: see `SearchService.load`).
+
+    `then(vectors, tags)`, when given, runs in the same worker right after a pass, on the pass's vectors and the tags
+    its images were submitted with, and gives one result per image; an exception instance among them fails only that
+    image. The server searches the index there: one flat search of a pass's queries reads the stored vectors once
+    for all of them, where a search per request reads them once each.
     """
 
     def __init__(
@@ -55,8 +64,10 @@ class ForwardBatcher:
         max_wait_s: float = 0.005,
         workers: int = 1,
         on_batch: Callable[[int, float], None] | None = None,
+        then: Callable[[np.ndarray, list[Any]], Sequence[Any]] | None = None,
     ) -> None:
         self._forward = forward
+        self._then = then
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
@@ -97,8 +108,9 @@ class ForwardBatcher:
                 self._announced -= count
                 self._cond.notify_all()
 
-    def submit(self, tensors: Sequence[Any]) -> list[Future[Embedded]]:
-        items = [_Item(t) for t in tensors]
+    def submit(self, tensors: Sequence[Any], tag: Any = None) -> list[Future[Embedded]]:
+        """Queue images; `tag` goes with each of them to the follow-up step."""
+        items = [_Item(t, tag) for t in tensors]
         with self._cond:
             if self._stopping:
                 raise BatcherStopped("the server is shutting down")
@@ -130,13 +142,17 @@ class ForwardBatcher:
             started = time.perf_counter()
             try:
                 vectors = self._forward([item.tensor for item in batch])
+                took = time.perf_counter() - started
+                if self._on_batch is not None:
+                    self._on_batch(len(batch), took)
+                found = [None] * len(batch) if self._then is None else self._then(vectors, [i.tag for i in batch])
             except BaseException as exc:  # noqa: BLE001 - every waiting request gets the failure, the thread lives on
-                log.exception("forward pass of %d images failed", len(batch))
+                log.exception("a pass of %d images failed", len(batch))
                 for item in batch:
                     item.future.set_exception(exc)
                 continue
-            took = time.perf_counter() - started
-            if self._on_batch is not None:
-                self._on_batch(len(batch), took)
-            for item, vector in zip(batch, vectors, strict=True):
-                item.future.set_result(Embedded(vector, started - item.submitted, took, len(batch)))
+            for item, vector, result in zip(batch, vectors, found, strict=True):
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(Embedded(vector, started - item.submitted, took, len(batch), result))

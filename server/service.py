@@ -95,6 +95,7 @@ class SearchService:
                 max_wait_s=self.settings.batch_wait_ms / 1000,
                 workers=workers,
                 on_batch=self.on_batch,
+                then=self._search_pass,
             )
             self.batcher.start()
             log.info("model %s ready on %s in %.1f s", embedder.model_id, self.device, time.perf_counter() - started)
@@ -141,15 +142,36 @@ class SearchService:
     def search_images(
         self, images: Sequence[bytes], k: int, exclude_ids: Sequence[int], timer: StageTimer
     ) -> list[list[SearchResult]]:
-        """Search with encoded images (uploads): decode and transform here, forward in a shared batch."""
+        """Search with encoded images (uploads): decode and transform here; forward and search in a shared pass."""
         self._model_ready()
         with self.batcher.announce(len(images)):
             tensors = [self._prepare(data, timer) for data in images]
-            futures = self.batcher.submit(tensors)
+            futures = self.batcher.submit(tensors, (k, tuple(exclude_ids)))
         embedded = [f.result() for f in futures]
         timer.add("queue", max(e.queue_s for e in embedded))
         timer.add("forward", max(e.forward_s for e in embedded))
-        return self._search(np.stack([e.vector for e in embedded]), k, exclude_ids, timer)
+        for stage in ("search", "store"):
+            timer.add(stage, max(e.found[1].get(stage, 0.0) for e in embedded))
+        return [e.found[0] for e in embedded]
+
+    def _search_pass(self, vectors: np.ndarray, queries: list[tuple[int, tuple[int, ...]]]) -> list[Any]:
+        """The searches of one forward pass, in its worker: one index search per distinct (k, exclusions). A flat
+        search of many queries reads the stored vectors once: on 10k vectors and 2 cores one query alone took ~4 ms,
+        16 together ~0.6 ms each. Each image gets (its results, its search's seconds by stage), or its search's error.
+        """
+        groups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        for position, query in enumerate(queries):
+            groups.setdefault(query, []).append(position)
+        found: list[Any] = [None] * len(queries)
+        for (k, exclude_ids), positions in groups.items():
+            timer = StageTimer()
+            try:
+                rows = self._search(vectors[positions], k, exclude_ids, timer)
+            except Exception as exc:  # noqa: BLE001 - it fails the requests of this search only
+                rows = [exc] * len(positions)
+            for position, row in zip(positions, rows, strict=True):
+                found[position] = row if isinstance(row, Exception) else (row, timer.seconds)
+        return found
 
     def search_ids(
         self, ids: Sequence[int], k: int, exclude_self: bool, exclude_ids: Sequence[int], timer: StageTimer

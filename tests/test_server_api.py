@@ -120,6 +120,27 @@ def test_batch_searches_answer_each_query_in_order(client) -> None:
     assert all(row_id not in [h["id"] for h in row] for row_id, row in zip(ids, by_id, strict=True))
 
 
+def test_concurrent_uploads_with_different_k_and_exclusions_each_get_their_own_answer(client) -> None:
+    """Uploads that share a forward pass are searched together, grouped by k and exclusions: each answer must be
+    the one the same request gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = sorted(QUERIES.glob("*.jpg"))
+    asks = [(photo, k, exclude) for photo in photos for k in (2, 5) for exclude in ([], [1, 2, 3])] * 2
+
+    def ask(case: tuple[Path, int, list[int]]) -> list[int]:
+        photo, k, exclude = case
+        response = client.post("/search", files=upload(photo), params={"k": k, "exclude_ids": exclude})
+        assert response.status_code == 200, response.text
+        return [h["id"] for h in response.json()["results"]]
+
+    alone = [ask(case) for case in asks]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(ask, asks))
+    assert together == alone
+    assert all(len(ids) == k and not set(ids) & set(exclude) for ids, (_, k, exclude) in zip(alone, asks, strict=True))
+
+
 def test_a_stored_vector_searched_as_json_finds_its_image(client) -> None:
     vector = client.get("/images/5/vector").json()["vector"]
     assert len(vector) == 1280 and abs(sum(v * v for v in vector) - 1) < 1e-4

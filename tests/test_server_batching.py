@@ -131,3 +131,65 @@ def test_several_workers_run_passes_at_once_and_every_image_gets_its_vector() ->
     finally:
         batcher.stop()
     assert values == [[float(i), -float(i)] for i in range(10)]
+
+
+def test_the_follow_up_step_gets_each_pass_with_its_tags_and_answers_each_image() -> None:
+    seen: list[tuple[list[float], list[str]]] = []
+    gate, entered = threading.Event(), threading.Event()
+
+    def then(vectors: np.ndarray, tags: list) -> list:
+        seen.append(([float(v[0]) for v in vectors], list(tags)))
+        return [f"{tag}:{v[0]:g}" for v, tag in zip(vectors, tags, strict=True)]
+
+    batcher = ForwardBatcher(echo([], gate, entered), max_batch=8, max_wait_s=0.0, then=then)
+    batcher.start()
+    try:
+        first = batcher.submit([9.0], "a")
+        assert entered.wait(10)
+        futures = batcher.submit([1.0, 2.0], "b") + batcher.submit([3.0], "c")
+        gate.set()
+        assert first[0].result(10).found == "a:9"
+        results = [f.result(10) for f in futures]
+    finally:
+        batcher.stop()
+    assert [r.found for r in results] == ["b:1", "b:2", "c:3"]
+    assert [r.vector.tolist() for r in results] == [[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]]
+    assert seen == [([9.0], ["a"]), ([1.0, 2.0, 3.0], ["b", "b", "c"])]
+
+
+def test_an_error_of_the_follow_up_step_fails_only_the_images_it_names() -> None:
+    def then(vectors: np.ndarray, tags: list) -> list:
+        return [ValueError(f"bad {tag}") if tag == "bad" else tag for tag in tags]
+
+    gate, entered = threading.Event(), threading.Event()
+    batcher = ForwardBatcher(echo([], gate, entered), max_batch=8, max_wait_s=0.0, then=then)
+    batcher.start()
+    try:
+        batcher.submit([0.0], "first")
+        assert entered.wait(10)
+        good, bad = batcher.submit([1.0], "good"), batcher.submit([2.0], "bad")
+        gate.set()
+        assert good[0].result(10).found == "good"
+        with pytest.raises(ValueError, match="bad bad"):
+            bad[0].result(10)
+    finally:
+        batcher.stop()
+
+
+def test_a_raising_follow_up_step_fails_its_pass_and_the_next_pass_works() -> None:
+    calls = []
+
+    def then(vectors: np.ndarray, tags: list) -> list:
+        calls.append(len(tags))
+        if len(calls) == 1:
+            raise RuntimeError("index gone")
+        return list(tags)
+
+    batcher = ForwardBatcher(echo([]), max_batch=4, max_wait_s=0.0, then=then)
+    batcher.start()
+    try:
+        with pytest.raises(RuntimeError, match="index gone"):
+            batcher.submit([1.0], "x")[0].result(10)
+        assert batcher.submit([2.0], "y")[0].result(10).found == "y"
+    finally:
+        batcher.stop()

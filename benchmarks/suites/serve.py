@@ -147,6 +147,12 @@ def memory_mib(pid: int) -> dict[str, float]:
     return {"rss_mib": fields.get("VmRSS", 0.0), "peak_rss_mib": fields.get("VmHWM", 0.0)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used, all its threads together (user + system, from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def batch_counts(port: int) -> tuple[float, float]:
     """(sum, count) of the server's forward batch sizes so far, from /metrics."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -242,11 +248,12 @@ def in_process(col_path: Path, queries: list[Path], args: argparse.Namespace) ->
         rates = {}
         for size in (1, 8, 16, 32):
             rates[str(size)] = forward_rate(lambda b: forward(embedder, b), torch.stack(tensors[:size]), 1)
-        # as the server runs them on a CPU: one pass per core at once, each on one torch thread
+        # as the server runs them on a CPU: one pass per core at once, each on one torch thread; small passes too,
+        # since they are what concurrent requests give each core, and on a CPU they can be the fastest per image
         cores, threads = _cores(), torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            for size in (8, 16):
+            for size in (1, 2, 4, 8, 16):
                 batch = torch.stack(tensors[:size])
                 rates[f"{size} x{cores} threads"] = forward_rate(lambda b: forward(embedder, b), batch, cores)
         finally:
@@ -260,6 +267,7 @@ def in_process(col_path: Path, queries: list[Path], args: argparse.Namespace) ->
             "p95_ms": float(np.percentile(ms, 95)),
         },
         "forward_images_per_s": rates,
+        # the best rate of the model on ready tensors, whatever the batch size and split over cores
         "batched_forward_images_per_s": max(rate for size, rate in rates.items() if size != "1"),
     }
 
@@ -306,6 +314,9 @@ def _cores() -> int:
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     from simsearch.data import default_cache_dir
 
+    # other work on the machine takes cores from the server and the reference alike, but not evenly: say how busy it
+    # was before this run added its own load
+    load_before = [round(x, 2) for x in os.getloadavg()]
     if args.tiny:
         args.gallery, args.queries, args.upload_requests, args.id_requests = 64, 8, 16, 40
         args.concurrency = "1,4"
@@ -365,6 +376,9 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     goals = {
         f"upload_qps_at_{top}_over_batched_forward": upload_top["qps"] / forward_rate,
         "upload_goal_0.8_met": upload_top["qps"] / forward_rate >= 0.8,
+        "upload_server_cpu_ms_at_top": upload_top["server_cpu_ms_per_request"],
+        # every core busy with forward passes: what an image costs in CPU time at the best rate
+        "forward_cpu_ms_per_image": _cores() * 1000 / forward_rate,
         "id_p50_ms_at_1": next(r["p50_ms"] for r in id_top if r["concurrency"] == min(levels)),
         "id_goal_p50_under_5ms_met": next(r["p50_ms"] for r in id_top if r["concurrency"] == min(levels)) < 5.0,
         "server_errors": sum(r["server_errors"] for r in runs),
@@ -380,13 +394,16 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             "process while the server is idle"
         ),
         "k": args.k,
+        "load_average_before": load_before,
         "server": {"max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms},
         "servers": servers,
         "in_process": reference,
         "runs": runs,
         "goals": goals,
     }
-    return {"record": record, "figures": [], "table": _table(runs, reference, start_times, memory_end, goals)}
+    table = _table(runs, reference, start_times, memory_end, goals)
+    table.append({"measure": "machine load average before the run (1, 5, 15 min)", "note": str(load_before)})
+    return {"record": record, "figures": [], "table": table}
 
 
 def serve_runs(
@@ -402,9 +419,10 @@ def serve_runs(
             load_run(port, make, check, min(count, 4 * max(levels)), max(levels), args.max_seconds)  # warm-up
             for level in levels:
                 logger.info("serve: %s search, concurrency %d, forward workers %s", mode, level, workers)
-                before = batch_counts(port)
+                before, cpu_before = batch_counts(port), cpu_seconds(proc.pid)
                 result = load_run(port, make, check, count, level, args.max_seconds)
                 after = batch_counts(port)
+                result["server_cpu_ms_per_request"] = (cpu_seconds(proc.pid) - cpu_before) * 1000 / result["requests"]
                 passes = after[1] - before[1]
                 result["mean_forward_batch"] = (after[0] - before[0]) / passes if passes else None
                 runs.append({"mode": mode, "forward_workers": workers, **result})
@@ -431,6 +449,7 @@ def _table(
             "p95 ms": r["p95_ms"],
             "p99 ms": r["p99_ms"],
             "note": f"{r['requests']} requests, mean batch {r['mean_forward_batch'] or 0:.1f}, "
+            f"server CPU {r['server_cpu_ms_per_request']:.1f} ms a request, "
             f"{r['server_errors']} 5xx, {r['wrong_answers']} wrong",
         }
         for r in runs
@@ -448,6 +467,12 @@ def _table(
         rows.append({"measure": f"in-process forward, batch {size}", "QPS": rate, "note": "images per second"})
     ratio = next(v for k, v in goals.items() if k.endswith("_over_batched_forward"))
     rows.append({"measure": "upload QPS at the top concurrency / best batched forward rate", "note": f"{ratio:.2f}"})
+    rows.append(
+        {
+            "measure": "CPU time: an upload search at the top concurrency (server) / an image at the best forward rate",
+            "note": f"{goals['upload_server_cpu_ms_at_top']:.1f} ms / {goals['forward_cpu_ms_per_image']:.1f} ms",
+        }
+    )
     rows.append({"measure": "start to live", "note": f"{start['live_s']:.1f} s"})
     rows.append({"measure": "start to ready (model loaded and warm)", "note": f"{start['ready_s']:.1f} s"})
     rows.append({"measure": "server peak resident memory", "note": f"{memory['peak_rss_mib']:.0f} MiB"})
