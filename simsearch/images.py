@@ -26,6 +26,7 @@ from simsearch.errors import ImageError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_FILE_BYTES",
+    "NOT_AN_IMAGE",
     "THUMBNAIL_SIZE",
     "file_sha256",
     "load_image",
@@ -41,6 +42,8 @@ DEFAULT_MAX_PIXELS: int = 100_000_000
 #: No image file read is larger: a bigger one is refused before a byte of it is decoded.
 MAX_FILE_BYTES: int = 1 << 30
 THUMBNAIL_SIZE: int = 256
+#: The reason given for a file that no image format recognises (as opposed to a damaged image of a known format).
+NOT_AN_IMAGE = "not an image"
 
 _HASH_CHUNK = 1 << 20
 _WHITE = (255, 255, 255)
@@ -77,52 +80,20 @@ def scan_folder(root: str | os.PathLike, *, unreadable: list[Path] | None = None
     mirrors the tree must not take its files for deleted.
 
     Paths are absolute, under the resolved `root`. Hidden entries (name starting with ".") are skipped, symlinked
-    folders are not followed (no loops, no escaping the tree) but symlinked files are yielded under their own name.
+    folders are not followed (no loops, no escaping the tree) but symlinked files are yielded under their own name;
+    named pipes, devices, sockets, dangling links and symlink loops are logged and skipped.
     Image-ness is not judged here: a photo with a wrong or missing extension must still reach `probe_image`.
-    Order is lexicographic by path component, so two scans of an unchanged tree agree.
+    Order is lexicographic by path component, so two scans of an unchanged tree agree. (`simsearch.scanning.walk`
+    is the same scan with ignore rules and junk folders left out, counting what it skips.)
 
     Raises:
         FileNotFoundError: `root` does not exist.
         NotADirectoryError: `root` is not a folder.
     """
-    base = Path(root).expanduser()
-    if not base.exists():
-        raise FileNotFoundError(f"folder not found: {base}")
-    if not base.is_dir():
-        raise NotADirectoryError(f"not a folder: {base}")
-    base = base.resolve()
-    # An explicit stack of sorted entry iterators instead of recursion: deep trees cannot hit the recursion limit.
-    stack: list[Iterator[os.DirEntry[str]]] = [iter(_sorted_entries(base, is_root=True, unreadable=unreadable))]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        if entry.name.startswith("."):
-            continue
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(iter(_sorted_entries(Path(entry.path), is_root=False, unreadable=unreadable)))
-            elif entry.is_symlink() and entry.is_dir():
-                logger.warning("not following %s: a symlinked folder (link its files, or copy it in)", entry.path)
-            elif entry.is_file():  # follows a symlink to a file; broken links, fifos and sockets are not files
-                yield Path(entry.path)
-        except OSError as exc:
-            logger.warning("skipping %s: %s", entry.path, exc.strerror or exc)
+    from simsearch.scanning import ScanScope, ScanTally, walk
 
-
-def _sorted_entries(folder: Path, *, is_root: bool, unreadable: list[Path] | None) -> list[os.DirEntry[str]]:
-    """List a folder sorted by name; an unreadable sub-folder is logged and skipped, an unreadable root raises."""
-    try:
-        with os.scandir(folder) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        if is_root:
-            raise
-        logger.warning("skipping folder %s: %s", folder, exc.strerror or exc)
-        if unreadable is not None:
-            unreadable.append(folder)
-        return []
+    tally = ScanTally(unreadable_folders=unreadable if unreadable is not None else [], warn=True)
+    yield from walk(root, ScanScope.everything(), tally)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -359,13 +330,13 @@ def _unidentified_reason(fp: IO[bytes]) -> str:
         fp.seek(0)
         head = fp.read(16)
     except OSError:
-        return "not an image"
+        return NOT_AN_IMAGE
     for signature, fmt in _SIGNATURES:
         if head.startswith(signature):
             return f"corrupt {fmt} header"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "corrupt WEBP header"
-    return "not an image"
+    return NOT_AN_IMAGE
 
 
 def _decode_reason(exc: BaseException) -> str:
