@@ -161,7 +161,8 @@ class _Walker:
                 else:
                     self.tally.note(entry.path, kind)
             except OSError as exc:
-                self.tally.note(entry.path, f"unreadable ({exc.strerror or exc})")
+                log.debug("cannot look at %s: %s", entry.path, exc.strerror or exc)
+                self.tally.note(entry.path, "unreadable entry")
 
     def _enters(self, entry: os.DirEntry[str], rules: tuple[tuple[str, object], ...]) -> bool:
         name = entry.name
@@ -207,7 +208,8 @@ class _Walker:
             if is_root:
                 raise
             self.tally.unreadable_folders.append(folder)
-            self.tally.note(str(folder), f"unreadable folder ({exc.strerror or exc})")
+            log.debug("cannot list %s: %s", folder, exc.strerror or exc)
+            self.tally.note(str(folder), "unreadable folder")
             return []
 
     def _rules_of(self, folder: str, outer: tuple[tuple[str, object], ...]) -> tuple[tuple[str, object], ...]:
