@@ -144,7 +144,7 @@ def summary_line(total: int, collection: str, report: IndexReport) -> str:
     """The one line a run ends with: what changed, what was skipped, and what the scan left out."""
     skipped = f"{report.skipped} skipped"
     if report.not_images:
-        skipped += f" ({len(report.not_images)} not images)"
+        skipped += f" ({len(report.not_images)} not {'images' if len(report.not_images) > 1 else 'an image'})"
     left_out = []
     if report.excluded:
         left_out.append(f"{report.excluded} excluded")

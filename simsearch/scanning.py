@@ -64,7 +64,7 @@ class ScanScope:
 
 @dataclass
 class ScanTally:
-    """What a scan did not yield: entries that rules excluded, folders it did not enter, and files that are no
+    """What a scan did not yield: entries that rules excluded, junk folders it did not enter, and files that are no
     regular files (kind, e.g. "named pipe", "dangling link", "symlink loop"). `warn` logs each of those at WARNING
     (a bare scan that reports to nobody else), else at DEBUG (a run that reports them itself)."""
 
@@ -169,9 +169,12 @@ class _Walker:
         if name.startswith(".") and not self.scope.hidden_folders:
             return False
         info = entry.stat(follow_symlinks=False)
-        if name in self.scope.skip_names or (info.st_dev, info.st_ino) in self.never:
+        if (info.st_dev, info.st_ino) in self.never:
+            log.debug("not entering %s: never scanned", entry.path)
+            return False
+        if name in self.scope.skip_names:
             self.tally.skipped_folders.append(entry.path)
-            log.debug("not entering %s", entry.path)
+            log.debug("not entering %s: a junk folder", entry.path)
             return False
         if self._ignored(entry.path, rules, is_dir=True):
             self.tally.excluded += 1
