@@ -79,8 +79,6 @@ def query(
     negatives = [read_query(spec) for spec in subtract]
     if positives or negatives:
         check_device(device)
-    if exclude_self is None:
-        exclude_self = bool(ids) and not images  # a stored image is not its own neighbour; a file shows it is in
 
     with open_collection(collection, device=device) as col:
         answers = _search(col, positives, ids, negatives, k=k, min_score=min_score, exclude=exclude_self, each=each)
@@ -119,9 +117,11 @@ def _search(
     *,
     k: int,
     min_score: float | None,
-    exclude: bool,
+    exclude: bool | None,
     each: bool,
 ) -> list[Answer]:
+    """One answer, or one per query with `each`. `exclude` None: a query of stored ids only leaves itself out (an
+    image is not its own neighbour), a query with image files keeps their entries (showing that they are in)."""
     from simsearch.querying import combine, embed_queries, own_ids, search
     from simsearch.similar import stored_vector
 
@@ -133,11 +133,13 @@ def _search(
         answers = []
         singles = [(q.label, [q], ()) for q in positives] + [(f"id:{i}", [], (i,)) for i in ids]
         for row, (label, own_images, own_id) in enumerate(singles):
-            excluded = own_ids(col, own_images, own_id) if exclude else set()
+            leave_out = exclude if exclude is not None else not own_images
+            excluded = own_ids(col, own_images, own_id) if leave_out else set()
             hits = search(col, combine(vectors[row : row + 1], minus), k, exclude_ids=excluded, min_score=min_score)
             answers.append(Answer(label, hits))
         return answers
-    excluded = own_ids(col, positives, ids) if exclude else set()
+    leave_out = exclude if exclude is not None else not positives
+    excluded = own_ids(col, positives, ids) if leave_out else set()
     hits = search(col, combine(vectors, minus), k, exclude_ids=excluded, min_score=min_score)
     labels = [q.label for q in positives] + [f"id:{i}" for i in ids]
     label = " + ".join(labels) + "".join(f" - {q.label}" for q in negatives)

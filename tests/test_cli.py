@@ -90,7 +90,10 @@ def test_index_reports_each_skipped_file_on_stderr(tmp_path: Path) -> None:
     assert f"skipped {(photos / 'notes.jpg').resolve()}: not an image" in result.stderr
 
 
-def test_query_prints_a_ranked_table_with_the_query_first(indexed: tuple[Path, Path, Result]) -> None:
+def test_query_prints_a_ranked_table_with_the_query_first(
+    indexed: tuple[Path, Path, Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cli.output.stdout_is_tty", lambda: True)  # the header is for a terminal
     col, photos, _ = indexed
     photo = photos / "starfish" / "image_0002.jpg"
     result = ok(run("query", photo, "-c", col, "-k", "4"))
