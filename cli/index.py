@@ -96,9 +96,9 @@ def index(
     from simsearch.scanning import ScanScope, compile_patterns
 
     try:
-        compile_patterns(excludes)
+        compile_patterns(excludes, source=None)
     except SimSearchError as exc:
-        raise click.BadParameter(str(exc), param_hint="--exclude") from None
+        raise click.BadParameter(str(exc), param_hint="'--exclude'") from None
     budget = _memory_budget(max_memory)
     check_device(device)
     scope = ScanScope(exclude=excludes)

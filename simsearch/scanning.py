@@ -80,14 +80,15 @@ class ScanTally:
         log.log(logging.WARNING if self.warn else logging.DEBUG, message or "skipping %s: %s", path, kind)
 
 
-def compile_patterns(lines: Iterable[str], source: str = "--exclude") -> object:
-    """A gitignore-syntax matcher of `lines` (a pattern `pathspec` refuses is a CollectionError naming `source`)."""
+def compile_patterns(lines: Iterable[str], source: str | None = "--exclude") -> object:
+    """A gitignore-syntax matcher of `lines` (a pattern `pathspec` refuses is a CollectionError, naming `source`
+    when given)."""
     import pathspec
 
     try:
         return pathspec.GitIgnoreSpec.from_lines(list(lines))
     except (ValueError, TypeError) as exc:
-        raise CollectionError(f"bad pattern in {source}: {exc}") from None
+        raise CollectionError(f"{source}: {exc}" if source else str(exc)) from None
 
 
 def walk(
