@@ -131,7 +131,8 @@ def _search(
     minus = embed_queries(col, negatives) if negatives else None
     if each:
         answers = []
-        singles = [(q.label, [q], ()) for q in positives] + [(f"id:{i}", [], (i,)) for i in ids]
+        singles: list[tuple[str, list[QueryImage], tuple[int, ...]]] = [(q.label, [q], ()) for q in positives]
+        singles += [(f"id:{i}", [], (i,)) for i in ids]
         for row, (label, own_images, own_id) in enumerate(singles):
             leave_out = exclude if exclude is not None else not own_images
             excluded = own_ids(col, own_images, own_id) if leave_out else set()
