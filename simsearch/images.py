@@ -34,6 +34,7 @@ __all__ = [
     "open_regular_file",
     "probe_image",
     "scan_folder",
+    "special_kind",
 ]
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def open_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTE
         if stat.S_ISDIR(info.st_mode):
             raise ImageError("not a file (a folder)")
         if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"not a regular file ({_file_kind(info.st_mode)})")
+            raise ImageError(f"not a regular file (a {special_kind(info.st_mode)})")
         if info.st_size > max_bytes:
             raise ImageError(f"file too large: {info.st_size:,} bytes (limit {max_bytes:,})")
         if hasattr(os, "set_blocking"):
@@ -246,14 +247,15 @@ def open_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTE
         raise
 
 
-def _file_kind(mode: int) -> str:
+def special_kind(mode: int) -> str:
+    """What a file that is neither a regular file nor a folder is, in words ("named pipe", "device", "socket")."""
     if stat.S_ISFIFO(mode):
-        return "a named pipe"
+        return "named pipe"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
+        return "device"
     if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a plain file"
+        return "socket"
+    return "special file"
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from simsearch.errors import CollectionError
-from simsearch.images import NOT_AN_IMAGE
+from simsearch.images import NOT_AN_IMAGE, special_kind
 
 log = logging.getLogger(__name__)
 
@@ -240,17 +240,6 @@ class _Walker:
             if decision is not None:
                 return bool(decision)
         return False
-
-
-def special_kind(mode: int) -> str:
-    """What a file that is not a regular file or folder is, in words."""
-    if stat.S_ISFIFO(mode):
-        return "named pipe"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    return "not a plain file"
 
 
 def claims_to_be_an_image(path: str | os.PathLike[str]) -> bool:

@@ -11,32 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import ok, one_line_error, run
+from click.testing import Result
 from conftest import SAMPLE_PHOTOS, SAMPLES, copy_collection
 from PIL import Image
 
 from cli.main import main
 
 CLASSES = ("airplanes", "starfish", "sunflower")
-
-
-def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-    return result
-
-
-def one_line_error(result: Result, exit_code: int = 1) -> str:
-    """The error a user sees: one line on stderr, no traceback, the given exit status."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error"), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import ok, run
 from conftest import SAMPLE_PHOTOS
-
-from cli.main import main
-
-
-def run(*args: str | Path) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-    return result
 
 
 def _photos_with_sidecars(folder: Path, sidecars: int = 1) -> Path:

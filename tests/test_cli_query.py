@@ -14,39 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import cli, ok, one_line_error, run
 from conftest import REPO, SAMPLE_PHOTOS, SAMPLES
 from photo_server import closed_port_url, photo_server
 
-from cli.main import main
-
 ODD_BYTES = b"caf\xe9 1.jpg"  # Latin-1 bytes from an old archive: not UTF-8
-
-
-def run(*args: str | Path, input: bytes | None = None) -> Result:  # noqa: A002 - CliRunner's name
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-    return result
-
-
-def one_line_error(result: Result, exit_code: int = 1) -> str:
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("Error"), result.stderr
-    if exit_code == 1:
-        assert len(lines) == 1, result.stderr
-    return lines[-1]
-
-
-def cli(*args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """The command line in a child process, its stdout a pipe (not a TTY)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "cli.main", *(str(a) for a in args)]
-    return subprocess.run(command, input=stdin, capture_output=True, env=env, timeout=300, check=False)
 
 
 class Gallery:
