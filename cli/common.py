@@ -32,6 +32,19 @@ def domain_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this machine lacks (`--device cuda` without a GPU) before a model loads: it costs a torch
+    import, not a model."""
+    if device == "auto":
+        return
+    from simsearch.devices import resolve_device
+
+    try:
+        resolve_device(device)
+    except SimSearchError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def cannot_write(path: Path, exc: OSError) -> click.ClickException:
     """The one-line error for an output path the OS refused (a read-only folder, a full disk, a file in the way)."""
     return click.ClickException(f"cannot write {path}: {exc.strerror or exc}")

@@ -9,6 +9,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cli.output import printable
+
 
 class BarProgress:
     """Implements ``simsearch.collection.Progress``: one bar per stage, with a rate (images/s) and an ETA."""
@@ -35,7 +37,7 @@ class BarProgress:
             self._bar.update(count)
 
     def skip(self, path: str, reason: str) -> None:
-        tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
+        tqdm.write(f"skipped {printable(path)}: {reason}", file=sys.stderr)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -38,6 +38,10 @@ class ImageError(SimSearchError):
     """A file is not a readable image (corrupt, truncated, empty, too large, not an image)."""
 
 
+class QueryError(SimSearchError):
+    """A query that cannot be made: a URL that cannot be fetched in time or is too large, vectors that cancel out."""
+
+
 # -- data sets --------------------------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,6 @@ regular files of a bounded size (a named pipe or a device would hang a reader)."
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -13,9 +12,7 @@ from typing import IO
 
 from simsearch.errors import ImageError
 
-__all__ = ["MAX_FILE_BYTES", "file_sha256", "open_regular_file", "scan_folder"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["MAX_FILE_BYTES", "file_sha256", "open_regular_file", "scan_folder", "special_kind"]
 
 #: No image file read is larger: a bigger one is refused before a byte of it is decoded.
 MAX_FILE_BYTES: int = 1 << 30
@@ -29,52 +26,20 @@ def scan_folder(root: str | os.PathLike, *, unreadable: list[Path] | None = None
     mirrors the tree must not take its files for deleted.
 
     Paths are absolute, under the resolved `root`. Hidden entries (name starting with ".") are skipped, symlinked
-    folders are not followed (no loops, no escaping the tree) but symlinked files are yielded under their own name.
+    folders are not followed (no loops, no escaping the tree) but symlinked files are yielded under their own name;
+    named pipes, devices, sockets, dangling links and symlink loops are logged and skipped.
     Image-ness is not judged here: a photo with a wrong or missing extension must still reach `probe_image`.
-    Order is lexicographic by path component, so two scans of an unchanged tree agree.
+    Order is lexicographic by path component, so two scans of an unchanged tree agree. (`simsearch.scanning.walk`
+    is the same scan with ignore rules and junk folders left out, counting what it skips.)
 
     Raises:
         FileNotFoundError: `root` does not exist.
         NotADirectoryError: `root` is not a folder.
     """
-    base = Path(root).expanduser()
-    if not base.exists():
-        raise FileNotFoundError(f"folder not found: {base}")
-    if not base.is_dir():
-        raise NotADirectoryError(f"not a folder: {base}")
-    base = base.resolve()
-    # An explicit stack of sorted entry iterators instead of recursion: deep trees cannot hit the recursion limit.
-    stack: list[Iterator[os.DirEntry[str]]] = [iter(_sorted_entries(base, is_root=True, unreadable=unreadable))]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        if entry.name.startswith("."):
-            continue
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(iter(_sorted_entries(Path(entry.path), is_root=False, unreadable=unreadable)))
-            elif entry.is_symlink() and entry.is_dir():
-                logger.warning("not following %s: a symlinked folder (link its files, or copy it in)", entry.path)
-            elif entry.is_file():  # follows a symlink to a file; broken links, fifos and sockets are not files
-                yield Path(entry.path)
-        except OSError as exc:
-            logger.warning("skipping %s: %s", entry.path, exc.strerror or exc)
+    from simsearch.scanning import ScanScope, ScanTally, walk
 
-
-def _sorted_entries(folder: Path, *, is_root: bool, unreadable: list[Path] | None) -> list[os.DirEntry[str]]:
-    """List a folder sorted by name; an unreadable sub-folder is logged and skipped, an unreadable root raises."""
-    try:
-        with os.scandir(folder) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        if is_root:
-            raise
-        logger.warning("skipping folder %s: %s", folder, exc.strerror or exc)
-        if unreadable is not None:
-            unreadable.append(folder)
-        return []
+    tally = ScanTally(unreadable_folders=unreadable if unreadable is not None else [], warn=True)
+    yield from walk(root, ScanScope.everything(), tally)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -110,7 +75,7 @@ def open_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTE
         if stat.S_ISDIR(info.st_mode):
             raise ImageError("not a file (a folder)")
         if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"not a regular file ({_file_kind(info.st_mode)})")
+            raise ImageError(f"not a regular file (a {special_kind(info.st_mode)})")
         if info.st_size > max_bytes:
             raise ImageError(f"file too large: {info.st_size:,} bytes (limit {max_bytes:,})")
         if hasattr(os, "set_blocking"):
@@ -121,11 +86,12 @@ def open_regular_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTE
         raise
 
 
-def _file_kind(mode: int) -> str:
+def special_kind(mode: int) -> str:
+    """What a file that is neither a regular file nor a folder is, in words ("named pipe", "device", "socket")."""
     if stat.S_ISFIFO(mode):
-        return "a named pipe"
+        return "named pipe"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
+        return "device"
     if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a plain file"
+        return "socket"
+    return "special file"

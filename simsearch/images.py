@@ -20,11 +20,12 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from simsearch.errors import ImageError
-from simsearch.files import MAX_FILE_BYTES, file_sha256, open_regular_file, scan_folder
+from simsearch.files import MAX_FILE_BYTES, file_sha256, open_regular_file, scan_folder, special_kind
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_FILE_BYTES",
+    "NOT_AN_IMAGE",
     "THUMBNAIL_SIZE",
     "file_sha256",
     "load_image",
@@ -32,12 +33,15 @@ __all__ = [
     "open_regular_file",
     "probe_image",
     "scan_folder",
+    "special_kind",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS: int = 100_000_000
 THUMBNAIL_SIZE: int = 256
+#: The reason given for a file that no image format recognises (as opposed to a damaged image of a known format).
+NOT_AN_IMAGE = "not an image"
 
 _WHITE = (255, 255, 255)
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
@@ -241,13 +245,13 @@ def _unidentified_reason(fp: IO[bytes]) -> str:
         fp.seek(0)
         head = fp.read(16)
     except OSError:
-        return "not an image"
+        return NOT_AN_IMAGE
     for signature, fmt in _SIGNATURES:
         if head.startswith(signature):
             return f"corrupt {fmt} header"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "corrupt WEBP header"
-    return "not an image"
+    return NOT_AN_IMAGE
 
 
 def _decode_reason(exc: BaseException) -> str:

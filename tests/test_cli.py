@@ -11,32 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import ok, one_line_error, run
+from click.testing import Result
 from conftest import SAMPLE_PHOTOS, SAMPLES, copy_collection
 from PIL import Image
 
 from cli.main import main
 
 CLASSES = ("airplanes", "starfish", "sunflower")
-
-
-def run(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], env=env)
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-    return result
-
-
-def one_line_error(result: Result, exit_code: int = 1) -> str:
-    """The error a user sees: one line on stderr, no traceback, the given exit status."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error"), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +72,10 @@ def test_index_reports_each_skipped_file_on_stderr(tmp_path: Path) -> None:
     assert f"skipped {(photos / 'notes.jpg').resolve()}: not an image" in result.stderr
 
 
-def test_query_prints_a_ranked_table_with_the_query_first(indexed: tuple[Path, Path, Result]) -> None:
+def test_query_prints_a_ranked_table_with_the_query_first(
+    indexed: tuple[Path, Path, Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cli.output.stdout_is_tty", lambda: True)  # the header is for a terminal
     col, photos, _ = indexed
     photo = photos / "starfish" / "image_0002.jpg"
     result = ok(run("query", photo, "-c", col, "-k", "4"))

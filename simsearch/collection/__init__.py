@@ -9,14 +9,46 @@ Who owns what (an image from `simsearch index` to the FAISS add crosses each lay
     reader, on disk by the first writer).
   - identity.py: which model made the vectors and which may join them; lock.py: the one-writer lock.
   - layout.py: where each file lives and the default collection; results.py: the types the API hands back.
+
+The names below load on first use: `layout` (where the default collection is) imports neither FAISS nor LMDB, so
+that the command line's help works on an install without a FAISS extra.
 """
 
-from simsearch.collection.facade import Collection, ImageInput, open_collection
-from simsearch.collection.index_policy import KEEP
-from simsearch.collection.ingest import Progress
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from simsearch.collection.layout import COLLECTION_ENV, default_collection_path
-from simsearch.collection.results import CollectionInfo, IndexReport, SearchResult
-from simsearch.collection.store import ImageRecord
+
+if TYPE_CHECKING:
+    from simsearch.collection.facade import Collection, ImageInput, open_collection
+    from simsearch.collection.index_policy import KEEP
+    from simsearch.collection.ingest import Progress
+    from simsearch.collection.results import CollectionInfo, IndexReport, SearchResult
+    from simsearch.collection.store import ImageRecord
+
+_LAZY = {
+    "Collection": "facade",
+    "ImageInput": "facade",
+    "open_collection": "facade",
+    "KEEP": "index_policy",
+    "Progress": "ingest",
+    "CollectionInfo": "results",
+    "IndexReport": "results",
+    "SearchResult": "results",
+    "ImageRecord": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "COLLECTION_ENV",

@@ -32,6 +32,7 @@ from simsearch.collection.searching import Searcher, warmup
 from simsearch.collection.store import ImageRecord, Store
 from simsearch.errors import CollectionError, ImageError, ReadOnlyCollectionError
 from simsearch.images import DEFAULT_MAX_PIXELS
+from simsearch.scanning import ScanScope, ScanTally
 
 if TYPE_CHECKING:  # torch loads only when a model is needed: `info`, `remove` and vector search stay fast
     from simsearch.models import Embedder
@@ -221,12 +222,18 @@ class Collection:
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
+        scope: ScanScope | None = None,
     ) -> IndexReport:
         """Bring the collection in line with ``folder``: embed new and changed images, follow moved ones, drop
-        entries of files that are gone from it. Entries outside ``folder`` are left alone."""
-        root, files, unreadable = folder_files(folder)
+        entries of files that are gone from it. Entries outside ``folder`` are left alone.
+
+        ``scope`` says what the scan leaves out (default: hidden entries, junk folders, `.simsearchignore`
+        patterns); the collection's own folder is never scanned. Files left out are not gone: their entries stay."""
+        root, files, tally = folder_files(folder, (scope or ScanScope()).never_entering(self.path))
         run = self._ingest_run(batch_size, workers, max_pixels, progress)
-        return run.run(files, root=root, unreadable=unreadable)
+        report = run.run(files, root=root, unreadable=tally.unreadable_folders)
+        report.add_scan(tally.excluded, tally.skipped_folders, tally.special)
+        return report
 
     def add(
         self,
@@ -236,10 +243,15 @@ class Collection:
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
+        scope: ScanScope | None = None,
     ) -> IndexReport:
-        """Add (or refresh) image files; a folder among ``paths`` adds what it holds. Removes nothing."""
-        files = listed_files(paths)
-        return self._ingest_run(batch_size, workers, max_pixels, progress).run(files, root=None)
+        """Add (or refresh) image files; a folder among ``paths`` adds what ``scope`` lets in of it (as in
+        `index_folder`). Removes nothing."""
+        tally = ScanTally()
+        files = listed_files(paths, (scope or ScanScope()).never_entering(self.path), tally)
+        report = self._ingest_run(batch_size, workers, max_pixels, progress).run(files, root=None)
+        report.add_scan(tally.excluded, tally.skipped_folders, tally.special)
+        return report
 
     def _ingest_run(
         self, batch_size: int, workers: int | None, max_pixels: int, progress: Progress | None

@@ -21,7 +21,8 @@ from simsearch.collection.index_policy import IndexPolicy
 from simsearch.collection.results import IndexReport
 from simsearch.collection.store import ImageRecord, Store
 from simsearch.errors import CollectionError, ImageError
-from simsearch.images import file_sha256, probe_image, scan_folder
+from simsearch.images import file_sha256, probe_image
+from simsearch.scanning import ScanScope, ScanTally, is_not_an_image, walk
 
 if TYPE_CHECKING:
     from simsearch.models import Embedder
@@ -37,7 +38,10 @@ class Progress(Protocol):
 
     def stage(self, name: str, total: int) -> None: ...
     def advance(self, count: int) -> None: ...
-    def skip(self, path: str, reason: str) -> None: ...
+    def skip(self, path: str, reason: str) -> None:
+        """A file that should have been an image and could not be read (files that are no images at all are only
+        counted, in `IndexReport.not_images`)."""
+        ...
 
 
 class Silent:
@@ -77,23 +81,24 @@ class _Candidate:
         )
 
 
-def folder_files(folder: str | os.PathLike[str]) -> tuple[str, Iterable[Path], list[Path]]:
-    """(root, the image files under it, a list that fills with the sub-folders that could not be listed)."""
+def folder_files(folder: str | os.PathLike[str], scope: ScanScope) -> tuple[str, Iterable[Path], ScanTally]:
+    """(root, the files under it that `scope` lets in, the tally that fills as they are read: what was left out,
+    and the sub-folders that could not be listed)."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise CollectionError(f"not a folder: {root}")
     root = root.resolve()
-    unreadable: list[Path] = []
-    return str(root), scan_folder(root, unreadable=unreadable), unreadable
+    tally = ScanTally()
+    return str(root), walk(root, scope, tally), tally
 
 
-def listed_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """The files named, a folder among them standing for what it holds."""
+def listed_files(paths: Iterable[str | os.PathLike[str]], scope: ScanScope, tally: ScanTally) -> list[Path]:
+    """The files named, a folder among them standing for what `scope` lets in of it."""
     files: list[Path] = []
     for p in paths:
         path = Path(p).expanduser()
         if path.is_dir():
-            files.extend(scan_folder(path))
+            files.extend(walk(path, scope, tally))
         elif path.exists():
             files.append(path.resolve())
         else:
@@ -179,7 +184,11 @@ class IngestRun:
             self._new_skips.append((candidate, reason))
         self.report.skipped += 1
         self.report.skipped_files.append((path, reason))
-        self.progress.skip(path, reason)
+        if is_not_an_image(path, reason):  # a sidecar or a video beside the photos: counted, not reported each run
+            self.report.not_images.append(path)
+            log.debug("not an image: %s", path)
+        else:
+            self.progress.skip(path, reason)
 
     def _probe_and_hash(self, candidates: list[_Candidate]) -> None:
         """Read headers and content hashes of new or changed files (threads: hashing releases the GIL)."""

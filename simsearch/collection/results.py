@@ -36,6 +36,13 @@ class IndexReport:
     reused: int = 0
     seconds: float = 0.0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    #: Of `skipped_files`, those that are no images and do not claim to be (sidecars, videos, notes).
+    not_images: list[str] = field(default_factory=list)
+    #: Left out of the scan: entries that --exclude or an ignore file named, folders not entered (junk, the
+    #: collection's own), and what is no regular file, as (path, kind: "named pipe", "dangling link", ...).
+    excluded: int = 0
+    skipped_folders: list[str] = field(default_factory=list)
+    special_files: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -54,7 +61,29 @@ class IndexReport:
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
+            "not_images": len(self.not_images),
+            "excluded": self.excluded,
+            "skipped_folders": list(self.skipped_folders),
+            "special_files": [{"path": p, "kind": k} for p, k in self.special_files],
         }
+
+    def failed_files(self) -> list[tuple[str, str]]:
+        """The skipped files that should have been images (damaged, unreadable, too large): always worth naming."""
+        others = set(self.not_images)
+        return [(p, r) for p, r in self.skipped_files if p not in others]
+
+    def special_counts(self) -> dict[str, int]:
+        """How many of each kind of `special_files`, e.g. {"named pipe": 1, "symlink loop": 2}."""
+        counts: dict[str, int] = {}
+        for _, kind in self.special_files:
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def add_scan(self, excluded: int, skipped_folders: list[str], special: list[tuple[str, str]]) -> None:
+        """Take in what the folder scan left out (`simsearch.scanning.ScanTally`)."""
+        self.excluded += excluded
+        self.skipped_folders.extend(skipped_folders)
+        self.special_files.extend(special)
 
 
 @dataclass(frozen=True)

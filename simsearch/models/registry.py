@@ -1,8 +1,8 @@
 """Resolving a model spec ("default", a timm name, a weights file, a checkpoint folder) into a ready Embedder.
 
-Also owns device choice. Backbones by name are `simsearch.models.backbones`, downloads from timm's hub
-`simsearch.models.hub`, and the checkpoint format (a folder with model.safetensors + config.json)
-`simsearch.models.checkpoint`.
+Device choice is `simsearch.devices` (re-exported here). Backbones by name are `simsearch.models.backbones`,
+downloads from timm's hub `simsearch.models.hub`, and the checkpoint format (a folder with model.safetensors +
+config.json) `simsearch.models.checkpoint`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from simsearch.devices import resolve_device  # noqa: F401 - re-exported by simsearch.models
 from simsearch.errors import ModelError
 from simsearch.models.backbones import AE_BACKBONE_PREFIX, ae_data_config, create_backbone
 from simsearch.models.checkpoint import (
@@ -57,30 +58,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None/"auto" -> cuda when available, else cpu; an explicit accelerator that is absent is a ModelError."""
-    if isinstance(device, torch.device):
-        name = str(device)
-    else:
-        name = (device or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ModelError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelError(f"device {name!r} requested but no CUDA GPU is available here: use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA GPU(s) exist")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelError(f"device {name!r} requested but Apple MPS is not available here: use --device cpu")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ModelError(f"unsupported device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return dev
 
 
 def load_embedder(
