@@ -33,6 +33,15 @@ def _train_summary(epoch: int, record: dict[str, Any]) -> str:
     return f"epoch {epoch}: loss {record['loss']:.4f}{scores}"
 
 
+def _parse_ks(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    from simsearch.evaluation import EvaluationError, parse_ks
+
+    try:
+        return parse_ks(value)
+    except EvaluationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.argument("data")
 @click.option(
@@ -220,7 +229,9 @@ def train(
 
 @click.command(name="eval")
 @click.argument("data")
-@click.option("--model", required=True, help="A checkpoint folder, 'default', or a timm model name.")
+@click.option(
+    "--model", default="default", show_default=True, help="A checkpoint folder, 'default', or a timm model name."
+)
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --model.")
 @tta_option
 @device_option
@@ -243,6 +254,20 @@ def train(
     "--gallery",
     help="Search this labelled set (folder or shared set) instead of DATA itself: DATA's images are then queries "
     "only, e.g. fashion-mnist:test against fashion-mnist:train. Classes match by name.",
+)
+@click.option(
+    "--k",
+    "ks",
+    default="1,2,4,8,10,16,32",  # simsearch.evaluation.EVAL_KS, written out so that --help needs no torch import
+    show_default=True,
+    metavar="K,K,...",
+    callback=_parse_ks,
+    help="The k of recall@k (hit rate), e.g. 1,5,10.",
+)
+@click.option(
+    "--baselines",
+    is_flag=True,
+    help="Also score raw pixels (32x32, centred) and their PCA on the same images, split and protocol, side by side.",
 )
 @click.option(
     "--projection",
@@ -273,26 +298,32 @@ def evaluate(
     plot_path: Path | None,
     projection: str,
     compare_paths: tuple[Path, ...],
+    ks: tuple[int, ...],
+    baselines: bool,
     as_json: bool,
 ) -> None:
     """Score a model by exact k-NN retrieval on DATA (one sub-folder per class, an LMDB folder, or a shared set such
     as caltech101:test), leave-one-out, or against --gallery; DATA omniglot:one-shot scores the 20 official Omniglot
     20-way one-shot runs.
 
-    Prints recall@1/2/4/8/16/32 (hit rate), MAP@R, R-precision and NMI, and writes them with their plot: beside a
-    checkpoint folder's weights by default, or where --out and --plot say. Example:
+    Prints recall@k (hit rate) for each --k, MAP@R, R-precision and NMI (left out, with the reason, where the queries
+    hold about one image per class), and writes them with their plot: beside a checkpoint folder's weights by
+    default, or where --out and --plot say. --baselines scores raw pixels beside the model. Example:
 
     \b
         simsearch eval ./labeled_test --model runs/products   # + runs/products/eval-labeled_test.json, .png
-        simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval-labeled_test.json
+        simsearch eval ./labeled_test --k 1,5,10 --baselines --plot base.png   # the default model against pixels
+        simsearch eval ./labeled_test --plot both.png --compare runs/products/eval-labeled_test.json
     """
     from simsearch.evaluation import ONE_SHOT_DATA, default_record_path, evaluate_labelled, read_record
     from simsearch.models import load_embedder
     from simsearch.plots import require_matplotlib
 
     compared = [read_record(path) for path in compare_paths]
-    if data == ONE_SHOT_DATA and (gallery or plot_path or compared):
-        raise click.UsageError(f"{ONE_SHOT_DATA} is scored by its own runs: no --gallery, --plot or --compare")
+    if data == ONE_SHOT_DATA and (gallery or plot_path or compared or baselines):
+        raise click.UsageError(
+            f"{ONE_SHOT_DATA} is scored by its own runs: no --gallery, --plot, --compare or --baselines"
+        )
     if plot_path is not None:
         require_matplotlib()  # the picture asked for cannot be drawn: say so before any work
     embedder = load_embedder(model, weights=weights, device=device, tta=tta)
@@ -308,7 +339,15 @@ def evaluate(
     dataset = open_data(data)
     gallery_set = open_data(gallery, "--gallery") if gallery is not None else None  # a bad name fails before any work
     scored = evaluate_labelled(
-        embedder, dataset, data, gallery=gallery_set, gallery_name=gallery, batch_size=batch_size, workers=workers
+        embedder,
+        dataset,
+        data,
+        gallery=gallery_set,
+        gallery_name=gallery,
+        ks=ks,
+        baselines=baselines,
+        batch_size=batch_size,
+        workers=workers,
     )
     record = scored.record
     for message in record.skipped:
@@ -321,7 +360,7 @@ def evaluate(
         try:
             save_eval_plot(
                 plot_path,
-                [record.as_dict(), *compared],
+                [record.as_dict(), *(baseline.as_dict() for baseline in record.baselines), *compared],
                 scored.vectors,
                 scored.labels,
                 classes=dataset.classes,
@@ -336,7 +375,8 @@ def evaluate(
 def _report(
     record: dict[str, Any], headline: str, record_path: Path | None, plot_path: Path | None, as_json: bool
 ) -> None:
-    """Write an eval record where asked, then print it: as JSON, or a headline and one line a metric."""
+    """Write an eval record where asked, then print it: as JSON, or a headline and a table of one line a metric
+    (one column a scored model when there are baselines), then what was left out and why."""
     text = json.dumps(record, indent=2)
     if record_path is not None:
         write_output(record_path, text + "\n")
@@ -344,10 +384,27 @@ def _report(
         click.echo(text)
         return
     click.echo(headline)
-    for name, value in record["metrics"].items():
-        click.echo(f"  {name:<17} {value:.4f}" if isinstance(value, float) else f"  {name:<17} {value}")
+    for line in _metric_table([record, *record.get("baselines", [])]):
+        click.echo(line)
+    for name, reason in record.get("omitted", {}).items():
+        click.echo(f"  {name} left out: {reason}")
     if record_path is not None or plot_path is not None:
         click.echo(f"wrote {', '.join(str(p) for p in (record_path, plot_path) if p is not None)}", err=True)
+
+
+def _metric_table(records: list[dict[str, Any]]) -> list[str]:
+    """One line a metric, one column a record (headed by its model when there are several)."""
+
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    names = list(records[0]["metrics"])
+    widths = [max(6, len(str(r["model"]))) for r in records] if len(records) > 1 else [0]
+    lines = [f"  {'':<17} " + "  ".join(f"{r['model']:>{w}}" for r, w in zip(records, widths, strict=True))]
+    for name in names:
+        cells = [cell(r["metrics"].get(name, "-")) for r in records]
+        lines.append(f"  {name:<17} " + "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
+    return lines if len(records) > 1 else lines[1:]
 
 
 def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json: bool) -> None:

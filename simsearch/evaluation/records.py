@@ -35,8 +35,10 @@ class EvalRecord:
         images, classes: the query set's size.
         protocol: how it was searched (exact k-NN, cosine, leave-one-out or against a gallery).
         metrics: `simsearch.metrics.retrieval_metrics` (recall@k, precision@k, MAP@R, R-precision, NMI, counts).
+        omitted: the scores left out, each with the reason (NMI with one image per class, a k above the gallery).
         skipped: messages of the images that could not be read and were left out.
         gallery, data: what was searched and what queried it, as `simsearch.data.data_label` gives them.
+        baselines: the same images scored without a model (`simsearch.evaluation.baselines`), same protocol.
         plot: the PNG drawn of it.
     """
 
@@ -47,9 +49,11 @@ class EvalRecord:
     classes: int
     protocol: str
     metrics: dict[str, Any]
+    omitted: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     gallery: str | None = None
     data: str | None = None
+    baselines: list[EvalRecord] = field(default_factory=list)
     plot: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,11 +67,17 @@ class EvalRecord:
             "protocol": self.protocol,
             "metrics": dict(self.metrics),
         }
+        if self.omitted:
+            out["omitted"] = dict(self.omitted)
         if self.skipped:
             out["skipped"] = list(self.skipped)
-        for key in ("gallery", "data", "plot"):
+        for key in ("gallery", "data"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.baselines:
+            out["baselines"] = [baseline.as_dict() for baseline in self.baselines]
+        if self.plot is not None:
+            out["plot"] = self.plot
         return out
 
     def headline(self) -> str:
