@@ -184,7 +184,10 @@ def train(
     """Fine-tune an embedding model with a metric loss on DATA (one sub-folder per class, an LMDB folder written by
     `simsearch pack`, or a shared set such as omniglot:background).
 
-    A run interrupted can be resumed by running the same command again. Example:
+    Says what it trains and validates on before the first batch, scores the validation classes before training
+    (epoch 0) and after each epoch, and draws both into OUT/history.png. Without a terminal (a log file), a progress
+    line comes after the first batch and then every 30 seconds. A run interrupted can be resumed by running the same
+    command again. Example:
 
     \b
         simsearch train ./labeled --loss triplet --embed-dim 128 --epochs 20 --out runs/products
@@ -215,6 +218,7 @@ def train(
         EpochBar(quiet, _train_summary),
         resume=not restart,
     )
+    plot = _history_plot(result.checkpoint)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
@@ -222,9 +226,23 @@ def train(
     click.echo(
         f"best epoch {result.best_epoch} ({best or 'no validation'}) saved in {result.checkpoint}; "
         f"{result.epochs_run} epochs in {result.seconds:.1f} s ({result.samples_per_second:.1f} samples/s)"
-        f"{', stopped early' if result.stopped_early else ''}",
+        f"{', stopped early' if result.stopped_early else ''}{f'; curves in {plot}' if plot else ''}",
         err=True,
     )
+
+
+def _history_plot(out_dir: Path) -> Path | None:
+    """OUT/history.png: the loss and the validation scores per epoch, from epoch 0 (None: matplotlib missing)."""
+    from simsearch.plots import save_history_plot
+    from simsearch.runs import HISTORY_FILE
+
+    if not can_draw("no history.png written"):
+        return None
+    path = out_dir / "history.png"
+    try:
+        return save_history_plot(path, json.loads((out_dir / HISTORY_FILE).read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
 
 
 @click.command(name="eval")

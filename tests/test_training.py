@@ -316,12 +316,13 @@ def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
     with pytest.raises(KeyboardInterrupt):
         train(config, train_set, val_set, out)
     assert _state(out)["epoch"] == 1
-    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
+    # The file starts with epoch 0, the scores before training, written with the first epoch's record.
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [0, 1, 2]
 
     monkeypatch.setattr(run_module, "save_state", real_save_state)
     result = train(config, train_set, val_set, out)
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.epochs_run == 3
-    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [0, 1, 2, 3]
     assert result.best_metrics == next(h["val"] for h in result.history if h["epoch"] == result.best_epoch)
 
 
@@ -713,7 +714,7 @@ def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A diverged model's NaN vectors must not be scored (faiss would answer them with index -1, read as a hit)."""
-    import simsearch.training.loop as training_loop
+    import simsearch.training.validation as validation_module
     from simsearch.evaluation import EvaluationError
     from simsearch.models import random_embedder
 
@@ -726,10 +727,21 @@ def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
         labels = np.asarray(dataset.labels)  # type: ignore[attr-defined]
         return np.full((len(labels), 16), np.nan, dtype=np.float32), labels
 
-    monkeypatch.setattr(training_loop, "embed_dataset", nan_vectors)
+    monkeypatch.setattr(validation_module, "embed_dataset", nan_vectors)
     train_set, val_set = _datasets(data_root)
-    with pytest.raises(TrainingError, match="validation after epoch 1: .*NaN"):
+    with pytest.raises(TrainingError, match="validation before training: .*NaN"):
         train(_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run")
+
+    # A model that diverges in its first epoch: the scores before training are fine, those after it are NaN.
+    calls: list[int] = []
+
+    def nan_after_training(model: object, dataset: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(1)
+        return embed_dataset(model, dataset, **kwargs) if len(calls) == 1 else nan_vectors(model, dataset)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(validation_module, "embed_dataset", nan_after_training)
+    with pytest.raises(TrainingError, match="validation after epoch 1: .*NaN"):
+        train(_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run2")
 
 
 def test_cli_train_reports_a_bad_loss_option_in_one_line(data_root: Path, tmp_path: Path) -> None:
