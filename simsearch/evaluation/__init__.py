@@ -12,7 +12,7 @@ from simsearch.evaluation.embedding import (
     embed_queries_and_gallery,
     labels_by_class_name,
 )
-from simsearch.evaluation.protocol import EVAL_KS, nmi_omitted_reason, parse_ks, score_vectors
+from simsearch.evaluation.protocol import EVAL_KS, nmi_omitted_reason, parse_ks, score_vectors, views_protocol
 from simsearch.evaluation.records import (
     ONE_SHOT_DATA,
     EvalRecord,
@@ -58,4 +58,5 @@ __all__ = [
     "pixel_vectors",
     "read_record",
     "score_vectors",
+    "views_protocol",
 ]

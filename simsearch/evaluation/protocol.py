@@ -12,7 +12,15 @@ import numpy as np
 from simsearch.evaluation.records import EvalRecord, EvaluationError
 from simsearch.metrics import retrieval_metrics
 
-__all__ = ["EVAL_KS", "LEAVE_ONE_OUT", "AGAINST_GALLERY", "nmi_omitted_reason", "parse_ks", "score_vectors"]
+__all__ = [
+    "AGAINST_GALLERY",
+    "EVAL_KS",
+    "LEAVE_ONE_OUT",
+    "nmi_omitted_reason",
+    "parse_ks",
+    "score_vectors",
+    "views_protocol",
+]
 
 # The k of recall@k reported by default (hit rate): the powers of two of the deep-metric-learning literature, and 10,
 # which most retrieval papers quote.
@@ -20,6 +28,11 @@ EVAL_KS = (1, 2, 4, 8, 10, 16, 32)
 
 LEAVE_ONE_OUT = "exact k-NN, cosine, leave-one-out"
 AGAINST_GALLERY = "exact k-NN, cosine, against a gallery"
+
+
+def views_protocol(query_view: str, gallery_view: str) -> str:
+    """The protocol of two-view data: each image of one view searches the images of the other."""
+    return f"exact k-NN, cosine, query view {query_view} against gallery view {gallery_view}"
 
 
 def parse_ks(text: str) -> tuple[int, ...]:

@@ -39,6 +39,7 @@ class EvalRecord:
         skipped: messages of the images that could not be read and were left out.
         gallery, data: what was searched and what queried it, as `simsearch.data.data_label` gives them.
         baselines: the same images scored without a model (`simsearch.evaluation.baselines`), same protocol.
+        views: `{"query": view, "gallery": view}` of two-view data searched from one view to the other.
         plot: the PNG drawn of it.
     """
 
@@ -54,6 +55,7 @@ class EvalRecord:
     gallery: str | None = None
     data: str | None = None
     baselines: list[EvalRecord] = field(default_factory=list)
+    views: dict[str, str] | None = None
     plot: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,7 +73,7 @@ class EvalRecord:
             out["omitted"] = dict(self.omitted)
         if self.skipped:
             out["skipped"] = list(self.skipped)
-        for key in ("gallery", "data"):
+        for key in ("gallery", "data", "views"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.baselines:
@@ -114,12 +116,16 @@ class OneShotRecord:
         return f"{self.model} on {self.data} ({self.runs} runs of 20 queries)"
 
 
-def default_record_path(folder: Path, data: str, gallery: str | None, tta: str | None = None) -> Path:
-    """`eval-<DATA>[-vs-<GALLERY>][-<TTA>].json` in a checkpoint folder; when that file holds another folder's record
-    (two `test` folders in different places), a short hash of this DATA's path is added rather than overwriting it."""
+def default_record_path(
+    folder: Path, data: str, gallery: str | None, tta: str | None = None, views: tuple[str, str] | None = None
+) -> Path:
+    """`eval-<DATA>[-vs-<GALLERY>][-<QUERY VIEW>-to-<GALLERY VIEW>][-<TTA>].json` in a checkpoint folder; when that
+    file holds another folder's record (two `test` folders in different places), a short hash of this DATA's path is
+    added rather than overwriting it."""
     from simsearch.data import data_file_name, data_label
 
-    name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "") + (f"-{tta}" if tta else "")
+    name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "")
+    name += (f"-{views[0]}-to-{views[1]}" if views else "") + (f"-{tta}" if tta else "")
     path = folder / f"eval-{name}.json"
     labels = {"data": data_label(data), "gallery": data_label(gallery) if gallery else None}
     try:

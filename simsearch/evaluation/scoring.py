@@ -13,7 +13,7 @@ import numpy as np
 from simsearch.data import ArrayDataset, data_label, omniglot_one_shot_runs
 from simsearch.evaluation.baselines import pixel_baselines
 from simsearch.evaluation.embedding import embed_dataset, embed_queries_and_gallery
-from simsearch.evaluation.protocol import EVAL_KS, score_vectors
+from simsearch.evaluation.protocol import EVAL_KS, score_vectors, views_protocol
 from simsearch.evaluation.records import EvalRecord, EvaluationError, OneShotRecord
 from simsearch.metrics import one_shot_accuracy
 from simsearch.models import Embedder
@@ -34,6 +34,7 @@ def evaluate(
     dataset: Any,
     *,
     gallery: Any | None = None,
+    views: tuple[str, str] | None = None,
     ks: Sequence[int] = EVAL_KS,
     baselines: bool = False,
     batch_size: int = 64,
@@ -43,17 +44,42 @@ def evaluate(
     """Exact k-NN retrieval scores of a labelled dataset: recall@k (hit rate), MAP@R, R-precision, NMI.
 
     Leave-one-out over `dataset` by default; with `gallery` (another labelled dataset) each image of `dataset` searches
-    the gallery instead, classes matched by name. k values larger than the gallery allows are left out, and so is
-    NMI where the queries hold about one image per class; the record's `omitted` says why. `baselines` adds the
-    raw-pixel scores of the same images under the same protocol (`simsearch.evaluation.baselines`).
+    the gallery instead, classes matched by name; with `views` `(query view, gallery view)` of two-view data
+    (`simsearch.data.open_views`) each image of the query view searches the images of the gallery view. k values
+    larger than the gallery allows are left out, and so is NMI where the queries hold about one image per class; the
+    record's `omitted` says why. `baselines` adds the raw-pixel scores of the same images under the same protocol
+    (`simsearch.evaluation.baselines`).
     """
+    dataset, gallery, protocol = _searched_views(dataset, gallery, views)
     vectors, labels, searched = embed_queries_and_gallery(
         embedder, dataset, gallery, batch_size=batch_size, workers=workers
     )
-    record = evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks, seed=seed)
+    record = evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks, protocol=protocol, seed=seed)
     if baselines:
-        record.baselines = pixel_baselines(dataset, gallery, ks=ks, workers=workers)
+        record.baselines = pixel_baselines(dataset, gallery, ks=ks, protocol=protocol, workers=workers)
+    record.views = None if views is None else {"query": views[0], "gallery": views[1]}
     return record
+
+
+def _searched_views(dataset: Any, gallery: Any | None, views: tuple[str, str] | None) -> tuple[Any, Any, str | None]:
+    """`(queries, gallery, protocol)`: as given, or the query and gallery views of two-view data.
+
+    Raises:
+        EvaluationError: views with a gallery, views of data without views, a view the data lack.
+    """
+    if views is None:
+        return dataset, gallery, None
+    from simsearch.data import DatasetError
+
+    if gallery is not None:
+        raise EvaluationError("two-view data search one view with the other: no separate gallery")
+    if not hasattr(dataset, "view"):
+        raise EvaluationError("query and gallery views need two-view data (see simsearch.data.open_views)")
+    try:
+        queries, searched = dataset.view(views[0]), dataset.view(views[1])
+    except DatasetError as exc:
+        raise EvaluationError(str(exc)) from None
+    return queries, searched, views_protocol(*views)
 
 
 def evaluate_embeddings(
@@ -105,6 +131,7 @@ def evaluate_labelled(
     *,
     gallery: Any | None = None,
     gallery_name: str | None = None,
+    views: tuple[str, str] | None = None,
     ks: Sequence[int] = EVAL_KS,
     baselines: bool = False,
     batch_size: int = 64,
@@ -113,12 +140,14 @@ def evaluate_labelled(
     """`evaluate` of DATA as `simsearch eval` scores it: unreadable images are left out and listed in the record's
     `skipped` (a stand-in would skew the score), and the record names DATA and the gallery (`data_label`)."""
     skipped: list[str] = []
+    dataset, gallery, protocol = _searched_views(dataset, gallery, views)
     vectors, labels, searched = embed_queries_and_gallery(
         embedder, dataset, gallery, batch_size=batch_size, workers=workers, skipped=skipped
     )
-    record = evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks)
+    record = evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks, protocol=protocol)
     if baselines:  # the same images fail again: the list already names them
-        record.baselines = pixel_baselines(dataset, gallery, ks=ks, workers=workers, skipped=[])
+        record.baselines = pixel_baselines(dataset, gallery, ks=ks, protocol=protocol, workers=workers, skipped=[])
+    record.views = None if views is None else {"query": views[0], "gallery": views[1]}
     record.skipped = skipped
     record.gallery = data_label(gallery_name) if gallery_name is not None else None
     record.data = data_label(data)

@@ -42,7 +42,7 @@ from simsearch.training.model import (
 from simsearch.training.plan import RunPlan
 from simsearch.training.recipe import RESUMABLE_FIELDS, TrainConfig, TrainingError
 from simsearch.training.schedule import WarmupCosine, warn_on_new_schedule
-from simsearch.training.validation import Validation
+from simsearch.training.validation import Validation, make_validation
 
 __all__ = ["TrainProgress", "TrainResult", "train"]
 
@@ -106,11 +106,7 @@ def train(
     config.check()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    validation = (
-        None
-        if val_dataset is None
-        else Validation(val_dataset, batch_size=config.val_batch_size, workers=config.workers, device=device)
-    )
+    validation = make_validation(config, val_dataset, device)
     num_labels = _check_data(config, train_dataset, validation)
     parts = _Parts.build(config, train_dataset, num_labels, device)
     data = _data_summary(train_dataset, val_dataset)
