@@ -225,13 +225,7 @@ def save_eval_plot(
         ax_proj.set_ylabel(axis_names[1])
         method = "PCA" if projection == "pca" else "t-SNE"
         ax_proj.set_title(f"{method} of the embeddings of {curves[0][0]}")
-    if title:
-        fig.suptitle(title)
-    out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    logger.info("wrote %s", out)
-    return out
+    return _save(fig, path, title)
 
 
 def _draw_projection(
@@ -305,6 +299,11 @@ def save_history_plot(
     for ax in (ax_loss, ax_val):
         if ax is not None:
             ax.xaxis.get_major_locator().set_params(integer=True)
+    return _save(fig, path, title)
+
+
+def _save(fig: Any, path: str | os.PathLike[str], title: str | None) -> Path:
+    """Title a figure and write it as a PNG, its folder made if needed."""
     if title:
         fig.suptitle(title)
     out = Path(path).expanduser()
