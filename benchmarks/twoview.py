@@ -3,7 +3,7 @@ word among the other family's drawings. The default model off the shelf against 
 words, through the command line as a user runs it (`simsearch train` and `simsearch eval` with --query-view and
 --gallery-view on class folders of one image per view).
 
-Run from the repo root:  nice -n 10 python -m benchmarks.twoview   (about 10 minutes on two free cores)
+Run from the repo root:  nice -n 10 python -m benchmarks.twoview   (35 minutes on a busy 2-core CPU, load 11)
 
 The fonts are Debian's (fonts-dejavu-core and fonts-liberation), found through fontconfig: DejaVu Serif for the query
 view, Liberation Sans for the gallery view. Words are drawn once from a seeded generator and split, so the training
