@@ -198,8 +198,8 @@ class Embedder(nn.Module):
             `(N, D) float32`, rows of unit L2 norm.
 
         Raises:
-            TypeError: an input that is not a path, bytes or a PIL image (an int, an array).
-            ImageError: an image that cannot be read.
+            ImageError: an input that is not a path, bytes or a PIL image (an int, an array), or an image that
+                cannot be read.
         """
         from simsearch.models.inputs import embed_images
 

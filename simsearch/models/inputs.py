@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import os
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import PIL.Image
 import torch
 
+from simsearch.errors import ImageError
 from simsearch.images import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE, load_image
 from simsearch.models.embedder import create_transform
 
@@ -60,19 +61,17 @@ def as_image_list(images: Any) -> list[ImageInput]:
     """`images` as a list of inputs: one image alone counts as a list of one.
 
     Raises:
-        TypeError: anything but a path, bytes or a PIL image, or a sequence of them, naming the first that is not
-            (an int would otherwise be read as an open file descriptor).
+        ImageError: anything but a path, bytes or a PIL image, or a sequence of them, naming the first that is not
+            (an int would otherwise be opened as a file descriptor).
     """
     single = (str, os.PathLike, bytes, bytearray, memoryview, PIL.Image.Image)
-    items = [images] if isinstance(images, single) else images
-    if not isinstance(items, Sequence) and not hasattr(items, "__iter__"):
-        raise TypeError(f"images must be paths, bytes or PIL images (or a list of them), got {type(images).__name__}")
-    listed = list(items)
+    accepted = "a file path, encoded bytes or a PIL image"
+    if not isinstance(images, single) and not isinstance(images, Iterable):
+        raise ImageError(f"{type(images).__name__} is not {accepted} (or a list of them)")
+    listed = [images] if isinstance(images, single) else list(images)
     for position, item in enumerate(listed):
         if not isinstance(item, single):
-            raise TypeError(
-                f"image {position} is {type(item).__name__}: images must be paths, encoded bytes or PIL images"
-            )
+            raise ImageError(f"image {position} is {type(item).__name__}, not {accepted}")
     return listed
 
 
@@ -83,8 +82,7 @@ def embed_images(
     decoded in this process, `batch_size` at a time through the model in eval mode.
 
     Raises:
-        TypeError: an input of another type.
-        ImageError: an image that cannot be read.
+        ImageError: an input of another type, or an image that cannot be read.
     """
     listed = as_image_list(images)
     transform = transform_for(embedder)
