@@ -88,6 +88,25 @@ device_option = click.option(
     help="Where the model runs: the GPU when torch sees one (auto), else the CPU.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+query_view_option = click.option(
+    "--query-view",
+    help="Two-view data (class folders of one image per view named by its view, or view folders of matching file "
+    "names): search with this view's images...",
+)
+gallery_view_option = click.option(
+    "--gallery-view", help="...among this view's images, one right item each (needs --query-view)."
+)
+
+
+def two_views(query_view: str | None, gallery_view: str | None) -> tuple[str, str] | None:
+    """The two views of --query-view and --gallery-view, both or neither."""
+    if (query_view is None) != (gallery_view is None):
+        raise click.UsageError("--query-view and --gallery-view go together: name both views")
+    if query_view is not None and query_view == gallery_view:
+        raise click.UsageError("--query-view and --gallery-view must name two different views")
+    return None if query_view is None or gallery_view is None else (query_view, gallery_view)
+
+
 tta_option = click.option(
     "--tta",
     type=click.Choice(["hflip"]),  # simsearch.models.TTA_MODES, written out so that --help needs no torch import
@@ -96,14 +115,15 @@ tta_option = click.option(
 )
 
 
-def open_data(data: str, param_hint: str = "DATA") -> Any:
-    """DATA of train, eval and pretrain (`simsearch.data.open_data`); one it cannot open is a bad value of the option
-    named by `param_hint`, and a shared set's missing files point at $SIMSEARCH_DATA."""
-    from simsearch.data import DataNotFoundError, DatasetError, is_shared_split_name
+def open_data(data: str, param_hint: str = "DATA", views: tuple[str, ...] | None = None) -> Any:
+    """DATA of train, eval, pack and pretrain (`simsearch.data.open_data`; with `views`, two-view data by
+    `simsearch.data.open_views`); one it cannot open is a bad value of the option named by `param_hint`, and a shared
+    set's missing files point at $SIMSEARCH_DATA."""
+    from simsearch.data import DataNotFoundError, DatasetError, is_shared_split_name, open_views
     from simsearch.data import open_data as open_spec
 
     try:
-        return open_spec(data)
+        return open_spec(data) if views is None else open_views(data, views)
     except DataNotFoundError as exc:
         if is_shared_split_name(data) and not Path(data).expanduser().exists():
             raise click.ClickException(missing_data_message(exc)) from None

@@ -90,9 +90,14 @@ def remove(paths: tuple[Path, ...], collection: Path | None, as_json: bool) -> N
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--max-side", type=click.IntRange(1), help="Shrink larger images to this side (stored as JPEG).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option(
+    "--views",
+    metavar="VIEW,VIEW,...",
+    help="DATA is two-view data with these views (see `train --query-view`): keep each image's view.",
+)
 @json_option
 @domain_errors
-def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: bool) -> None:
+def pack(data: str, out: Path, max_side: int | None, overwrite: bool, views: str | None, as_json: bool) -> None:
     """Pack a class-per-folder image tree (or a shared set such as caltech101:train) into one LMDB folder that
     `train` and `eval` read faster.
 
@@ -103,13 +108,15 @@ def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: b
         simsearch pack ./labeled labeled.lmdb --max-side 512
         simsearch train labeled.lmdb --out runs/products
     """
-    from simsearch.data import write_lmdb_dataset
+    from simsearch.data import pack_views, write_lmdb_dataset
 
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} already exists (pass --overwrite to replace it)")
-    dataset = open_data(data)
+    view_names = tuple(name.strip() for name in views.split(",")) if views is not None else None
+    dataset = open_data(data, views=view_names)
     try:
-        count = write_lmdb_dataset(dataset, out, max_side=max_side, overwrite=overwrite)
+        write = pack_views if view_names else write_lmdb_dataset
+        count = write(dataset, out, max_side=max_side, overwrite=overwrite)
     except FileExistsError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -122,11 +129,12 @@ def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: b
 
 def _register_extra_commands() -> None:
     """Commands that live in their own modules (importing them costs nothing: their heavy imports are lazy)."""
+    from cli.evaluate import evaluate
     from cli.index import index
     from cli.pretrain import pretrain
     from cli.query import query
     from cli.serve import serve
-    from cli.train import evaluate, train
+    from cli.train import train
 
     main.add_command(index)
     main.add_command(query)

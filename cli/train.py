@@ -1,12 +1,10 @@
-"""The ``train`` and ``eval`` click commands: fine-tune an embedding model with a metric loss, and score a model by
-retrieval. The recipe, the class split, the scores and the eval record are the library's; these commands parse, call
-it, print and write. Registered on the main group by ``cli.main``.
+"""The ``train`` click command: fine-tune an embedding model with a metric loss. The recipe, the class split and the
+run are the library's; the command parses, calls it, prints and draws. Registered on the main group by ``cli.main``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +15,12 @@ from cli.common import (
     cannot_write,
     device_option,
     domain_errors,
+    gallery_view_option,
     json_option,
-    missing_data_message,
     open_data,
     parse_options,
-    tta_option,
-    write_output,
+    query_view_option,
+    two_views,
 )
 from cli.progress import EpochBar
 
@@ -151,6 +149,8 @@ def _train_summary(epoch: int, record: dict[str, Any]) -> str:
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Validate and keep a moving average of the weights with this decay (warmed up from 0), e.g. 0.999.",
 )
+@query_view_option
+@gallery_view_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @device_option
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Decoding processes.")
@@ -175,11 +175,16 @@ def train(
     """Fine-tune an embedding model with a metric loss on DATA (one sub-folder per class, an LMDB folder written by
     `simsearch pack`, or a shared set such as omniglot:background).
 
-    A run interrupted can be resumed by running the same command again. Example:
+    Says what it trains and validates on before the first batch, scores the validation classes before training
+    (epoch 0) and after each epoch, and draws both into OUT/history.png. Without a terminal (a log file), a progress
+    line comes after the first batch and then every 30 seconds. A run interrupted can be resumed by running the same
+    command again. On two-view data (the same items seen two ways) --query-view and --gallery-view validate by
+    searching one view with the other. Example:
 
     \b
         simsearch train ./labeled --loss triplet --embed-dim 128 --epochs 20 --out runs/products
         simsearch train ./labeled --sampler pairs --loss contrastive --out runs/siamese
+        simsearch train ./fonts --query-view serif --gallery-view sans -k 2 --out runs/fonts
         simsearch index ./catalog --model runs/products
     """
     from simsearch.training import TrainConfig, class_disjoint_split
@@ -197,7 +202,8 @@ def train(
         backbone_kwargs=parse_options(backbone_options, "--backbone-option"),
         augment_kwargs=parse_options(augment_options, "--augment-option"),
     )
-    train_set, val_set = class_disjoint_split(open_data(data), val_fraction, seed=config.seed)
+    views = two_views(config.query_view, config.gallery_view)
+    train_set, val_set = class_disjoint_split(open_data(data, views=views), val_fraction, seed=config.seed)
     result = run_training(
         config,
         train_set,
@@ -206,6 +212,7 @@ def train(
         EpochBar(quiet, _train_summary),
         resume=not restart,
     )
+    plot = _history_plot(result.checkpoint)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return
@@ -213,150 +220,20 @@ def train(
     click.echo(
         f"best epoch {result.best_epoch} ({best or 'no validation'}) saved in {result.checkpoint}; "
         f"{result.epochs_run} epochs in {result.seconds:.1f} s ({result.samples_per_second:.1f} samples/s)"
-        f"{', stopped early' if result.stopped_early else ''}",
+        f"{', stopped early' if result.stopped_early else ''}{f'; curves in {plot}' if plot else ''}",
         err=True,
     )
 
 
-@click.command(name="eval")
-@click.argument("data")
-@click.option("--model", required=True, help="A checkpoint folder, 'default', or a timm model name.")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Local weights file for --model.")
-@tta_option
-@device_option
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=0, show_default=True)
-@click.option(
-    "--out",
-    "record_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the JSON record here, and its plot beside it (same name, .png) [default for a checkpoint folder: "
-    "MODEL/eval-<DATA's name>[-<TTA>].json].",
-)
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the PNG here: recall@k curve and a 2-D projection of the embeddings [default: beside --out].",
-)
-@click.option(
-    "--gallery",
-    help="Search this labelled set (folder or shared set) instead of DATA itself: DATA's images are then queries "
-    "only, e.g. fashion-mnist:test against fashion-mnist:train. Classes match by name.",
-)
-@click.option(
-    "--projection",
-    type=click.Choice(["pca", "tsne"]),
-    default="pca",
-    show_default=True,
-    help="2-D projection of the plot (tsne: exact, on 1,000 points, about half a minute).",
-)
-@click.option(
-    "--compare",
-    "compare_paths",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An earlier eval record (JSON) whose recall@k curve joins the plot (repeatable).",
-)
-@json_option
-@domain_errors
-def evaluate(
-    data: str,
-    gallery: str | None,
-    model: str,
-    weights: str | None,
-    tta: str | None,
-    device: str,
-    batch_size: int,
-    workers: int,
-    record_path: Path | None,
-    plot_path: Path | None,
-    projection: str,
-    compare_paths: tuple[Path, ...],
-    as_json: bool,
-) -> None:
-    """Score a model by exact k-NN retrieval on DATA (one sub-folder per class, an LMDB folder, or a shared set such
-    as caltech101:test), leave-one-out, or against --gallery; DATA omniglot:one-shot scores the 20 official Omniglot
-    20-way one-shot runs.
+def _history_plot(out_dir: Path) -> Path | None:
+    """OUT/history.png: the loss and the validation scores per epoch, from epoch 0 (None: matplotlib missing)."""
+    from simsearch.plots import save_history_plot
+    from simsearch.runs import HISTORY_FILE
 
-    Prints recall@1/2/4/8/16/32 (hit rate), MAP@R, R-precision and NMI, and writes them with their plot: beside a
-    checkpoint folder's weights by default, or where --out and --plot say. Example:
-
-    \b
-        simsearch eval ./labeled_test --model runs/products   # + runs/products/eval-labeled_test.json, .png
-        simsearch eval ./labeled_test --model default --plot base.png --compare runs/products/eval-labeled_test.json
-    """
-    from simsearch.evaluation import ONE_SHOT_DATA, default_record_path, evaluate_labelled, read_record
-    from simsearch.models import load_embedder
-    from simsearch.plots import require_matplotlib
-
-    compared = [read_record(path) for path in compare_paths]
-    if data == ONE_SHOT_DATA and (gallery or plot_path or compared):
-        raise click.UsageError(f"{ONE_SHOT_DATA} is scored by its own runs: no --gallery, --plot or --compare")
-    if plot_path is not None:
-        require_matplotlib()  # the picture asked for cannot be drawn: say so before any work
-    embedder = load_embedder(model, weights=weights, device=device, tta=tta)
-    if record_path is None and plot_path is None and embedder.spec.get("kind") == "checkpoint":
-        folder = Path(embedder.spec["path"])
-        if os.access(folder, os.W_OK):
-            record_path = default_record_path(folder, data, gallery, tta)
-        else:
-            click.echo(f"{folder} is not writable: no record written (pass --out)", err=True)
-    if data == ONE_SHOT_DATA:
-        _one_shot(embedder, record_path, batch_size, as_json)
-        return
-    dataset = open_data(data)
-    gallery_set = open_data(gallery, "--gallery") if gallery is not None else None  # a bad name fails before any work
-    scored = evaluate_labelled(
-        embedder, dataset, data, gallery=gallery_set, gallery_name=gallery, batch_size=batch_size, workers=workers
-    )
-    record = scored.record
-    for message in record.skipped:
-        click.echo(f"skipped unreadable image {message}", err=True)
-    if plot_path is None and record_path is not None and can_draw("no plot written"):
-        plot_path = record_path.with_suffix(".png")
-    if plot_path is not None:
-        from simsearch.plots import save_eval_plot
-
-        try:
-            save_eval_plot(
-                plot_path,
-                [record.as_dict(), *compared],
-                scored.vectors,
-                scored.labels,
-                classes=dataset.classes,
-                projection=projection,
-            )
-        except OSError as exc:
-            raise cannot_write(plot_path, exc) from None
-        record.plot = str(plot_path)
-    _report(record.as_dict(), record.headline(), record_path, plot_path, as_json)
-
-
-def _report(
-    record: dict[str, Any], headline: str, record_path: Path | None, plot_path: Path | None, as_json: bool
-) -> None:
-    """Write an eval record where asked, then print it: as JSON, or a headline and one line a metric."""
-    text = json.dumps(record, indent=2)
-    if record_path is not None:
-        write_output(record_path, text + "\n")
-    if as_json:
-        click.echo(text)
-        return
-    click.echo(headline)
-    for name, value in record["metrics"].items():
-        click.echo(f"  {name:<17} {value:.4f}" if isinstance(value, float) else f"  {name:<17} {value}")
-    if record_path is not None or plot_path is not None:
-        click.echo(f"wrote {', '.join(str(p) for p in (record_path, plot_path) if p is not None)}", err=True)
-
-
-def _one_shot(embedder: Any, record_path: Path | None, batch_size: int, as_json: bool) -> None:
-    """`simsearch eval omniglot:one-shot`: 20-way accuracy over the official runs, as a record like eval's."""
-    from simsearch.data import DataNotFoundError
-    from simsearch.evaluation import one_shot_record
-
+    if not can_draw("no history.png written"):
+        return None
+    path = out_dir / "history.png"
     try:
-        record = one_shot_record(embedder, batch_size=batch_size)
-    except DataNotFoundError as exc:
-        raise click.ClickException(missing_data_message(exc)) from None
-    _report(record.as_dict(), record.headline(), record_path, None, as_json)
+        return save_history_plot(path, json.loads((out_dir / HISTORY_FILE).read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise cannot_write(path, exc) from None

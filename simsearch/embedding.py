@@ -1,6 +1,7 @@
-"""The one torch -> numpy boundary: image files in, C-contiguous L2-normalised ``(N, D) float32`` vectors out.
+"""Image files in, C-contiguous L2-normalised ``(N, D) float32`` vectors out, in batches for indexing.
 
-Decoding runs in DataLoader worker processes so that it overlaps the forward pass in the main process.
+Decoding runs in DataLoader worker processes so that it overlaps the forward pass in the main process. The forward
+pass itself, the eval transform and the decoding size are `simsearch.models.inputs`', shared with `Embedder.embed`.
 """
 
 from __future__ import annotations
@@ -11,44 +12,35 @@ import math
 import os
 import signal
 import sys
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simsearch.errors import ImageError
-from simsearch.images import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE, load_image, make_thumbnail
-from simsearch.models import Embedder, create_transform
+from simsearch.images import DEFAULT_MAX_PIXELS, load_image, make_thumbnail
+from simsearch.models import Embedder
+
+# decode_min_side, embed_images and forward stay importable from here: the collection, the server and the
+# benchmarks embed through these names.
+from simsearch.models.inputs import (  # noqa: F401
+    Transform,
+    decode_min_side,
+    embed_images,
+    forward,
+    transform_for,
+)
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-Transform = Callable[[PIL.Image.Image], torch.Tensor]
-_transforms: weakref.WeakKeyDictionary[Embedder, Transform] = weakref.WeakKeyDictionary()
-
-
-def transform_for(embedder: Embedder) -> Transform:
-    """The model's eval transform, built once per model: queries should not pay for timm's transform factory."""
-    if embedder not in _transforms:
-        _transforms[embedder] = create_transform(embedder)
-    return _transforms[embedder]
 
 
 def default_workers() -> int:
     """Decoding workers: half the cores, since the forward pass in the main process wants the other half."""
     return max(1, (os.cpu_count() or 2) // 2)
-
-
-def decode_min_side(data_config: dict) -> int:
-    """The shortest side a decoded image needs, so JPEG draft mode never decodes smaller than the transform reads."""
-    _, height, width = data_config["input_size"]
-    crop_pct = float(data_config.get("crop_pct") or 1.0)
-    return max(math.ceil(min(height, width) / crop_pct), THUMBNAIL_SIZE)
 
 
 @dataclass
@@ -112,15 +104,6 @@ class EmbeddedBatch:
     failures: list[tuple[int, str]]  # (position, reason) of files that could not be decoded
 
 
-def forward(embedder: Embedder, batch: torch.Tensor) -> np.ndarray:
-    """Run the model on a ready batch ``(N, 3, H, W)`` and cross to numpy: ``(N, D) float32`` C-contiguous."""
-    device = next(embedder.parameters()).device
-    batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        out = embedder(batch)
-    return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)
-
-
 def embed_files(
     embedder: Embedder,
     paths: Sequence[str | Path],
@@ -158,18 +141,3 @@ def embed_files(
             thumbnails=[item.thumbnail for item in good],
             failures=[(item.position, item.error or "unreadable") for item in items if item.tensor is None],
         )
-
-
-def embed_images(
-    embedder: Embedder,
-    images: Sequence[str | os.PathLike[str] | bytes | PIL.Image.Image],
-    *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> np.ndarray:
-    """Embed a few images in this process (query time: no worker start-up). Raises ImageError on a bad image."""
-    transform = transform_for(embedder)
-    min_side = decode_min_side(embedder.data_config)
-    tensors = [transform(load_image(image, max_pixels=max_pixels, min_side=min_side)) for image in images]
-    if not tensors:
-        return np.empty((0, embedder.embed_dim), dtype=np.float32)
-    return forward(embedder, torch.stack(tensors))

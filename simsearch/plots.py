@@ -1,6 +1,7 @@
 """Pictures of an evaluation: recall@k curves of one or more models and a 2-D projection (PCA or t-SNE) of the test
-embeddings coloured by class. matplotlib (the `plots` extra) is imported inside the drawing functions only (Agg
-canvas, no pyplot): without it everything else works, and drawing raises a `PlotError` that says what to install.
+embeddings coloured by class; and of a training run: its loss and validation scores per epoch. matplotlib (the
+`plots` extra) is imported inside the drawing functions only (Agg canvas, no pyplot): without it everything else
+works, and drawing raises a `PlotError` that says what to install.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "recall_curve",
     "require_matplotlib",
     "save_eval_plot",
+    "save_history_plot",
     "tsne_2d",
 ]
 
@@ -223,13 +225,7 @@ def save_eval_plot(
         ax_proj.set_ylabel(axis_names[1])
         method = "PCA" if projection == "pca" else "t-SNE"
         ax_proj.set_title(f"{method} of the embeddings of {curves[0][0]}")
-    if title:
-        fig.suptitle(title)
-    out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    logger.info("wrote %s", out)
-    return out
+    return _save(fig, path, title)
 
 
 def _draw_projection(
@@ -262,3 +258,56 @@ def _draw_projection(
     ax.text(0.01, 0.99, f"{shown}, {n_classes} classes", transform=ax.transAxes, va="top", fontsize="small")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def save_history_plot(
+    path: str | os.PathLike[str], history: Sequence[Mapping[str, Any]], title: str | None = None
+) -> Path:
+    """Write a PNG of a training run's `history.json`: the training loss per epoch, and beside it the validation
+    R@1 and MAP@R per epoch from epoch 0 (the model before training), so the gain of each epoch can be read.
+
+    Raises:
+        PlotError: no epochs, no matplotlib.
+    """
+    require_matplotlib()
+    trained = [h for h in history if h.get("epoch", 0) >= 1 and "loss" in h]
+    validated = [h for h in history if isinstance(h.get("val"), Mapping)]
+    if not trained and not validated:
+        raise PlotError("no epochs to plot")
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] * 0.8), dpi=FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_val = fig.subplots(1, 2) if validated else (fig.subplots(1, 1), None)
+    ax_loss.plot([h["epoch"] for h in trained], [h["loss"] for h in trained], marker="o")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title("training loss")
+    ax_loss.grid(True, alpha=0.3)
+    if ax_val is not None:
+        epochs = [h["epoch"] for h in validated]
+        for key, label in (("recall@1", "R@1"), ("map@r", "MAP@R")):
+            ax_val.plot(epochs, [h["val"].get(key, np.nan) for h in validated], marker="o", label=label)
+        ax_val.set_xlabel("epoch (0: before training)")
+        ax_val.set_ylabel("validation score")
+        ax_val.set_ylim(0, 1.02)
+        ax_val.set_title("validation")
+        ax_val.grid(True, alpha=0.3)
+        ax_val.legend(loc="lower right", fontsize="small")
+    for ax in (ax_loss, ax_val):
+        if ax is not None:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    return _save(fig, path, title)
+
+
+def _save(fig: Any, path: str | os.PathLike[str], title: str | None) -> Path:
+    """Title a figure and write it as a PNG, its folder made if needed."""
+    if title:
+        fig.suptitle(title)
+    out = Path(path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    logger.info("wrote %s", out)
+    return out

@@ -367,7 +367,7 @@ def test_cli_run_record_is_assembled_from_what_train_and_eval_wrote(tmp_path: Pa
     )
     history = json.loads((run / "history.json").read_text())
     assert record["test"]["map@r"] == evaluation["metrics"]["map@r"] and record["history"] == history
-    assert len(record["history"]) == 2 and record["recipe"]["epochs"] == 2
+    assert [h["epoch"] for h in record["history"]] == [0, 1, 2] and record["recipe"]["epochs"] == 2  # 0: untrained
     assert record["off_the_shelf"]["recall@1"] == evaluation["metrics"]["recall@1"]
     assert record["goal_met"] is False and record["commands"] == ["a", "b"]
     reachable = {"map@r": evaluation["metrics"]["map@r"]}

@@ -178,8 +178,8 @@ def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
     data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A diverged model's NaN vectors must not be scored (faiss would answer them with index -1, read as a hit)."""
-    import simsearch.training.loop as training_loop
-    from simsearch.evaluation import EvaluationError
+    import simsearch.training.validation as validation_module
+    from simsearch.evaluation import EvaluationError, embed_dataset
     from simsearch.models import random_embedder
 
     embedder = random_embedder(TINY.removeprefix("random:"))
@@ -191,7 +191,20 @@ def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
         labels = np.asarray(dataset.labels)  # type: ignore[attr-defined]
         return np.full((len(labels), 16), np.nan, dtype=np.float32), labels
 
-    monkeypatch.setattr(training_loop, "embed_dataset", nan_vectors)
+    monkeypatch.setattr(validation_module, "embed_dataset", nan_vectors)
     train_set, val_set = split_datasets(data_root)
-    with pytest.raises(TrainingError, match="validation after epoch 1: .*NaN"):
+    with pytest.raises(TrainingError, match="validation before training: .*NaN"):
         train(tiny_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run")
+
+    # A model that diverges in its first epoch: the scores before training are fine, those after it are NaN.
+    calls: list[int] = []
+
+    def nan_after_training(model: object, dataset: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(1)
+        if len(calls) == 1:
+            return embed_dataset(model, dataset, **kwargs)  # type: ignore[arg-type]
+        return nan_vectors(model, dataset)
+
+    monkeypatch.setattr(validation_module, "embed_dataset", nan_after_training)
+    with pytest.raises(TrainingError, match="validation after epoch 1: .*NaN"):
+        train(tiny_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run2")

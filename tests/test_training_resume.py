@@ -155,12 +155,13 @@ def test_a_crash_between_the_history_and_the_state_loses_no_epoch(
     with pytest.raises(KeyboardInterrupt):
         train(config, train_set, val_set, out)
     assert last_state(out)["epoch"] == 1
-    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2]
+    # The file starts with epoch 0, the scores before training, written with the first epoch's record.
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [0, 1, 2]
 
     monkeypatch.setattr(run_module, "save_state", real_save_state)
     result = train(config, train_set, val_set, out)
     assert [h["epoch"] for h in result.history] == [1, 2, 3] and result.epochs_run == 3
-    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())] == [0, 1, 2, 3]
     assert result.best_metrics == next(h["val"] for h in result.history if h["epoch"] == result.best_epoch)
 
 

@@ -1,4 +1,5 @@
-"""Labelled image data for metric learning: datasets (folders, arrays, LMDB), the real shared sets, samplers."""
+"""Labelled image data for metric learning: datasets (folders, arrays, LMDB), two-view data, the real shared sets,
+samplers."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from simsearch.data.specs import (
     open_data,
     open_shared_split,
 )
+from simsearch.data.views import ViewedDataset, ViewFolderDataset, class_subset, open_views, pack_views
 
 __all__ = [
     "DATA_ENV",
@@ -45,8 +47,11 @@ __all__ = [
     "OneShotRun",
     "PKSampler",
     "SiamesePairs",
+    "ViewFolderDataset",
+    "ViewedDataset",
     "caltech101_classes",
     "caltech101_split",
+    "class_subset",
     "data_file_name",
     "data_label",
     "data_root",
@@ -59,6 +64,8 @@ __all__ = [
     "open_data",
     "open_image_dataset",
     "open_shared_split",
+    "open_views",
+    "pack_views",
     "pairs_from_batch",
     "triplets_from_batch",
     "write_lmdb_dataset",

@@ -49,6 +49,7 @@ LMDB_FORMAT = "simsearch-image-dataset"
 LMDB_FORMAT_VERSION = 1
 _META_KEY = b"__meta__"
 _LABELS_KEY = b"__labels__"
+_VIEWS_KEY = b"__views__"  # two-view data only: the (N,) view of each image, little-endian int64; meta["views"] names
 _LABEL = struct.Struct("<q")
 _INDEX = struct.Struct(">Q")
 _COMMIT_EVERY = 1000
@@ -65,6 +66,7 @@ def write_lmdb_dataset(
     max_side: int | None = None,
     image_format: str = "PNG",
     overwrite: bool = False,
+    views: tuple[Sequence[str], Sequence[int]] | None = None,
 ) -> int:
     """Pack a labelled image set into one LMDB folder that `LMDBImageDataset` reads back fast.
 
@@ -83,6 +85,7 @@ def write_lmdb_dataset(
         image_format: Pillow format name for images that must be encoded.
         overwrite: replace an existing `path`, which must be an LMDB folder (or an empty one): any other folder, an
             image tree above all, is refused rather than deleted.
+        views: `(view names, view of each item)` of two-view data (`simsearch.data.views`), kept beside the labels.
 
     Files and bytes that do not decode (truncated, corrupt) are skipped with a warning naming them, so the store
     holds only images that decode.
@@ -119,7 +122,8 @@ def write_lmdb_dataset(
         env = lmdb.open(str(tmp), map_size=_INITIAL_MAP_SIZE, subdir=True, meminit=False, map_async=True)
         try:
             pending: list[tuple[bytes, bytes]] = []
-            for image, label in items:
+            kept: list[int] = []
+            for position, (image, label) in enumerate(items):
                 try:
                     encoded = _encode(image, max_side, image_format)
                 except ImageError as exc:
@@ -130,6 +134,7 @@ def write_lmdb_dataset(
                     continue
                 pending.append((_INDEX.pack(len(labels)), _LABEL.pack(int(label)) + encoded))
                 labels.append(int(label))
+                kept.append(position)
                 if len(pending) >= _COMMIT_EVERY:
                     _put_all(env, pending)
                     pending = []
@@ -138,6 +143,9 @@ def write_lmdb_dataset(
             if len(names) < n_classes:
                 raise DatasetError(f"{len(names)} class names for labels up to {n_classes - 1}")
             meta = {"format": LMDB_FORMAT, "version": LMDB_FORMAT_VERSION, "length": len(labels), "classes": names}
+            if views is not None:  # an optional key: a reader that does not know it reads the items as classes
+                meta["views"] = list(views[0])
+                pending.append((_VIEWS_KEY, np.asarray(views[1], dtype="<i8")[kept].tobytes()))
             pending.append((_META_KEY, json.dumps(meta).encode()))
             pending.append((_LABELS_KEY, np.asarray(labels, dtype="<i8").tobytes()))
             _put_all(env, pending)
@@ -277,6 +285,7 @@ class LMDBImageDataset(Dataset):
         with _reader_env(self.path).begin(buffers=False) as txn:
             raw_meta = txn.get(_META_KEY)
             raw_labels = txn.get(_LABELS_KEY)
+            raw_views = txn.get(_VIEWS_KEY)
         if raw_meta is None or raw_labels is None:
             raise DatasetError(f"{self.path} is an LMDB folder but not a simsearch image dataset (no header)")
         meta = json.loads(raw_meta)
@@ -291,6 +300,9 @@ class LMDBImageDataset(Dataset):
         if len(self.labels) != meta["length"]:
             raise DatasetError(f"{self.path}: header says {meta['length']} images, labels hold {len(self.labels)}")
         self.classes: list[str] = list(meta["classes"])
+        # Two-view data: the view of each image (`simsearch.data.views`); None for a plain labelled set.
+        self.view_names: list[str] | None = list(meta["views"]) if raw_views is not None else None
+        self.views: np.ndarray | None = None if raw_views is None else np.frombuffer(raw_views, "<i8").astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -9,7 +9,7 @@ when it is validated, scored by `simsearch eval` and by the benchmarks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ __all__ = [
     "embed_dataset",
     "embed_queries_and_gallery",
     "labels_by_class_name",
+    "readable_batches",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,14 +48,16 @@ class TransformedDataset(Dataset):
         self,
         dataset: Any,
         transform: Callable[[Image.Image], torch.Tensor],
-        embedder: Embedder,
+        embedder: Embedder | None,
         *,
         replace_unreadable: bool = False,
         skip_unreadable: bool = False,
     ) -> None:
+        """Without an `embedder` (a baseline that needs no model) the images are converted to "RGB"."""
         self.dataset = dataset
         self.transform = transform
-        self.mode = "L" if embedder.data_config.get("input_size", (3,))[0] == 1 else "RGB"
+        grey = embedder is not None and embedder.data_config.get("input_size", (3,))[0] == 1
+        self.mode = "L" if grey else "RGB"
         self.labels = np.asarray(dataset.labels, dtype=np.int64)
         self.replace_unreadable = replace_unreadable
         self.skip_unreadable = skip_unreadable
@@ -114,6 +117,27 @@ def autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def readable_batches(
+    data: TransformedDataset, *, batch_size: int, workers: int, skipped: list[str] | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The `(images, labels)` batches of a transformed dataset in order. With `skipped` (and a dataset made with
+    `skip_unreadable`) an image that fails to decode is left out and its message appended there."""
+    lenient = skipped is not None
+    loader = DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_readable if lenient else None,
+    )
+    for batch in loader:
+        if lenient:
+            skipped.extend(batch[2])  # type: ignore[union-attr]
+            if batch[0] is None:
+                continue
+        yield batch[0], batch[1]
+
+
 def embed_dataset(
     embedder: Embedder,
     dataset: Any,
@@ -133,28 +157,16 @@ def embed_dataset(
         `(N, D) float32` unit vectors and `(N,) int64` labels, of the images that were read.
     """
     dev = device or next(embedder.parameters(), torch.empty(0)).device  # a parameter-free model runs on the CPU
-    lenient = skipped is not None
-    data = TransformedDataset(dataset, create_transform(embedder), embedder, skip_unreadable=lenient)
-    loader = DataLoader(
-        data,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_readable if lenient else None,
-    )
+    data = TransformedDataset(dataset, create_transform(embedder), embedder, skip_unreadable=skipped is not None)
     was_training = embedder.training
     embedder.eval()
     chunks: list[np.ndarray] = []
     label_chunks: list[np.ndarray] = []
     try:
         with torch.inference_mode(), autocast(dev):
-            for batch in loader:
-                if lenient:
-                    skipped.extend(batch[2])  # type: ignore[union-attr]
-                    if batch[0] is None:
-                        continue
-                chunks.append(embedder(batch[0].to(dev)).float().cpu().numpy())
-                label_chunks.append(batch[1].numpy())
+            for images, labels in readable_batches(data, batch_size=batch_size, workers=workers, skipped=skipped):
+                chunks.append(embedder(images.to(dev)).float().cpu().numpy())
+                label_chunks.append(labels.numpy())
     finally:
         embedder.train(was_training)
     if not chunks:

@@ -35,8 +35,11 @@ class EvalRecord:
         images, classes: the query set's size.
         protocol: how it was searched (exact k-NN, cosine, leave-one-out or against a gallery).
         metrics: `simsearch.metrics.retrieval_metrics` (recall@k, precision@k, MAP@R, R-precision, NMI, counts).
+        omitted: the scores left out, each with the reason (NMI with one image per class, a k above the gallery).
         skipped: messages of the images that could not be read and were left out.
         gallery, data: what was searched and what queried it, as `simsearch.data.data_label` gives them.
+        baselines: the same images scored without a model (`simsearch.evaluation.baselines`), same protocol.
+        views: `{"query": view, "gallery": view}` of two-view data searched from one view to the other.
         plot: the PNG drawn of it.
     """
 
@@ -47,9 +50,12 @@ class EvalRecord:
     classes: int
     protocol: str
     metrics: dict[str, Any]
+    omitted: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     gallery: str | None = None
     data: str | None = None
+    baselines: list[EvalRecord] = field(default_factory=list)
+    views: dict[str, str] | None = None
     plot: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,11 +69,17 @@ class EvalRecord:
             "protocol": self.protocol,
             "metrics": dict(self.metrics),
         }
+        if self.omitted:
+            out["omitted"] = dict(self.omitted)
         if self.skipped:
             out["skipped"] = list(self.skipped)
-        for key in ("gallery", "data", "plot"):
+        for key in ("gallery", "data", "views"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.baselines:
+            out["baselines"] = [baseline.as_dict() for baseline in self.baselines]
+        if self.plot is not None:
+            out["plot"] = self.plot
         return out
 
     def headline(self) -> str:
@@ -104,12 +116,16 @@ class OneShotRecord:
         return f"{self.model} on {self.data} ({self.runs} runs of 20 queries)"
 
 
-def default_record_path(folder: Path, data: str, gallery: str | None, tta: str | None = None) -> Path:
-    """`eval-<DATA>[-vs-<GALLERY>][-<TTA>].json` in a checkpoint folder; when that file holds another folder's record
-    (two `test` folders in different places), a short hash of this DATA's path is added rather than overwriting it."""
+def default_record_path(
+    folder: Path, data: str, gallery: str | None, tta: str | None = None, views: tuple[str, str] | None = None
+) -> Path:
+    """`eval-<DATA>[-vs-<GALLERY>][-<QUERY VIEW>-to-<GALLERY VIEW>][-<TTA>].json` in a checkpoint folder; when that
+    file holds another folder's record (two `test` folders in different places), a short hash of this DATA's path is
+    added rather than overwriting it."""
     from simsearch.data import data_file_name, data_label
 
-    name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "") + (f"-{tta}" if tta else "")
+    name = data_file_name(data) + (f"-vs-{data_file_name(gallery)}" if gallery else "")
+    name += (f"-{views[0]}-to-{views[1]}" if views else "") + (f"-{tta}" if tta else "")
     path = folder / f"eval-{name}.json"
     labels = {"data": data_label(data), "gallery": data_label(gallery) if gallery else None}
     try:

@@ -1,19 +1,21 @@
 """Scoring a model by retrieval: exact k-NN recall@k (hit rate), MAP@R, R-precision and NMI of a labelled set,
-leave-one-out or against a gallery, as a typed record (`simsearch.evaluation.records`); and the Omniglot 20-way
-one-shot protocol."""
+leave-one-out or against a gallery, as a typed record (`simsearch.evaluation.records`), optionally beside the
+raw-pixel baselines of the same images; and the Omniglot 20-way one-shot protocol."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from simsearch.data import ArrayDataset, data_label, omniglot_one_shot_runs
+from simsearch.evaluation.baselines import pixel_baselines
 from simsearch.evaluation.embedding import embed_dataset, embed_queries_and_gallery
+from simsearch.evaluation.protocol import EVAL_KS, score_vectors, views_protocol
 from simsearch.evaluation.records import EvalRecord, EvaluationError, OneShotRecord
-from simsearch.metrics import one_shot_accuracy, retrieval_metrics
+from simsearch.metrics import one_shot_accuracy
 from simsearch.models import Embedder
 
 __all__ = [
@@ -26,16 +28,15 @@ __all__ = [
     "one_shot_record",
 ]
 
-# The k of recall@k that `evaluate` reports (hit rate), as in the deep-metric-learning literature and the eval plot.
-EVAL_KS = (1, 2, 4, 8, 16, 32)
-
 
 def evaluate(
     embedder: Embedder,
     dataset: Any,
     *,
     gallery: Any | None = None,
-    ks: tuple[int, ...] = EVAL_KS,
+    views: tuple[str, str] | None = None,
+    ks: Sequence[int] = EVAL_KS,
+    baselines: bool = False,
     batch_size: int = 64,
     workers: int = 0,
     seed: int = 0,
@@ -43,12 +44,42 @@ def evaluate(
     """Exact k-NN retrieval scores of a labelled dataset: recall@k (hit rate), MAP@R, R-precision, NMI.
 
     Leave-one-out over `dataset` by default; with `gallery` (another labelled dataset) each image of `dataset` searches
-    the gallery instead, classes matched by name. k values larger than the gallery allows are dropped.
+    the gallery instead, classes matched by name; with `views` `(query view, gallery view)` of two-view data
+    (`simsearch.data.open_views`) each image of the query view searches the images of the gallery view. k values
+    larger than the gallery allows are left out, and so is NMI where the queries hold about one image per class; the
+    record's `omitted` says why. `baselines` adds the raw-pixel scores of the same images under the same protocol
+    (`simsearch.evaluation.baselines`).
     """
+    dataset, gallery, protocol = _searched_views(dataset, gallery, views)
     vectors, labels, searched = embed_queries_and_gallery(
         embedder, dataset, gallery, batch_size=batch_size, workers=workers
     )
-    return evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks, seed=seed)
+    record = evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks, protocol=protocol, seed=seed)
+    if baselines:
+        record.baselines = pixel_baselines(dataset, gallery, ks=ks, protocol=protocol, workers=workers)
+    record.views = None if views is None else {"query": views[0], "gallery": views[1]}
+    return record
+
+
+def _searched_views(dataset: Any, gallery: Any | None, views: tuple[str, str] | None) -> tuple[Any, Any, str | None]:
+    """`(queries, gallery, protocol)`: as given, or the query and gallery views of two-view data.
+
+    Raises:
+        EvaluationError: views with a gallery, views of data without views, a view the data lack.
+    """
+    if views is None:
+        return dataset, gallery, None
+    from simsearch.data import DatasetError
+
+    if gallery is not None:
+        raise EvaluationError("two-view data search one view with the other: no separate gallery")
+    if not hasattr(dataset, "view"):
+        raise EvaluationError("query and gallery views need two-view data (see simsearch.data.open_views)")
+    try:
+        queries, searched = dataset.view(views[0]), dataset.view(views[1])
+    except DatasetError as exc:
+        raise EvaluationError(str(exc)) from None
+    return queries, searched, views_protocol(*views)
 
 
 def evaluate_embeddings(
@@ -57,7 +88,8 @@ def evaluate_embeddings(
     labels: np.ndarray,
     *,
     gallery: tuple[np.ndarray, np.ndarray] | None = None,
-    ks: tuple[int, ...] = EVAL_KS,
+    ks: Sequence[int] = EVAL_KS,
+    protocol: str | None = None,
     seed: int = 0,
 ) -> EvalRecord:
     """`evaluate` on embeddings computed already (by `embed_dataset`), e.g. to plot them as well.
@@ -68,25 +100,18 @@ def evaluate_embeddings(
         labels: `(N,)` classes.
         gallery: `(vectors, labels)` to search instead of `vectors` themselves (labels in the same numbering, see
             `labels_by_class_name`); without it the search is leave-one-out.
+        protocol: how the record describes the search [default: leave-one-out or against a gallery].
     """
-    size = len(vectors) - 1 if gallery is None else len(gallery[0])
-    usable = tuple(k for k in ks if k <= size)
-    if not usable:
-        raise EvaluationError(f"evaluation needs at least two images, got {len(vectors)}")
-    searched: dict[str, Any] = {} if gallery is None else {"gallery": gallery[0], "gallery_labels": gallery[1]}
-    try:
-        scores = retrieval_metrics(vectors, labels, ks=usable, seed=seed, **searched)
-    except ValueError as exc:
-        raise EvaluationError(str(exc)) from None
-    protocol = "exact k-NN, cosine, leave-one-out" if gallery is None else "exact k-NN, cosine, against a gallery"
-    return EvalRecord(
+    return score_vectors(
+        vectors,
+        labels,
         model=embedder.model_id,
-        tta=embedder.tta,
         embed_dim=embedder.embed_dim,
-        images=len(vectors),
-        classes=len(np.unique(labels)),
+        tta=embedder.tta,
+        gallery=gallery,
+        ks=ks,
         protocol=protocol,
-        metrics={k: (float(v) if isinstance(v, float) else v) for k, v in scores.items()},
+        seed=seed,
     )
 
 
@@ -106,16 +131,23 @@ def evaluate_labelled(
     *,
     gallery: Any | None = None,
     gallery_name: str | None = None,
+    views: tuple[str, str] | None = None,
+    ks: Sequence[int] = EVAL_KS,
+    baselines: bool = False,
     batch_size: int = 64,
     workers: int = 0,
 ) -> ScoredSet:
     """`evaluate` of DATA as `simsearch eval` scores it: unreadable images are left out and listed in the record's
     `skipped` (a stand-in would skew the score), and the record names DATA and the gallery (`data_label`)."""
     skipped: list[str] = []
+    dataset, gallery, protocol = _searched_views(dataset, gallery, views)
     vectors, labels, searched = embed_queries_and_gallery(
         embedder, dataset, gallery, batch_size=batch_size, workers=workers, skipped=skipped
     )
-    record = evaluate_embeddings(embedder, vectors, labels, gallery=searched)
+    record = evaluate_embeddings(embedder, vectors, labels, gallery=searched, ks=ks, protocol=protocol)
+    if baselines:  # the same images fail again: the list already names them
+        record.baselines = pixel_baselines(dataset, gallery, ks=ks, protocol=protocol, workers=workers, skipped=[])
+    record.views = None if views is None else {"query": views[0], "gallery": views[1]}
     record.skipped = skipped
     record.gallery = data_label(gallery_name) if gallery_name is not None else None
     record.data = data_label(data)

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import timm
 import timm.data
 import torch
@@ -186,6 +187,23 @@ class Embedder(nn.Module):
         if self.tta == "hflip" and not self.training:
             z = (z + self.head(self.backbone(x.flip(-1))).float()) / 2
         return F.normalize(z, dim=1) if normalize else z
+
+    def embed(self, images: Any, *, batch_size: int = 64) -> np.ndarray:
+        """Embed images: paths, encoded bytes or PIL images (one alone counts as a list of one).
+
+        Each goes through the model's own eval transform, in eval mode, on the model's device, as a collection
+        embeds it. Without a collection or a labelled folder: `load_embedder("runs/products").embed(["a.jpg"])`.
+
+        Returns:
+            `(N, D) float32`, rows of unit L2 norm.
+
+        Raises:
+            ImageError: an input that is not a path, bytes or a PIL image (an int, an array), or an image that
+                cannot be read.
+        """
+        from simsearch.models.inputs import embed_images
+
+        return embed_images(self, images, batch_size=batch_size)
 
     def extra_repr(self) -> str:
         tta = f", tta={self.tta!r}" if self.tta else ""

@@ -6,6 +6,7 @@ from simsearch.models import channel_data_config
 from simsearch.runs import LAST_DIR, STATE_FILE
 from simsearch.training.loop import TrainProgress, TrainResult, train
 from simsearch.training.model import build_embedder, frozen_stages
+from simsearch.training.plan import RunPlan
 from simsearch.training.recipe import (
     AUGMENT_OPTIONS,
     RANDOM_PREFIX,
@@ -21,6 +22,7 @@ __all__ = [
     "LAST_DIR",
     "RANDOM_PREFIX",
     "SAMPLERS",
+    "RunPlan",
     "STATE_FILE",
     "TrainConfig",
     "TrainProgress",

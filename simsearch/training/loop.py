@@ -11,16 +11,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 
-from simsearch.evaluation import TransformedDataset, embed_dataset
+from simsearch.evaluation import TransformedDataset
 from simsearch.losses import MetricLoss, create_loss
-from simsearch.metrics import retrieval_metrics
 from simsearch.models import Embedder, resolve_device, save_checkpoint
 from simsearch.runs import (
     Best,
@@ -40,20 +39,28 @@ from simsearch.training.model import (
     set_train_mode,
     train_transform,
 )
+from simsearch.training.plan import RunPlan
 from simsearch.training.recipe import RESUMABLE_FIELDS, TrainConfig, TrainingError
 from simsearch.training.schedule import WarmupCosine, warn_on_new_schedule
+from simsearch.training.validation import Validation, make_validation
 
 __all__ = ["TrainProgress", "TrainResult", "train"]
 
 logger = logging.getLogger(__name__)
 
-#: Receives a run's progress (the CLI draws a bar with it); the same protocol for both loops.
-TrainProgress = EpochProgress
+
+class TrainProgress(EpochProgress, Protocol):
+    """Receives a run's progress (the CLI draws a bar with it): the protocol of both loops, and two optional calls
+    that a progress object may leave out. `start_run(plan)` comes before any batch (`RunPlan`: the data, split,
+    batches and device); `before_training(scores)` gives the validation scores of the model as it starts (epoch 0),
+    before the first epoch of a fresh run."""
 
 
 @dataclass
 class TrainResult:
-    """What a run produced. `checkpoint` is `out_dir` itself: the best epoch's model, loadable by `load_embedder`."""
+    """What a run produced. `checkpoint` is `out_dir` itself: the best epoch's model, loadable by `load_embedder`.
+    `history` holds the trained epochs (from 1); `before_training` the validation scores of the starting model
+    (epoch 0 of history.json; empty without validation)."""
 
     checkpoint: Path
     best_epoch: int
@@ -63,6 +70,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     seconds: float
     samples_per_second: float
+    before_training: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -88,8 +96,9 @@ def train(
     epoch is kept as the best (the last one wins).
 
     Writes to `out_dir`: the best model as a simsearch checkpoint (model.safetensors + config.json with "loss",
-    "recipe", "metrics"), `history.json`, and `last/state.pt` (model, loss, optimizer, scheduler, epoch) from which
-    a later call with the same recipe resumes when `resume`.
+    "recipe", "metrics"), `history.json` (with validation, its first record is epoch 0: the scores before training),
+    and `last/state.pt` (model, loss, optimizer, scheduler, epoch) from which a later call with the same recipe
+    resumes when `resume`.
 
     Raises:
         TrainingError: a bad recipe, too few classes, or a `last/` state written by another recipe.
@@ -97,13 +106,17 @@ def train(
     config.check()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    num_labels = _check_data(config, train_dataset, val_dataset)
+    validation = make_validation(config, val_dataset, device)
+    num_labels = _check_data(config, train_dataset, validation)
     parts = _Parts.build(config, train_dataset, num_labels, device)
     data = _data_summary(train_dataset, val_dataset)
     run = RunFolder(Path(out_dir).expanduser(), _identity(config, data), resume=resume)
     best = Best(higher_is_better=True)
     start_epoch = _resume(parts, run, best)
-    return _run_epochs(parts, run, best, start_epoch, val_dataset, data, progress)
+    plan = _plan(parts, data, validation, start_epoch)
+    logger.info("%s", plan.describe())
+    _optional_call(progress, "start_run", plan)
+    return _run_epochs(parts, run, best, start_epoch, validation, data, progress)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -111,7 +124,7 @@ def train(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _check_data(config: TrainConfig, train_dataset: Any, val_dataset: Any | None) -> int:
+def _check_data(config: TrainConfig, train_dataset: Any, validation: Validation | None) -> int:
     """Refuse data the recipe cannot train on, before any model is built; return the number of loss classes (labels
     index the loss's classes: softmax rows, proxies, centres; a gap in them leaves a class unused)."""
     train_labels = np.asarray(train_dataset.labels)
@@ -122,12 +135,33 @@ def _check_data(config: TrainConfig, train_dataset: Any, val_dataset: Any | None
         raise TrainingError(f"P x K batches need at least p={config.p} training classes, the data have {num_classes}")
     if config.sampler == "pairs" and num_classes < 2:
         raise TrainingError(f"Siamese pairs need at least two training classes, the data have {num_classes}")
-    if val_dataset is not None:
-        # Validation scores each image against the others of its class: a class of one image has nothing to find.
-        _, val_counts = np.unique(np.asarray(val_dataset.labels), return_counts=True)
-        if not (val_counts >= 2).any():
-            raise TrainingError("the validation set needs a class with at least two images")
+    if validation is not None:
+        validation.check()
     return int(train_labels.max()) + 1
+
+
+def _plan(parts: _Parts, data: dict[str, Any], validation: Validation | None, start_epoch: int) -> RunPlan:
+    config = parts.config
+    return RunPlan(
+        train_classes=len(data["train"]["classes"]),
+        train_images=data["train"]["images"],
+        val_classes=len(data["val"]["classes"]),
+        val_images=data["val"]["images"],
+        val_protocol=validation.protocol if validation is not None else "",
+        epochs=config.epochs,
+        start_epoch=start_epoch,
+        steps_per_epoch=parts.batches.steps_per_epoch,
+        batch=f"{config.pair_batch_size} pairs" if config.sampler == "pairs" else f"{config.p} classes x {config.k}",
+        device=str(parts.device),
+        threads=torch.get_num_threads(),
+    )
+
+
+def _optional_call(progress: TrainProgress | None, name: str, *args: Any) -> None:
+    """Call one of the progress calls that a progress object may leave out (see `TrainProgress`)."""
+    method = getattr(progress, name, None)
+    if method is not None:
+        method(*args)
 
 
 def _data_summary(train_dataset: Any, val_dataset: Any | None) -> dict[str, Any]:
@@ -257,14 +291,18 @@ def _run_epochs(
     run: RunFolder,
     best: Best,
     start_epoch: int,
-    val_dataset: Any | None,
+    validation: Validation | None,
     data: dict[str, Any],
     progress: TrainProgress | None,
 ) -> TrainResult:
     config = parts.config
     best_metrics: dict[str, Any] = next((h.get("val", {}) for h in run.history if h["epoch"] == best.epoch), {})
+    if validation is not None and start_epoch == 0:
+        # The starting model's scores, the point every epoch's gain is read from. Kept in memory until the first
+        # epoch writes the history with it: a run stopped before then leaves nothing behind to resume.
+        run.history.append({"epoch": 0, "val": validation.score(parts.kept, 0)})
+        _optional_call(progress, "before_training", run.history[0]["val"])
     throughput = Throughput()
-    val_skipped: set[str] = set()
     stopped_early = False
     parts.loss_fn.train()
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -273,8 +311,8 @@ def _run_epochs(
             break
         record = _train_epoch(parts, epoch, progress)
         throughput.add(record.pop("samples"))
-        if val_dataset is not None:
-            record["val"] = _validate(parts, val_dataset, epoch, val_skipped)
+        if validation is not None:
+            record["val"] = validation.score(parts.kept, epoch)
         improved = best.update(epoch, record["val"]["map@r"] if "val" in record else float(epoch))
         if improved:
             best_metrics = dict(record.get("val", {}))
@@ -284,15 +322,17 @@ def _run_epochs(
         run.end_epoch(record, parts.state(best), summary=f"loss {record['loss']:.4f}{val}", improved=improved)
         if progress is not None:
             progress.end_epoch(epoch, record)
+    trained = [h for h in run.history if h["epoch"] >= 1]
     return TrainResult(
         checkpoint=run.out,
         best_epoch=best.epoch,
         best_metrics=best_metrics,
-        epochs_run=len(run.history),
+        epochs_run=len(trained),
         stopped_early=stopped_early,
-        history=run.history,
+        history=trained,
         seconds=throughput.seconds,
         samples_per_second=throughput.per_second,
+        before_training=next((dict(h.get("val", {})) for h in run.history if h["epoch"] == 0), {}),
     )
 
 
@@ -333,24 +373,3 @@ def _train_epoch(parts: _Parts, epoch: int, progress: TrainProgress | None) -> d
         "samples_per_second": seen.per_second,
         "samples": seen.samples,
     }
-
-
-def _validate(parts: _Parts, val_dataset: Any, epoch: int, reported: set[str]) -> dict[str, float]:
-    """R@1 and MAP@R of the kept model on the validation classes; each unreadable image is reported once a run."""
-    skipped: list[str] = []
-    vectors, val_labels = embed_dataset(
-        parts.kept,
-        val_dataset,
-        batch_size=parts.config.val_batch_size,
-        workers=parts.config.workers,
-        device=parts.device,
-        skipped=skipped,
-    )
-    for message in sorted(set(skipped) - reported):  # each bad file once per run, not once per epoch
-        logger.warning("validation leaves out an unreadable image: %s", message)
-    reported.update(skipped)
-    try:
-        scores = retrieval_metrics(vectors, val_labels, ks=(1,), nmi=False)
-    except ValueError as exc:  # NaN embeddings: the model diverged although the loss stayed finite
-        raise TrainingError(f"validation after epoch {epoch}: {exc}") from None
-    return {"recall@1": float(scores["recall@1"]), "map@r": float(scores["map@r"])}

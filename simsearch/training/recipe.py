@@ -71,6 +71,9 @@ class TrainConfig:
         ema_decay: keep an exponential moving average of the model's weights (timm's `ModelEmaV3`, its decay warmed
             up from 0 towards this cap), and validate and checkpoint the average: late epochs of a run differ by
             more than their trend, and the average smooths that out. None trains without one.
+        query_view, gallery_view: on two-view data (`simsearch.data.views`), validate by searching the validation
+            items' `gallery_view` images with their `query_view` images, as `simsearch eval` scores such data;
+            None (both): leave-one-out over every validation image.
     """
 
     backbone: str = "default"
@@ -106,6 +109,8 @@ class TrainConfig:
     patience: int | None = 5
     val_batch_size: int = 64
     ema_decay: float | None = None
+    query_view: str | None = None
+    gallery_view: str | None = None
 
     def check(self) -> None:
         """Raise TrainingError for a recipe that cannot run."""
@@ -141,6 +146,13 @@ class TrainConfig:
             raise TrainingError(f"seed must be >= 0, got {self.seed}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise TrainingError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if (self.query_view is None) != (self.gallery_view is None) or (
+            self.query_view is not None and self.query_view == self.gallery_view
+        ):
+            raise TrainingError(
+                f"two-view validation needs a query view and another gallery view, "
+                f"got {self.query_view!r} and {self.gallery_view!r}"
+            )
         if not isinstance(self.backbone_kwargs, dict):
             raise TrainingError(f"backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}")
         _check_augment_kwargs(self.augment_kwargs)
@@ -204,8 +216,9 @@ def split_classes(classes: list[str], val_fraction: float, *, seed: int = 0) -> 
 
 def class_disjoint_split(dataset: Any, val_fraction: float, *, seed: int = 0) -> tuple[Any, Any | None]:
     """`dataset` (with `classes` and `labels`) as a training set and a validation set of other classes
-    (`split_classes`), each relabelled from 0; the validation set is None when `val_fraction` is 0."""
-    from simsearch.data import ClassSubset
+    (`split_classes`), each relabelled from 0 (two-view data keep their views); the validation set is None when
+    `val_fraction` is 0."""
+    from simsearch.data import class_subset
 
     train_classes, val_classes = split_classes(list(dataset.classes), val_fraction, seed=seed)
-    return ClassSubset(dataset, train_classes), (ClassSubset(dataset, val_classes) if val_classes else None)
+    return class_subset(dataset, train_classes), (class_subset(dataset, val_classes) if val_classes else None)

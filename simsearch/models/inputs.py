@@ -1,0 +1,102 @@
+"""Images as a model takes them: the inputs accepted (paths, encoded bytes, PIL images), how far a JPEG is decoded,
+the model's eval transform (built once per model) and the forward pass that crosses to numpy.
+
+`Embedder.embed` and a collection's queries and indexing (`simsearch.embedding`) all go through these, so an image
+gives the same vector whichever way it is embedded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from simsearch.errors import ImageError
+from simsearch.images import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE, load_image
+from simsearch.models.embedder import create_transform
+
+if TYPE_CHECKING:
+    from simsearch.models.embedder import Embedder
+
+__all__ = ["ImageInput", "as_image_list", "decode_min_side", "embed_images", "forward", "transform_for"]
+
+ImageInput = str | os.PathLike[str] | bytes | PIL.Image.Image
+"""One image as `Embedder.embed` and a collection's search take it: a path, the file's bytes, or a PIL image."""
+
+Transform = Callable[[PIL.Image.Image], torch.Tensor]
+_transforms: weakref.WeakKeyDictionary[Embedder, Transform] = weakref.WeakKeyDictionary()
+
+
+def transform_for(embedder: Embedder) -> Transform:
+    """The model's eval transform, built once per model: queries should not pay for timm's transform factory."""
+    if embedder not in _transforms:
+        _transforms[embedder] = create_transform(embedder)
+    return _transforms[embedder]
+
+
+def decode_min_side(data_config: dict) -> int:
+    """The shortest side a decoded image needs, so JPEG draft mode never decodes smaller than the transform reads
+    (nor than a thumbnail, so that indexing and a query decode a file alike)."""
+    _, height, width = data_config["input_size"]
+    crop_pct = float(data_config.get("crop_pct") or 1.0)
+    return max(math.ceil(min(height, width) / crop_pct), THUMBNAIL_SIZE)
+
+
+def forward(embedder: Embedder, batch: torch.Tensor) -> np.ndarray:
+    """Run the model on a ready batch ``(N, 3, H, W)`` and cross to numpy: ``(N, D) float32`` C-contiguous."""
+    device = next(embedder.parameters()).device
+    batch = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out = embedder(batch)
+    return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)
+
+
+def as_image_list(images: Any) -> list[ImageInput]:
+    """`images` as a list of inputs: one image alone counts as a list of one.
+
+    Raises:
+        ImageError: anything but a path, bytes or a PIL image, or a sequence of them, naming the first that is not
+            (an int would otherwise be opened as a file descriptor).
+    """
+    single = (str, os.PathLike, bytes, bytearray, memoryview, PIL.Image.Image)
+    accepted = "a file path, encoded bytes or a PIL image"
+    if not isinstance(images, single) and not isinstance(images, Iterable):
+        raise ImageError(f"{type(images).__name__} is not {accepted} (or a list of them)")
+    listed = [images] if isinstance(images, single) else list(images)
+    for position, item in enumerate(listed):
+        if not isinstance(item, single):
+            raise ImageError(f"image {position} is {type(item).__name__}, not {accepted}")
+    return listed
+
+
+def embed_images(
+    embedder: Embedder, images: Any, *, batch_size: int = 64, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """`(N, D) float32` L2-normalised vectors of images (paths, bytes, PIL images; one alone counts as a list),
+    decoded in this process, `batch_size` at a time through the model in eval mode.
+
+    Raises:
+        ImageError: an input of another type, or an image that cannot be read.
+    """
+    listed = as_image_list(images)
+    transform = transform_for(embedder)
+    min_side = decode_min_side(embedder.data_config)
+    chunks: list[np.ndarray] = []
+    was_training = embedder.training
+    embedder.eval()
+    try:
+        for start in range(0, len(listed), batch_size):
+            batch = listed[start : start + batch_size]
+            tensors = [transform(load_image(image, max_pixels=max_pixels, min_side=min_side)) for image in batch]
+            chunks.append(forward(embedder, torch.stack(tensors)))
+    finally:
+        embedder.train(was_training)
+    if not chunks:
+        return np.empty((0, embedder.embed_dim), dtype=np.float32)
+    return chunks[0] if len(chunks) == 1 else np.ascontiguousarray(np.concatenate(chunks))

@@ -1,0 +1,66 @@
+"""`Embedder.embed`: images in the forms a user holds them (paths, bytes, PIL images) to `(N, D) float32`, the same
+vectors that scoring and a collection get for them, and a clear error for anything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLE_PHOTOS
+from PIL import Image
+from test_training import TINY
+
+from simsearch.data import ImageFolderDataset
+from simsearch.errors import ImageError
+from simsearch.evaluation import embed_dataset
+from simsearch.models import Embedder, random_embedder
+
+
+def test_paths_bytes_and_pil_images_give_the_vectors_that_scoring_gives(default_embedder: Embedder) -> None:
+    paths = sorted((SAMPLE_PHOTOS / "pizza").iterdir())[:3]
+    as_bytes = paths[1].read_bytes()
+    with Image.open(paths[2]) as opened:
+        as_pil = opened.copy()
+    vectors = default_embedder.embed([str(paths[0]), as_bytes, as_pil], batch_size=2)  # two batches
+    assert vectors.shape == (3, default_embedder.embed_dim) and vectors.dtype == np.float32
+    assert vectors.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+    dataset = ImageFolderDataset(SAMPLE_PHOTOS, classes=["pizza"])
+    dataset.samples = dataset.samples[:3]
+    dataset.labels = dataset.labels[:3]
+    expected, _ = embed_dataset(default_embedder, dataset)
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
+
+    one = default_embedder.embed(paths[0])  # a single image is a list of one
+    np.testing.assert_allclose(one, vectors[:1], atol=1e-5)
+    assert default_embedder.embed([]).shape == (0, default_embedder.embed_dim)
+
+
+def test_an_int_or_an_array_is_a_clear_error_before_anything_is_read(
+    default_embedder: Embedder, tmp_path: Path
+) -> None:
+    with pytest.raises(ImageError, match="^int is not a file path, encoded bytes or a PIL image"):
+        default_embedder.embed(3)  # type: ignore[arg-type]
+    path = str(next((SAMPLE_PHOTOS / "pizza").iterdir()))
+    with pytest.raises(ImageError, match="^image 1 is int, not a file path, encoded bytes or a PIL image"):
+        default_embedder.embed([path, 0])
+    with pytest.raises(ImageError, match="^image 0 is ndarray"):
+        default_embedder.embed([np.zeros((8, 8, 3), np.uint8)])
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(ImageError):
+        default_embedder.embed([tmp_path / "broken.jpg"])
+
+
+def test_a_model_in_training_mode_embeds_in_eval_mode_and_is_left_as_it_was() -> None:
+    torch.manual_seed(0)
+    model = random_embedder(TINY.removeprefix("random:"))
+    model.train()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    first = model.embed([image, image])
+    assert model.training
+    np.testing.assert_allclose(first[0], first[1], atol=1e-6)  # no dropout, no batch statistics
+    model.eval()
+    np.testing.assert_allclose(model.embed([image]), first[:1], atol=1e-5)
