@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import SAMPLE_PHOTOS
 from PIL import Image
-from test_training import TINY
+from training_helpers import TINY
 
 from simsearch.data import ImageFolderDataset
 from simsearch.errors import ImageError

@@ -12,14 +12,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from test_training import TINY, _make_classes
+from training_helpers import TINY, make_classes
 
 from simsearch.evaluation import EVAL_KS, EvaluationError, nmi_omitted_reason, parse_ks, score_vectors
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _make_classes(tmp_path_factory.mktemp("classes"), n_classes=5, per_class=4)
+    return make_classes(tmp_path_factory.mktemp("classes"), n_classes=5, per_class=4)
 
 
 @pytest.fixture(scope="module")

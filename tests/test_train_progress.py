@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from test_training import TINY, _config, _datasets, _make_classes
+from training_helpers import TINY, make_classes, split_datasets, tiny_config
 
 from simsearch.evaluation import embed_dataset
 from simsearch.metrics import retrieval_metrics
@@ -20,7 +20,7 @@ from simsearch.training import RunPlan, build_embedder, train
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _make_classes(tmp_path_factory.mktemp("classes"), n_classes=6, per_class=6)
+    return make_classes(tmp_path_factory.mktemp("classes"), n_classes=6, per_class=6)
 
 
 def test_cli_train_without_a_terminal_says_its_plan_then_progress_then_epoch_0_and_draws_the_history(
@@ -57,8 +57,8 @@ def test_cli_train_without_a_terminal_says_its_plan_then_progress_then_epoch_0_a
 def test_epoch_0_scores_the_model_as_built_before_any_step_and_the_plan_reaches_a_progress_object(
     data_root: Path, tmp_path: Path
 ) -> None:
-    train_set, val_set = _datasets(data_root)
-    config = _config(epochs=1, batches_per_epoch=2)
+    train_set, val_set = split_datasets(data_root)
+    config = tiny_config(epochs=1, batches_per_epoch=2)
     seen: dict[str, object] = {}
 
     class Listener:
@@ -93,7 +93,7 @@ def test_epoch_0_scores_the_model_as_built_before_any_step_and_the_plan_reaches_
     assert result.epochs_run == 1 and [h["epoch"] for h in result.history] == [1]
 
     # A resumed run does not score epoch 0 again: the history keeps the first one.
-    more = train(_config(epochs=2, batches_per_epoch=2), train_set, val_set, tmp_path / "run")
+    more = train(tiny_config(epochs=2, batches_per_epoch=2), train_set, val_set, tmp_path / "run")
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1, 2] and more.before_training == result.before_training
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from test_training import TINY, _config, _truncate
+from training_helpers import TINY, tiny_config, truncate_image
 
 from simsearch.data import DatasetError, ViewedDataset, open_views
 from simsearch.evaluation import EvaluationError, embed_dataset, evaluate
@@ -144,11 +144,11 @@ def test_two_view_validation_scores_as_the_plain_loop_and_refuses_data_without_t
 
     train_set, val_set = class_disjoint_split(viewed, 0.25, seed=0)
     with pytest.raises(TrainingError, match="needs two-view data"):
-        train(_config(p=2, k=2, query_view="a", gallery_view="b"), train_set, val_set.dataset, tmp_path / "r1")
+        train(tiny_config(p=2, k=2, query_view="a", gallery_view="b"), train_set, val_set.dataset, tmp_path / "r1")
     with pytest.raises(TrainingError, match="no view 'c'"):
-        train(_config(p=2, k=2, query_view="a", gallery_view="c"), train_set, val_set, tmp_path / "r2")
+        train(tiny_config(p=2, k=2, query_view="a", gallery_view="c"), train_set, val_set, tmp_path / "r2")
     with pytest.raises(TrainingError, match="a query view and another gallery view"):
-        _config(query_view="a").check()
+        tiny_config(query_view="a").check()
 
 
 def test_cli_train_eval_and_pack_on_two_view_data(layouts: dict[str, Path], tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_cli_train_eval_and_pack_on_two_view_data(layouts: dict[str, Path], tmp_
     # Packed with its views, one unreadable image left out: every stored image keeps the view of its own file.
     damaged = tmp_path / "damaged"
     _two_view_set(damaged, "items")
-    _truncate(damaged / "item3" / "a.png")
+    truncate_image(damaged / "item3" / "a.png")
     packed = tmp_path / "two.lmdb"
     result = runner.invoke(main, ["pack", str(damaged), str(packed), "--views", "a,b"])
     assert result.exit_code == 0, result.output
