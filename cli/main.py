@@ -245,6 +245,8 @@ def pack(data: str, out: Path, max_side: int | None, overwrite: bool, as_json: b
 
 def _register_extra_commands() -> None:
     """Commands that live in their own modules (importing them costs nothing: their heavy imports are lazy)."""
+    from cli.calibrate import calibrate
+    from cli.dedup import dedup
     from cli.pretrain import pretrain
     from cli.serve import serve
     from cli.train import evaluate, train
@@ -253,6 +255,8 @@ def _register_extra_commands() -> None:
     main.add_command(train)
     main.add_command(evaluate)
     main.add_command(serve)
+    main.add_command(dedup)
+    main.add_command(calibrate)
 
 
 _register_extra_commands()
