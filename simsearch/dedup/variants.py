@@ -29,13 +29,13 @@ def save_jpeg(image: Image.Image, quality: int = SAVE_QUALITY) -> bytes:
 
 
 def _jpeg(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
-    quality = int(rng.integers(10, 31))
+    quality = int(rng.integers(15, 36))
     with Image.open(io.BytesIO(save_jpeg(image, quality))) as out:
         return out.convert("RGB"), f"jpeg q{quality}"
 
 
 def _resize(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, str]:
-    scale = float(rng.uniform(0.3, 0.6))
+    scale = float(rng.uniform(0.4, 0.6))
     size = (max(16, round(image.width * scale)), max(16, round(image.height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR), f"resize x{scale:.2f}"
 
