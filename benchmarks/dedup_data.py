@@ -178,4 +178,5 @@ def timed_hash_run(method: str, folder: Path, distance: int) -> dict[str, float]
             image_dir=str(folder), max_distance_threshold=distance, num_enc_workers=0, num_dist_workers=1
         )
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "peak_rss_mib": peak.as_dict()["peak_rss_mib"]}
+    memory = peak.as_dict()
+    return {"seconds": seconds, "peak_rss_mib": memory["peak_rss_mib"], "start_rss_mib": memory["start_rss_mib"]}

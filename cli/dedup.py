@@ -28,7 +28,7 @@ def threshold_options(func: Any) -> Any:
     return click.option(
         "--precision",
         type=click.FloatRange(0.0, 1.0, min_open=True),
-        help="Use the threshold calibrated for this precision, e.g. 0.99 [default: 0.99].",
+        help="Use the threshold calibrated for this precision, e.g. 0.99 [default: 0.9].",
     )(func)
 
 
@@ -197,3 +197,14 @@ def _against(
         f"{len(found)} images already in {other_path} (threshold {line.value:.3f}, {line.origin})",
         err=True,
     )
+
+
+def score_meanings(col: Collection, scores: list[float]) -> list[str | None]:
+    """What each score means under the near-duplicate calibration kept in the collection or its checkpoint (made by
+    `calibrate`): "p>=0.99 same", or None for each when there is none. Only a calibration the user made is shown
+    beside search results, whose scores mostly lie far below any duplicate line. A calibration of another model is
+    an error the caller shows, not a silently wrong meaning."""
+    from simsearch.dedup import find_calibration
+
+    calibration = find_calibration(col, shipped=False)
+    return [None if calibration is None else calibration.meaning(s) for s in scores]

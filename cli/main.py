@@ -134,8 +134,11 @@ def query(image: Path, collection: Path | None, k: int, device: str, html_path: 
         simsearch query cat.jpg -k 5
         simsearch query cat.jpg --json | jq '.results[0].path'
     """
+    from cli.dedup import score_meanings
+
     with open_collection(collection, device=device) as col:
         results = col.search(image, k=k)
+        meanings = score_meanings(col, [r.score for r in results])
         if html_path is not None:
             from simsearch.images import load_image, make_thumbnail
             from simsearch.report import render_html
@@ -145,16 +148,23 @@ def query(image: Path, collection: Path | None, k: int, device: str, html_path: 
     if as_json:
         click.echo(
             json.dumps(
-                {"query": str(image), "collection": str(col.path), "results": [r.__dict__ for r in results]}, indent=2
+                {
+                    "query": str(image),
+                    "collection": str(col.path),
+                    "results": [
+                        {**r.__dict__, **({"meaning": m} if m else {})} for r, m in zip(results, meanings, strict=True)
+                    ],
+                },
+                indent=2,
             )
         )
         return
     if not results:
         click.echo("the collection is empty", err=True)
         return
-    click.echo(f"{'rank':>4}  {'score':>6}  path")
-    for r in results:
-        click.echo(f"{r.rank:>4}  {r.score:6.3f}  {r.path}")
+    click.echo(f"{'rank':>4}  {'score':>6}  " + ("meaning        " if any(meanings) else "") + "path")
+    for r, m in zip(results, meanings, strict=True):
+        click.echo(f"{r.rank:>4}  {r.score:6.3f}  " + (f"{m or '':<15}" if any(meanings) else "") + r.path)
     if html_path is not None:
         click.echo(f"wrote {html_path}", err=True)
 

@@ -212,3 +212,9 @@ def test_calibrate_keeps_thresholds_that_dedup_then_uses(photos: Path, built: Pa
     assert report["threshold_origin"].startswith(f"calibrated for precision {target:g}")
     scores = [m for g in report["groups"] for m in g["members"][1:]]
     assert scores and all(m["meaning"].startswith("p") for m in scores)
+    # A calibration kept in the collection gives query results their meaning too.
+    shown = run("query", folder / "pizza/image_0001.jpg", "-c", col, "-k", "2")
+    assert shown.stdout.splitlines()[0].split() == ["rank", "score", "meaning", "path"]
+    assert shown.stdout.splitlines()[1].split()[2].startswith("p>=")
+    top = json.loads(run("query", folder / "pizza/image_0001.jpg", "-c", col, "-k", "1", "--json").stdout)
+    assert top["results"][0]["meaning"].startswith("p>=")

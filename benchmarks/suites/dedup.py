@@ -72,12 +72,14 @@ def _vectors(col: Any, vs: VariantSet) -> np.ndarray:
     return col.store.vectors(ids, col.dim)
 
 
-def _dedup_row(col: Any, vs: VariantSet, threshold: float, label: str) -> dict[str, Any]:
+def _dedup_row(col: Any, vs: VariantSet, threshold: float | None, label: str) -> dict[str, Any]:
+    """`find_duplicates` at `threshold` (None: the collection's calibration at the default precision)."""
     from simsearch.dedup import find_duplicates
 
     pos = _positions(col, vs)
     with PeakRSS() as peak:
         report = find_duplicates(col, threshold=threshold)
+    threshold = report.threshold.value
     groups = [[pos[m.record.id] for m in g.members] for g in report.groups]
     counts = _counts(groups_to_pairs(groups), vs)
     return {
@@ -87,6 +89,7 @@ def _dedup_row(col: Any, vs: VariantSet, threshold: float, label: str) -> dict[s
         "groups": len(report.groups),
         "dedup_s": report.seconds,
         "dedup_peak_rss_mib": peak.as_dict()["peak_rss_mib"],
+        "dedup_start_rss_mib": peak.as_dict()["start_rss_mib"],
     }
 
 
@@ -106,7 +109,7 @@ def _oracle(vectors: np.ndarray, vs: VariantSet) -> dict[str, float]:
 
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     from simsearch.data import caltech101_classes, default_cache_dir
-    from simsearch.dedup import save_calibration
+    from simsearch.dedup import DEFAULT_PRECISION, save_calibration
     from simsearch.dedup.fitting import calibrate_vectors
 
     if args.tiny:
@@ -141,7 +144,8 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             calibration.save(args.ship)
         record["calibration"] = calibration.as_dict() | {"curve": f"{len(calibration.curve)} points"}
         held = sets["held_out"]
-        rows = [_dedup_row(held_col, held, p.threshold, f"calibrated p>={p.target:g}") for p in calibration.points]
+        rows = [_dedup_row(held_col, held, None, f"default (calibrated p>={DEFAULT_PRECISION:g})")]
+        rows += [_dedup_row(held_col, held, p.threshold, f"calibrated p>={p.target:g}") for p in calibration.points]
         rows.append(_dedup_row(held_col, held, calibration.best_f1["threshold"], "calibrated best-F1 threshold"))
         for row in rows:
             row.update(held_cost)
@@ -153,7 +157,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             table.extend(_hash_rows(sets))
         record["model"] = calibration.model_id
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-        calibrated = calibration.point(0.99).threshold if calibration.points else 0.9
+        calibrated = calibration.point(DEFAULT_PRECISION).threshold
         record["scale"] = scale_rows(args, sizes, calibrated)
         table.extend(record["scale"])
     finally:
@@ -181,6 +185,7 @@ def _hash_rows(sets: dict[str, VariantSet]) -> list[dict[str, Any]]:
                     "false_pairs": c.false_positives,
                     "dedup_s": cost["seconds"],
                     "dedup_peak_rss_mib": cost["peak_rss_mib"],
+                    "dedup_start_rss_mib": cost["start_rss_mib"],
                 }
             )
     return rows

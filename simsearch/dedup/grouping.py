@@ -32,37 +32,37 @@ def complete_linkage(
     """Groups (of two or more ids) in which every pair's cosine is at least `threshold`.
 
     Args:
-        pairs: pairs above the threshold with their exact scores (`pairs_above`).
-        vectors: exact stored vectors by id, for a cross pair that `pairs` lacks.
+        pairs: pairs above the threshold with their exact scores (`pairs_above`), highest first.
+        vectors: exact stored vectors by id; a group's are read once when it forms and kept while it grows, so a
+            join is one small matrix product (every cross pair, found by the search or not).
     """
-    triples = zip(pairs.a.tolist(), pairs.b.tolist(), pairs.score.tolist(), strict=True)
-    known: dict[tuple[int, int], float] = {(a, b): s for a, b, s in triples}
     group_of: dict[int, int] = {}
     members: dict[int, list[int]] = {}
+    stacked: dict[int, np.ndarray] = {}
+    refused: set[tuple[int, int]] = set()  # groups only grow: two that cannot join never can while both exist
 
-    def score(u: int, v: int) -> float:
-        key = (u, v) if u < v else (v, u)
-        if key not in known:
-            pair = vectors(np.asarray(key, dtype=np.int64))
-            known[key] = float(pair[0] @ pair[1])
-        return known[key]
-
-    def joinable(left: list[int], right: list[int]) -> bool:
-        return all(score(u, v) >= threshold for u in left for v in right)
+    def vectors_of(root: int) -> np.ndarray:
+        found = stacked.get(root)
+        return vectors(np.asarray([root], dtype=np.int64)) if found is None else found
 
     for a, b in zip(pairs.a.tolist(), pairs.b.tolist(), strict=True):
         ga, gb = group_of.get(a, a), group_of.get(b, b)
-        if ga == gb:
+        if ga == gb or (min(ga, gb), max(ga, gb)) in refused:
             continue
         left, right = members.get(ga, [a]), members.get(gb, [b])
-        if not joinable(left, right):
+        va, vb = vectors_of(ga), vectors_of(gb)
+        # Two single images are a pair the search scored above the line; groups need every cross pair checked.
+        if (len(left) > 1 or len(right) > 1) and float((va @ vb.T).min()) < threshold:
+            refused.add((min(ga, gb), max(ga, gb)))
             continue
         if len(left) < len(right):
-            ga, gb, left, right = gb, ga, right, left
-        merged = left + right
-        members[ga] = merged
+            ga, gb, left, right, va, vb = gb, ga, right, left, vb, va
+        members[ga] = left + right
+        stacked[ga] = np.concatenate([va, vb])
         members.pop(gb, None)
-        group_of.update((i, ga) for i in merged)
+        stacked.pop(gb, None)
+        group_of.update((i, ga) for i in right)
+        group_of[ga] = ga
     groups = [sorted(m) for m in members.values() if len(m) > 1]
     return sorted(groups, key=lambda g: g[0])
 

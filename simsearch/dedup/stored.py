@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 NEAR_DUPLICATE = "near-duplicate"
 SAME_CLASS = "same-class"
 KINDS = (NEAR_DUPLICATE, SAME_CLASS)
-#: The precision `dedup` aims at when given neither a threshold nor a precision.
-DEFAULT_PRECISION = 0.99
+#: The precision `dedup` aims at when given neither a threshold nor a precision. With the default model, 0.99 keeps
+#: only about a quarter of the near duplicates of the benchmark (benchmarks/results/dedup.md): 0.9 finds most of them,
+#: and each group still lists its weakest pair and every score's meaning; ask for 0.99 before deleting unattended.
+DEFAULT_PRECISION = 0.9
 SHIPPED = Path(__file__).resolve().parent / "shipped"
 
 
@@ -47,24 +49,26 @@ def save_calibration(calibration: Calibration, folder: str | os.PathLike[str]) -
     return calibration.save(calibration_file(folder, calibration.kind))
 
 
-def _candidates(col: Collection, kind: str) -> list[tuple[Path, str]]:
+def _candidates(col: Collection, kind: str, shipped: bool) -> list[tuple[Path, str]]:
     model = col.manifest.model
     places = [(calibration_file(col.path, kind), "the collection")]
     if model.spec.get("kind") == "checkpoint" and model.spec.get("path"):
         places.append((calibration_file(model.spec["path"], kind), "the model's checkpoint"))
-    places.extend((path, "simsearch's calibration of this model") for path in sorted(SHIPPED.glob(f"*-{kind}.json")))
+    if shipped:
+        places.extend((p, "simsearch's calibration of this model") for p in sorted(SHIPPED.glob(f"*-{kind}.json")))
     return places
 
 
-def find_calibration(col: Collection, kind: str = NEAR_DUPLICATE) -> Calibration | None:
-    """The first calibration of `kind` made for the collection's model, or None.
+def find_calibration(col: Collection, kind: str = NEAR_DUPLICATE, *, shipped: bool = True) -> Calibration | None:
+    """The first calibration of `kind` made for the collection's model, or None; `shipped=False` looks only in the
+    collection and its checkpoint (calibrations a user made).
 
     One kept in the collection that belongs to another model (the collection was rebuilt) is an error, not skipped:
     a stale calibration would make its thresholds silently wrong.
     """
     model = col.manifest.model
     tta = model.spec.get("tta")
-    for path, where in _candidates(col, kind):
+    for path, where in _candidates(col, kind, shipped):
         if not path.is_file():
             continue
         calibration = Calibration.load(path)
