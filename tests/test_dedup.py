@@ -17,7 +17,7 @@ from PIL import Image
 
 from cli.main import main
 from simsearch import Collection
-from simsearch.dedup import duplicates_of, find_duplicates
+from simsearch.dedup import duplicates_of, find_duplicates, stored
 from simsearch.dedup.variants import make_variant
 
 THRESHOLD = "0.88"
@@ -195,10 +195,23 @@ def test_against_another_collection(photos: Path, built: Path, tmp_path: Path) -
     assert Path(found["new_plane.jpg"][0]["path"]).name in {"image_0001.jpg", "plane_copy.jpg", "plane_crop.jpg"}
 
 
+def test_the_shipped_calibration_of_the_default_model_is_the_default_line(
+    photos: Path, built: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shipped = json.loads((stored.SHIPPED / "default-near-duplicate.json").read_text())
+    report = json.loads(run("dedup", photos, "-c", built, "--json", "-q").stdout)
+    point = next(p for p in shipped["points"] if p["target"] == stored.DEFAULT_PRECISION)
+    assert report["threshold"] == pytest.approx(point["threshold"], abs=1e-6)
+    assert report["threshold_origin"].startswith(f"calibrated for precision {stored.DEFAULT_PRECISION:g}")
+    assert all(m["meaning"].startswith("p") for g in report["groups"] for m in g["members"])
+    # Without any calibration for the model there is no default line: the error says what to do.
+    monkeypatch.setattr(stored, "SHIPPED", tmp_path)
+    without = run("dedup", photos, "-c", built, "-q")
+    assert without.exit_code != 0 and "calibrate" in without.output and "--threshold" in without.output
+
+
 def test_calibrate_keeps_thresholds_that_dedup_then_uses(photos: Path, built: Path, tmp_path: Path) -> None:
     folder, col = _fresh(photos, built, tmp_path)
-    without = run("dedup", folder, "-c", col, "-q")
-    assert without.exit_code != 0 and "calibrate" in without.output
     result = run("calibrate", SAMPLE_PHOTOS, "-c", col, "--variants", "2", "--limit", "36", "--json")
     assert result.exit_code == 0, result.output
     fitted = json.loads(result.stdout)
