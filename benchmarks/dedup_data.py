@@ -97,9 +97,9 @@ def build_set(
     transforms: list[str] = []
     for item, photo in enumerate(chosen):
         data = photo.read_bytes()
-        target = out / f"{item:04d}_original.jpg"
-        target.write_bytes(data)
-        files.append(target)
+        saved = out / f"{item:04d}_original.jpg"
+        saved.write_bytes(data)
+        files.append(saved)
         items.append(item)
         transforms.append("original")
         if item >= originals:
@@ -108,9 +108,9 @@ def build_set(
             made = make_variants(im, variants, rng)
         for n, (blob, what) in enumerate(made):
             name = what.split()[0]
-            target = out / f"{item:04d}_variant{n}_{name}.jpg"
-            target.write_bytes(blob)
-            files.append(target)
+            saved = out / f"{item:04d}_variant{n}_{name}.jpg"
+            saved.write_bytes(blob)
+            files.append(saved)
             items.append(item)
             transforms.append(name)
     return VariantSet(out, files, np.asarray(items), transforms, classes)

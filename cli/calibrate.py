@@ -1,4 +1,4 @@
-"""`simsearch calibrate`: fit the thresholds that reach target precisions on labelled photos, and keep them with the
+"""`simsearch calibrate`: fit the thresholds that reach precision goals on labelled photos, and keep them with the
 collection (or the model's checkpoint) so that `dedup` and `query` can say what a score means."""
 
 from __future__ import annotations
@@ -57,9 +57,7 @@ def _labelled(data: Path, variants: int, limit: int, seed: int) -> tuple[list, n
     show_default=True,
     help="What 'same' means in DATA.",
 )
-@click.option(
-    "--precision", "precisions", type=float, multiple=True, help="Target precisions [default: 0.9 0.99 0.999]."
-)
+@click.option("--precision", "precisions", type=float, multiple=True, help="Precision goals [default: 0.9 0.99 0.999].")
 @click.option("--limit", type=click.IntRange(4), default=3000, show_default=True, help="Images embedded at most.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the calibration to this file too.")
@@ -79,7 +77,7 @@ def calibrate(
     as_json: bool,
     device: str,
 ) -> None:
-    """Find the cosine thresholds that reach target precisions on labelled photos in DATA, with their recall,
+    """Find the cosine thresholds that reach precision goals on labelled photos in DATA, with their recall,
     false-match rate and 95% intervals, and keep them with the collection (or with --model's checkpoint).
 
     \b
@@ -92,17 +90,17 @@ def calibrate(
     from simsearch.models import load_embedder
 
     images, labels, source = _labelled(data, variants, limit, seed)
-    targets = tuple(sorted(precisions)) or DEFAULT_PRECISIONS
+    goals = tuple(sorted(precisions)) or DEFAULT_PRECISIONS
     if model is not None:
         embedder = load_embedder(model, device=device)
-        calibration = calibrate_embedder(embedder, images, labels, kind=kind, source=source, precisions=targets)
+        calibration = calibrate_embedder(embedder, images, labels, kind=kind, source=source, precisions=goals)
         folder = Path(model).expanduser()
         if not folder.is_dir() and out is None:
             raise CalibrationError(f"{model} is not a checkpoint folder to keep the calibration in: give --out FILE")
         kept = [save_calibration(calibration, folder)] if folder.is_dir() else []
     else:
         with open_collection(collection, device=device) as col:
-            calibration = calibrate_embedder(col.embedder, images, labels, kind=kind, source=source, precisions=targets)
+            calibration = calibrate_embedder(col.embedder, images, labels, kind=kind, source=source, precisions=goals)
             kept = [save_calibration(calibration, col.path)]
     if out is not None:
         kept.append(calibration.save(out))
@@ -113,10 +111,10 @@ def calibrate(
     click.echo(f"{'precision':>9}  {'threshold':>9}  {'measured':>18}  {'recall':>18}  {'false-match rate':>16}")
     for p in calibration.points:
         click.echo(
-            f"{p.target:>9g}  {p.threshold:9.4f}  {p.precision:.4f} [{p.precision_ci[0]:.3f},{p.precision_ci[1]:.3f}]"
+            f"{p.goal:>9g}  {p.threshold:9.4f}  {p.precision:.4f} [{p.precision_ci[0]:.3f},{p.precision_ci[1]:.3f}]"
             f"  {p.recall:.4f} [{p.recall_ci[0]:.3f},{p.recall_ci[1]:.3f}]  {p.false_match_rate:16.2e}"
         )
-    missing = [t for t in targets if all(abs(p.target - t) > 1e-9 for p in calibration.points)]
+    missing = [t for t in goals if all(abs(p.goal - t) > 1e-9 for p in calibration.points)]
     if missing:
         click.echo(f"not reached on these pairs: precision {', '.join(f'{t:g}' for t in missing)}", err=True)
     for path in kept:

@@ -42,8 +42,8 @@ def _plant(folder: Path) -> dict[str, Path]:
             shutil.copyfile(photo, folder / cls / photo.name)
     planted = {}
     rng = np.random.default_rng(0)
-    for source, target, how in PLANTS:
-        path = folder / target
+    for source, name, how in PLANTS:
+        path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if how == "copy":
             shutil.copyfile(folder / source, path)
@@ -51,7 +51,7 @@ def _plant(folder: Path) -> dict[str, Path]:
             with Image.open(folder / source) as im:
                 data, _ = make_variant(im, how, rng)
             path.write_bytes(data)
-        planted[target] = path
+        planted[name] = path
     return planted
 
 
@@ -200,7 +200,7 @@ def test_the_shipped_calibration_of_the_default_model_is_the_default_line(
 ) -> None:
     shipped = json.loads((stored.SHIPPED / "default-near-duplicate.json").read_text())
     report = json.loads(run("dedup", photos, "-c", built, "--json", "-q").stdout)
-    point = next(p for p in shipped["points"] if p["target"] == stored.DEFAULT_PRECISION)
+    point = next(p for p in shipped["points"] if p["goal"] == stored.DEFAULT_PRECISION)
     assert report["threshold"] == pytest.approx(point["threshold"], abs=1e-6)
     assert report["threshold_origin"].startswith(f"calibrated for precision {stored.DEFAULT_PRECISION:g}")
     assert all(m["meaning"].startswith("p") for g in report["groups"] for m in g["members"])
@@ -219,10 +219,10 @@ def test_calibrate_keeps_thresholds_that_dedup_then_uses(photos: Path, built: Pa
     assert (col / "calibration-near-duplicate.json").is_file()
     point = fitted["points"][0]
     assert 0 <= point["precision_ci"][0] <= point["precision"] <= point["precision_ci"][1] <= 1
-    target = point["target"]
-    report = json.loads(run("dedup", folder, "-c", col, "--precision", str(target), "--json", "-q").stdout)
+    goal = point["goal"]
+    report = json.loads(run("dedup", folder, "-c", col, "--precision", str(goal), "--json", "-q").stdout)
     assert report["threshold"] == pytest.approx(point["threshold"], abs=1e-6)
-    assert report["threshold_origin"].startswith(f"calibrated for precision {target:g}")
+    assert report["threshold_origin"].startswith(f"calibrated for precision {goal:g}")
     scores = [m for g in report["groups"] for m in g["members"][1:]]
     assert scores and all(m["meaning"].startswith("p") for m in scores)
     # A calibration kept in the collection gives query results their meaning too.

@@ -138,12 +138,12 @@ def test_calibrated_thresholds_reach_their_precision_on_the_fitted_pairs() -> No
     same = np.concatenate([np.ones(300, bool), np.zeros(30_000, bool)])
     scores = np.where(same, rng.normal(0.93, 0.03, same.size), rng.normal(0.5, 0.12, same.size))
     cal = _calibration()
-    assert [p.target for p in cal.points] == [0.9, 0.99, 0.999]
+    assert [p.goal for p in cal.points] == [0.9, 0.99, 0.999]
     for p in cal.points:
         counts = pair_counts(
             {(i, 0) for i in np.flatnonzero(scores >= p.threshold)}, {(i, 0) for i in np.flatnonzero(same)}
         )
-        assert counts.precision >= p.target
+        assert counts.precision >= p.goal
         assert counts.recall == pytest.approx(p.recall)
         assert p.precision_ci[0] <= p.precision <= p.precision_ci[1]
         assert p.false_match_rate == pytest.approx(counts.false_positives / 30_000)

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         record["calibration"] = calibration.as_dict() | {"curve": f"{len(calibration.curve)} points"}
         held = sets["held_out"]
         rows = [_dedup_row(held_col, held, None, f"default (calibrated p>={DEFAULT_PRECISION:g})")]
-        rows += [_dedup_row(held_col, held, p.threshold, f"calibrated p>={p.target:g}") for p in calibration.points]
+        rows += [_dedup_row(held_col, held, p.threshold, f"calibrated p>={p.goal:g}") for p in calibration.points]
         rows.append(_dedup_row(held_col, held, calibration.best_f1["threshold"], "calibrated best-F1 threshold"))
         for row in rows:
             row.update(held_cost)

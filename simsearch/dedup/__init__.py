@@ -7,7 +7,7 @@ Who owns what:
   - keep.py: the keep rules and their reasons; reference folders are never removed.
   - finder.py: `find_duplicates`, `duplicates_of` (one image), `find_against` (one collection against another).
   - actions.py: moving or deleting the files a report would remove (only inside the indexed folder).
-  - calibration.py: thresholds reaching target precisions, with recall, false-match rate and Wilson intervals.
+  - calibration.py: thresholds reaching precision goals, with recall, false-match rate and Wilson intervals.
   - fitting.py: a calibration from labelled images; variants.py: seeded near-duplicate variants of real photos.
   - stored.py: where calibrations live (collection, checkpoint, shipped) and the threshold a run uses.
   - results.py: the report types; page.py: the HTML page of groups.

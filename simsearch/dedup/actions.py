@@ -79,20 +79,20 @@ def apply_report(
                 source.unlink()
                 done.append(Action(record.path, "deleted"))
                 continue
-            target = _free_name(dest / source.relative_to(root))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(source), str(target))
-            done.append(Action(record.path, "moved", str(target)))
+            moved_to = _free_name(dest / source.relative_to(root))
+            moved_to.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(source), str(moved_to))
+            done.append(Action(record.path, "moved", str(moved_to)))
     finally:
         if done:
             col.remove([a.path for a in done])
     return done
 
 
-def _free_name(target: Path) -> Path:
-    """`target`, or `name (2).ext`, `name (3).ext`... when a file is already there: a move never overwrites."""
-    candidate, n = target, 1
+def _free_name(wanted: Path) -> Path:
+    """`wanted`, or `name (2).ext`, `name (3).ext`... when a file is already there: a move never overwrites."""
+    candidate, n = wanted, 1
     while candidate.exists():
         n += 1
-        candidate = target.with_name(f"{target.stem} ({n}){target.suffix}")
+        candidate = wanted.with_name(f"{wanted.stem} ({n}){wanted.suffix}")
     return candidate

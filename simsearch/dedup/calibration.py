@@ -1,6 +1,6 @@
 """Calibrated scores: which cosine threshold reaches a given precision on labelled pairs, and what a score means.
 
-A calibration is fitted on pairs of images known to be the same item or not (`fit`), and keeps, for each target
+A calibration is fitted on pairs of images known to be the same item or not (`fit`), and keeps, for each goal
 precision (0.90, 0.99, 0.999 by default), the lowest threshold whose accepted pairs reached it, with the recall there,
 the false-match rate (different-item pairs accepted, over all different-item pairs) and Wilson 95% intervals of
 precision and recall. It also keeps the precision curve, so that any score can be read as "p >= 0.99 same item" or an
@@ -88,9 +88,9 @@ def pair_counts(predicted: set[tuple[int, int]], truth: set[tuple[int, int]]) ->
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """One target precision and the threshold that reached it on the calibration pairs."""
+    """One precision goal and the threshold that reached it on the calibration pairs."""
 
-    target: float
+    goal: float
     threshold: float
     precision: float
     precision_ci: tuple[float, float]
@@ -126,11 +126,11 @@ class Calibration:
     # -- reading scores ---------------------------------------------------------------------------------------------
 
     def point(self, precision: float) -> OperatingPoint:
-        """The operating point of a target precision this calibration has (else CalibrationError)."""
+        """The operating point of a precision goal this calibration has (else CalibrationError)."""
         for p in self.points:
-            if math.isclose(p.target, precision, abs_tol=1e-9):
+            if math.isclose(p.goal, precision, abs_tol=1e-9):
                 return p
-        have = ", ".join(f"{p.target:g}" for p in self.points)
+        have = ", ".join(f"{p.goal:g}" for p in self.points)
         raise CalibrationError(f"no calibrated threshold for precision {precision:g} (calibrated: {have})")
 
     def threshold_for(self, precision: float) -> float:
@@ -145,10 +145,10 @@ class Calibration:
         return estimate
 
     def meaning(self, score: float) -> str:
-        """A score in words: the highest target precision whose threshold it passes, else the estimated precision."""
-        for p in sorted(self.points, key=lambda q: -q.target):
+        """A score in words: the highest precision goal whose threshold it passes, else the estimated precision."""
+        for p in sorted(self.points, key=lambda q: -q.goal):
             if score >= p.threshold:
-                return f"p>={p.target:g} same"
+                return f"p>={p.goal:g} same"
         return f"p~{self.precision_at(score):.2f} same"
 
     # -- identity and files -----------------------------------------------------------------------------------------
@@ -172,9 +172,9 @@ class Calibration:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write as JSON through the atomic write (a reader never sees half a file)."""
-        target = Path(path)
-        atomic_write_json(target, self.as_dict())
-        return target
+        file = Path(path)
+        atomic_write_json(file, self.as_dict())
+        return file
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Calibration:
@@ -222,8 +222,8 @@ def fit(
 ) -> Calibration:
     """Fit thresholds on labelled pair scores.
 
-    For each target precision the threshold accepts as many pairs as possible while the accepted ones keep at least
-    that precision (the highest-recall cut that reaches it). A target that not even the best-scoring pairs reach is
+    For each precision goal the threshold accepts as many pairs as possible while the accepted ones keep at least
+    that precision (the highest-recall cut that reaches it). A goal that not even the best-scoring pairs reach is
     left out, with no threshold to pretend otherwise.
 
     Args:
@@ -250,14 +250,14 @@ def fit(
     precision = tp / (tp + fp)
     recall = tp / n_pos
     points: list[OperatingPoint] = []
-    for target in sorted(precisions):
-        ok = np.flatnonzero(precision >= target)
+    for goal in sorted(precisions):
+        ok = np.flatnonzero(precision >= goal)
         if len(ok) == 0:
             continue
         i = int(ok.max())
         points.append(
             OperatingPoint(
-                target=float(target),
+                goal=float(goal),
                 threshold=_cut(s, i),
                 precision=float(precision[i]),
                 precision_ci=wilson_interval(int(tp[i]), int(tp[i] + fp[i])),

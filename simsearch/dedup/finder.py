@@ -67,7 +67,7 @@ def find_duplicates(
 
     Args:
         threshold: cosine at or above which two images are duplicates; default: the calibrated one for `precision`.
-        precision: target precision of the calibration to use (default `stored.DEFAULT_PRECISION`).
+        precision: precision goal of the calibration to use (default `stored.DEFAULT_PRECISION`).
         keep: the keep rule (`keep.KEEP_RULES`).
         reference: folders whose files are never removed.
         k: neighbours asked per image at first (more are asked where needed).

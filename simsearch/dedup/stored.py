@@ -1,5 +1,5 @@
 """Where calibrations live and which one a collection uses: its own, then its checkpoint's, then the one shipped
-for its model; and the threshold a dedup run works with (given, or calibrated for a target precision)."""
+for its model; and the threshold a dedup run works with (given, or calibrated for a precision goal)."""
 
 from __future__ import annotations
 
@@ -103,12 +103,12 @@ def resolve_threshold(
         if not -1.0 <= threshold <= 1.0:
             raise DedupError(f"a cosine threshold lies in [-1, 1], got {threshold}")
         return Threshold(float(threshold), "given", calibration)
-    target = DEFAULT_PRECISION if precision is None else precision
+    goal = DEFAULT_PRECISION if precision is None else precision
     if calibration is None:
         raise CalibrationError(
             f"no {kind} calibration for this collection's model ({col.manifest.model.id}): give --threshold, "
             "or run `simsearch calibrate` first"
         )
-    point = calibration.point(target)
-    origin = f"calibrated for precision {target:g} (recall {point.recall:.3f} on {calibration.source})"
+    point = calibration.point(goal)
+    origin = f"calibrated for precision {goal:g} (recall {point.recall:.3f} on {calibration.source})"
     return Threshold(point.threshold, origin, calibration)
