@@ -129,6 +129,8 @@ def pack(data: str, out: Path, max_side: int | None, overwrite: bool, views: str
 
 def _register_extra_commands() -> None:
     """Commands that live in their own modules (importing them costs nothing: their heavy imports are lazy)."""
+    from cli.calibrate import calibrate
+    from cli.dedup import dedup
     from cli.evaluate import evaluate
     from cli.index import index
     from cli.pretrain import pretrain
@@ -142,6 +144,8 @@ def _register_extra_commands() -> None:
     main.add_command(train)
     main.add_command(evaluate)
     main.add_command(serve)
+    main.add_command(dedup)
+    main.add_command(calibrate)
 
 
 _register_extra_commands()

@@ -168,10 +168,12 @@ class Answer:
     query: str
     results: list[SearchResult]
     details: dict[str, Any] = field(default_factory=dict)
+    #: What each score means under the collection's near-duplicate calibration ("p>=0.99 same"), when it has one.
+    meanings: list[str | None] = field(default_factory=list)
 
 
-def result_dict(r: SearchResult) -> dict[str, Any]:
-    return {
+def result_dict(r: SearchResult, meaning: str | None = None) -> dict[str, Any]:
+    row = {
         "rank": r.rank,
         "id": r.id,
         "score": round(float(r.score), SCORE_DECIMALS),
@@ -179,6 +181,13 @@ def result_dict(r: SearchResult) -> dict[str, Any]:
         "width": r.width,
         "height": r.height,
     }
+    if meaning:
+        row["meaning"] = meaning
+    return row
+
+
+def _meanings(answer: Answer) -> list[str | None]:
+    return answer.meanings if len(answer.meanings) == len(answer.results) else [None] * len(answer.results)
 
 
 def _answer_dict(answer: Answer, collection: str) -> dict[str, Any]:
@@ -186,7 +195,7 @@ def _answer_dict(answer: Answer, collection: str) -> dict[str, Any]:
         "query": answer.query,
         **answer.details,
         "collection": collection,
-        "results": [result_dict(r) for r in answer.results],
+        "results": [result_dict(r, m) for r, m in zip(answer.results, _meanings(answer), strict=True)],
     }
 
 
@@ -220,7 +229,11 @@ def print_answers(mode: Mode, answers: Sequence[Answer], collection: str) -> Non
         for i, answer in enumerate(answers):
             if len(answers) > 1:
                 click.echo(("\n" if i else "") + f"query {printable(answer.query)}")
+            meanings = _meanings(answer)
+            width = max((len(m) for m in meanings if m), default=0)
+            column = f"{'meaning':<{width}}  " if width else ""
             if tty:
-                click.echo(f"{'rank':>4}  {'score':>{SCORE_DECIMALS + 2}}  path")
-            for r in answer.results:
-                click.echo(f"{r.rank:>4}  {r.score:.{SCORE_DECIMALS}f}  {printable(r.path)}")
+                click.echo(f"{'rank':>4}  {'score':>{SCORE_DECIMALS + 2}}  {column}path")
+            for r, m in zip(answer.results, meanings, strict=True):
+                said = f"{m or '':<{width}}  " if width else ""
+                click.echo(f"{r.rank:>4}  {r.score:.{SCORE_DECIMALS}f}  {said}{printable(r.path)}")

@@ -71,6 +71,7 @@ def query(
         curl -s https://example.com/cat.jpg | simsearch query - --json
         simsearch query --id 42 --min-score 0.8 --tsv
     """
+    from cli.dedup import score_meanings
     from simsearch import open_collection
     from simsearch.querying import read_query
 
@@ -82,6 +83,8 @@ def query(
 
     with open_collection(collection, device=device, readonly=True) as col:
         answers = _search(col, positives, ids, negatives, k=k, min_score=min_score, exclude=exclude_self, each=each)
+        for answer in answers:
+            answer.meanings = score_meanings(col, [r.score for r in answer.results])
         if html_path is not None:
             write_output(html_path, _page(col, positives, ids, negatives, answers[0]))
         empty = len(col) == 0

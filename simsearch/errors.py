@@ -90,3 +90,14 @@ class PlotError(SimSearchError):
 
 class PictureError(SimSearchError):
     """A picture cannot be drawn: no images, a model that cannot do what the picture shows."""
+
+
+# -- duplicates -------------------------------------------------------------------------------------------------------
+
+
+class DedupError(SimSearchError):
+    """Duplicates cannot be found or handled as asked: no threshold, a file outside the indexed folder, a clash."""
+
+
+class CalibrationError(DedupError):
+    """A calibration cannot be fitted, read or used: no same-item pairs, a damaged file, another model's thresholds."""

@@ -205,6 +205,13 @@ class Collection:
         pays for neither; returns the seconds of each step."""
         return warmup(self, batch_sizes)
 
+    def duplicates_of(self, image: ImageInput, **options: Any) -> list[Any]:
+        """Stored exact copies and near duplicates of ``image`` (`simsearch.dedup.duplicates_of`: threshold,
+        precision)."""
+        from simsearch.dedup import duplicates_of
+
+        return duplicates_of(self, image, **options)
+
     def thumbnail(self, image_id: int) -> bytes | None:
         """The JPEG preview (longest side <= 256 px) kept in the store."""
         return self.store.thumbnail(image_id)
