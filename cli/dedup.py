@@ -6,13 +6,15 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cli.common import collection_option, device_option, domain_errors, json_option, write_output
 from cli.progress import BarProgress
-from simsearch import Collection, open_collection
+
+if TYPE_CHECKING:
+    from simsearch import Collection
 
 #: Written out so that --help needs no import of the library's dedup package.
 KEEP_CHOICES = ("largest", "smallest", "oldest", "newest", "shortest-path")
@@ -96,6 +98,7 @@ def dedup(
         simsearch dedup ~/Pictures --precision 0.999 --move-to ~/duplicates
         simsearch dedup ~/uploads --against ~/catalogue.simsearch
     """
+    from simsearch import Collection
     from simsearch.dedup import apply_report, find_duplicates
 
     if move_to is not None and delete:
@@ -169,9 +172,10 @@ def _against(
     as_json: bool,
     as_csv: bool,
 ) -> None:
+    from simsearch import open_collection
     from simsearch.dedup import find_against
 
-    with open_collection(other_path) as other:
+    with open_collection(other_path, readonly=True) as other:
         line, found = find_against(col, other, threshold=threshold, precision=precision, folders=folders or None)
     if as_json:
         payload = {
