@@ -23,6 +23,7 @@ from cli.progress import BarProgress
 from indexes import IndexLayerError, format_bytes, parse_memory
 from simsearch import Collection, open_collection
 from simsearch.collection import KEEP
+from simsearch.scale import open_engine
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +46,16 @@ def main() -> None:
 @device_option
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [default: half the cores].")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where embedding runs: here, or on a Ray cluster (extra `ray`; --workers is then its embedding actors).",
+)
+@click.option(
+    "--address", help="With --engine ray: the cluster to join, e.g. auto [default: start one on this machine]."
+)
 @click.option(
     "--index-factory",
     help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ32 [default: exact up to 100k images, then measured].",
@@ -73,6 +84,8 @@ def index(
     device: str,
     batch_size: int,
     workers: int | None,
+    engine: str,
+    address: str | None,
     index_factory: str | None,
     max_memory: str | None,
     max_pixels: int,
@@ -93,12 +106,15 @@ def index(
         except IndexLayerError as exc:
             raise click.ClickException(f"--max-memory: {exc}") from exc
     progress = BarProgress(enabled=not quiet and sys.stderr.isatty())
-    with Collection.open(collection, model=model, weights=weights, device=device, create=True, tta=tta) as col:
+    with (
+        open_engine(engine, address, workers) as runner,
+        Collection.open(collection, model=model, weights=weights, device=device, create=True, tta=tta) as col,
+    ):
         if index_factory or budget is not None:  # checked now, written once with the run's results
             col.configure_index(factory=index_factory or KEEP, max_memory=KEEP if budget is None else budget)
         try:
             report = col.index_folder(
-                folder, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress
+                folder, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress, engine=runner
             )
         finally:
             progress.close()

@@ -78,3 +78,10 @@ class PlotError(SimSearchError):
 
 class PictureError(SimSearchError):
     """A picture cannot be drawn: no images, a model that cannot do what the picture shows."""
+
+
+# -- scale-out --------------------------------------------------------------------------------------------------------
+
+
+class EngineError(SimSearchError):
+    """An indexing engine cannot run: Ray is not installed, no cluster answers at the address, or the cluster failed."""

@@ -16,7 +16,7 @@ import PIL.Image
 from indexes import IndexLayerError, VectorIndex
 from simsearch.collection import identity
 from simsearch.collection.index_policy import KEEP, IndexPolicy, IndexSettings, Keep
-from simsearch.collection.ingest import IngestRun, Progress, folder_files, listed_files
+from simsearch.collection.ingest import Engine, IngestRun, Progress, folder_files, listed_files
 from simsearch.collection.layout import (
     MANIFEST,
     STORE,
@@ -235,11 +235,13 @@ class Collection:
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
+        engine: Engine | None = None,
     ) -> IndexReport:
         """Bring the collection in line with ``folder``: embed new and changed images, follow moved ones, drop
-        entries of files that are gone from it. Entries outside ``folder`` are left alone."""
+        entries of files that are gone from it. Entries outside ``folder`` are left alone. ``engine`` runs the
+        embedding elsewhere (`simsearch.scale.RayEngine`); the default embeds in this process."""
         root, files, unreadable = folder_files(folder)
-        run = self._ingest_run(batch_size, workers, max_pixels, progress)
+        run = self._ingest_run(batch_size, workers, max_pixels, progress, engine)
         return run.run(files, root=root, unreadable=unreadable)
 
     def add(
@@ -250,13 +252,19 @@ class Collection:
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
+        engine: Engine | None = None,
     ) -> IndexReport:
         """Add (or refresh) image files; a folder among ``paths`` adds what it holds. Removes nothing."""
         files = listed_files(paths)
-        return self._ingest_run(batch_size, workers, max_pixels, progress).run(files, root=None)
+        return self._ingest_run(batch_size, workers, max_pixels, progress, engine).run(files, root=None)
 
     def _ingest_run(
-        self, batch_size: int, workers: int | None, max_pixels: int, progress: Progress | None
+        self,
+        batch_size: int,
+        workers: int | None,
+        max_pixels: int,
+        progress: Progress | None,
+        engine: Engine | None = None,
     ) -> IngestRun:
         self._begin_write()
         return IngestRun(
@@ -268,6 +276,7 @@ class Collection:
             workers=workers,
             max_pixels=max_pixels,
             progress=progress,
+            engine=engine,
         )
 
     def remove(self, items: Iterable[int | str | os.PathLike[str]]) -> list[ImageRecord]:

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import enum
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +79,13 @@ class IndexPolicy:
         self.info = info
         self.dim = dim
         self.index = index
+        #: The parallel map of the engine of the ingest run in progress (see `ingest.Engine`); None: this process.
+        self.map_unordered: Callable[..., Iterator[Any]] | None = None
+
+    @property
+    def on_disk(self) -> bool:
+        """The index is searched memory-mapped from disk: it is rebuilt by a save, never changed in place."""
+        return False
 
     # -- opening ----------------------------------------------------------------------------------------------------
 
