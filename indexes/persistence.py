@@ -15,6 +15,7 @@ from typing import Any
 
 import faiss
 
+from indexes import ondisk
 from indexes.errors import IndexLayerError, faiss_reason
 from indexes.ids import native_ids
 
@@ -30,6 +31,7 @@ def save_index(index: faiss.Index, path: Path, *, factory: str, search_params: s
     sidecar comes second and records the index file's size (see `VectorIndex.save`)."""
     if not path.parent.is_dir():
         raise IndexLayerError(f"cannot save index to {path}: folder {path.parent} does not exist")
+    lists = ondisk.lists_file(index)
     meta = {
         "format": SIDECAR_FORMAT,
         "factory": factory,
@@ -38,21 +40,28 @@ def save_index(index: faiss.Index, path: Path, *, factory: str, search_params: s
         "metric": METRIC,
         "search_params": search_params,
         "faiss_version": faiss.__version__,
+        **({"lists": lists.name} if lists is not None else {}),
     }
     try:
+        ondisk.sync_lists(index)  # an on-disk index's lists are durable before the file that names them
         _atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
         text = json.dumps({**meta, "file_bytes": path.stat().st_size}, indent=2) + "\n"
         _atomic_write(sidecar_path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     except (OSError, RuntimeError) as exc:
         raise IndexLayerError(f"cannot save index to {path}: {faiss_reason(exc)}") from exc
+    ondisk.remove_stale_lists(path, lists)
 
 
 def read_index(path: Path) -> tuple[faiss.Index, dict[str, Any]]:
     """The index in `path` and its sidecar's fields ({} when the sidecar does not describe this very file)."""
     if not path.is_file():
         raise IndexLayerError(f"no index file at {path}")
+    # An on-disk index (its sidecar says so) is read without its lists, which are then mapped read-only from the
+    # index file's folder; any other index is read whole.
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if _names_lists(sidecar_path(path)) else 0
     try:
-        index = faiss.read_index(str(path))
+        index = faiss.read_index(str(path), flags)
+        ondisk.open_lists(index, path.parent)
     except (RuntimeError, MemoryError, ValueError) as exc:
         raise IndexLayerError(
             f"cannot read index file {path} (corrupt or not a faiss index): {faiss_reason(exc)}"
@@ -62,6 +71,14 @@ def read_index(path: Path) -> tuple[faiss.Index, dict[str, Any]]:
     native_ids(index, str(path))  # refuse unusable layouts with the file's name in the message
     meta = _read_sidecar(sidecar_path(path), dim=int(index.d), ntotal=int(index.ntotal), file_bytes=path.stat().st_size)
     return index, meta
+
+
+def _names_lists(sidecar: Path) -> bool:
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and bool(meta.get("lists"))
 
 
 def sidecar_path(path: Path) -> Path:
