@@ -25,6 +25,7 @@ import numpy as np
 from indexes.building import ivf_below_transforms, new_index
 from indexes.errors import IndexLayerError, faiss_reason
 from indexes.factory import ivf_nlist
+from indexes.tuning import HNSW_QUANTIZER_MIN_LISTS
 
 _FAISS: Any = faiss  # faiss's bundled stubs lack InvertedListsPtrVector and SWIG's `this`
 LISTS_SUFFIX = ".ivfdata"
@@ -58,9 +59,13 @@ def should_go_on_disk(n: int, dim: int, available: int | None = None) -> bool:
 
 
 def on_disk_factory(n: int) -> str:
-    """The on-disk index for `n` vectors: IVF with nlist from `ivf_nlist`, 8-bit scalar codes (a quarter of float32
-    on disk and per probe read, at a recall close to IVF-Flat's; the full-size check sets nprobe)."""
-    return f"IVF{ivf_nlist(n)},SQ8"
+    """The on-disk index for `n` vectors: IVF with nlist from `ivf_nlist`, an HNSW coarse quantizer from
+    HNSW_QUANTIZER_MIN_LISTS lists on (a flat scan of 65,536 centroids would cost more than the probed lists), and
+    8-bit scalar codes (a quarter of float32 on disk and per probe, at a recall close to IVF-Flat's; the full-size
+    check sets nprobe)."""
+    nlist = ivf_nlist(n)
+    quantizer = "_HNSW32" if nlist >= HNSW_QUANTIZER_MIN_LISTS else ""
+    return f"IVF{nlist}{quantizer},SQ8"
 
 
 def training_size(factory: str, n: int, dim: int) -> int:
