@@ -1,5 +1,5 @@
-"""The Ray engine on a real single-node cluster (the session's `ray_cluster`): the same collection as the local engine,
-built through `simsearch index --engine ray`; a worker killed mid-run and a rerun end with a complete collection."""
+"""The Ray engine on a real single-node cluster (`ray_cluster`, one for the whole test run): the same collection as the
+local engine, built through `simsearch index --engine ray`; a worker killed mid-run and a rerun end complete."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ def _records(path: Path) -> dict[int, tuple[str, np.ndarray, bytes | None]]:
         return {r.id: (r.path, col.store.vectors([r.id], col.dim)[0], col.thumbnail(r.id)) for r in col.store.records()}
 
 
-def _bounded(target, timeout: float = RUN_TIMEOUT_S):
-    """Run `target()` in a thread; its result, or its exception re-raised; a run past `timeout` fails the test."""
+def _bounded(work, timeout: float = RUN_TIMEOUT_S):
+    """Run `work()` in a thread; its result, or its exception re-raised; a run past `timeout` fails the test."""
     out: dict[str, object] = {}
 
     def run() -> None:
         try:
-            out["value"] = target()
+            out["value"] = work()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             out["error"] = exc
 

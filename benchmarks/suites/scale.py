@@ -31,6 +31,7 @@ HELP = "Ray engine vs local engine images/s; on-disk IVF merge vs in-memory buil
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=2000, help="Caltech-101 photos each engine indexes")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each engine, in alternating order")
     parser.add_argument("--address", default=None, help="Ray cluster to join [default: start one on this machine]")
     parser.add_argument("--vectors", type=int, default=1_000_000, help="synthetic vectors of the index build")
     parser.add_argument("--dim", type=int, default=256, help="their dimension")
@@ -72,36 +73,49 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
 
 
 def engines(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Index the same photos into two fresh collections, local engine first, then Ray (its cluster start timed
-    apart); model loading is not counted, the Ray actors' start is (it is part of every Ray run)."""
+    """Index the same photos into fresh collections with each engine, `--rounds` times, the order alternating
+    (local then Ray, Ray then local, ...) so that a change of the machine's load between runs weighs on both alike;
+    Ray's cluster start is timed apart, model loading is not counted, the Ray actors' start is (every run pays it)."""
     from simsearch import Collection, open_collection
     from simsearch.scale import RayEngine, ray_available
 
     if not ray_available():
         raise BenchmarkError("the scale suite compares the Ray engine: install the `ray` extra")
     photos = copy_photos(caltech_photo_names(args.images, args.data), tmp / "photos")
-    out: dict[str, Any] = {"images": args.images, "batch_size": args.batch_size}
+    out: dict[str, Any] = {"images": args.images, "batch_size": args.batch_size, "rounds": args.rounds}
     started = time.perf_counter()
     ray_engine = RayEngine(args.address).start()
     out["ray_cluster_start_s"] = time.perf_counter() - started
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], "ray": []}
     try:
-        for name, engine in (("local", None), ("ray", ray_engine)):
-            with Collection.open(tmp / name, create=True, device=args.device) as col:
-                load = os.getloadavg()[0]
-                started = time.perf_counter()
-                report = col.index_folder(photos, batch_size=args.batch_size, engine=engine)
-                seconds = time.perf_counter() - started
-            out[name] = {
-                "embedded": report.embedded,
-                "seconds": seconds,
-                "images_per_s": report.embedded / seconds,
-                "load": [load, os.getloadavg()[0]],
-            }
-            logger.info("%s engine: %.1f images/s", name, out[name]["images_per_s"])
+        for round_no in range(args.rounds):
+            order = [("local", None), ("ray", ray_engine)]
+            for name, engine in order if round_no % 2 == 0 else order[::-1]:
+                with Collection.open(tmp / f"{name}-{round_no}", create=True, device=args.device) as col:
+                    load = os.getloadavg()[0]
+                    started = time.perf_counter()
+                    report = col.index_folder(photos, batch_size=args.batch_size, engine=engine)
+                    seconds = time.perf_counter() - started
+                runs[name].append(
+                    {
+                        "embedded": report.embedded,
+                        "seconds": seconds,
+                        "images_per_s": report.embedded / seconds,
+                        "load": [load, os.getloadavg()[0]],
+                    }
+                )
+                logger.info("%s engine: %.1f images/s", name, runs[name][-1]["images_per_s"])
     finally:
         ray_engine.close()
+    for name, done in runs.items():
+        total = sum(r["seconds"] for r in done)
+        out[name] = {
+            "images_per_s": sum(r["embedded"] for r in done) / total,
+            "load": [round(x, 2) for r in done for x in r["load"]],
+            "runs": done,
+        }
     out["ray_over_local"] = out["ray"]["images_per_s"] / out["local"]["images_per_s"]
-    with open_collection(tmp / "local") as a, open_collection(tmp / "ray") as b:
+    with open_collection(tmp / "local-0") as a, open_collection(tmp / "ray-0") as b:
         ids = a.store.ids()
         out["same_ids_and_paths"] = ids.tolist() == b.store.ids().tolist() and all(
             x.path == y.path for x, y in zip(a.store.get_many(ids), b.store.get_many(ids), strict=True) if x and y

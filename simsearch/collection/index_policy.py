@@ -297,7 +297,7 @@ class IndexPolicy:
 
     def _settle_on_disk(self) -> None:
         """Build the on-disk IVF from the store (the engine's map fills its shards) when there is none, it is stale
-        or the size calls for more lists, then raise nprobe until the full-size check reaches the recall target."""
+        or the size calls for more lists, then raise nprobe until the full-size check reaches the recall goal (0.95)."""
         n = len(self.store)
         factory = on_disk_factory(n)
         if self.on_disk and not self._on_disk_stale and self.index.factory == factory:
