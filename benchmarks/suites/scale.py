@@ -66,7 +66,37 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
                     }
                 )
     record["load_average_at_end"] = os.getloadavg()
-    return {"record": record, "figures": [], "table": table}
+    return {"record": record, "figures": [_draw(record, out_dir)], "table": table}
+
+
+def _draw(record: dict[str, Any], out_dir: Path) -> Path:
+    """Images/s of each engine, and the peak memory (the process's own, and mapped file pages) of each index step."""
+    from benchmarks.record import figure
+
+    path = out_dir / "scale.png"
+    with figure(path, width=11.0, ncols=2) as (left, right):
+        if "engines" in record:
+            names = ["local", "ray"]
+            left.bar(names, [record["engines"][n]["images_per_s"] for n in names], color=["#888888", "#3b7dd8"])
+            left.set_ylabel("images/s")
+            left.set_title(f"{record['engines']['images']} photos, same run")
+        else:
+            left.set_axis_off()
+        if "index_build" in record:
+            steps = record["index_build"]["steps"]
+            names = list(steps)
+            y = np.arange(len(names))
+            right.barh(y - 0.2, [steps[n]["peak_anon_bytes"] / 2**20 for n in names], 0.4, label="own (anonymous)")
+            right.barh(y + 0.2, [steps[n]["peak_file_bytes"] / 2**20 for n in names], 0.4, label="mapped files")
+            right.set_yticks(y, names)
+            right.invert_yaxis()
+            right.set_xlabel("peak MiB")
+            right.legend()
+            build = record["index_build"]
+            right.set_title(f"{build['vectors']:,} x {build['dim']}-d, {build['factory']}")
+        else:
+            right.set_axis_off()
+    return path
 
 
 # ------------------------------------------------------------------------------------------------------ the engines
