@@ -169,11 +169,8 @@ def sync_lists(index: Any) -> None:
     path = lists_file(index)
     if path is None:
         return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def remove_stale_lists(index_path: Path, keep: Path | None) -> None:
