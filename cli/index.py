@@ -31,6 +31,16 @@ LISTED = 10
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [default: half the cores].")
 @click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where embedding runs: here, or on a Ray cluster (extra `ray`; --workers is then its embedding actors).",
+)
+@click.option(
+    "--address", help="With --engine ray: the cluster to join, e.g. auto [default: start one on this machine]."
+)
+@click.option(
     "--index-factory",
     help="FAISS factory string, e.g. Flat, HNSW32, IVF1024,PQ32 [default: exact up to 100k images, then measured].",
 )
@@ -72,6 +82,8 @@ def index(
     device: str,
     batch_size: int,
     workers: int | None,
+    engine: str,
+    address: str | None,
     index_factory: str | None,
     max_memory: str | None,
     max_pixels: int,
@@ -106,12 +118,22 @@ def index(
 
     from simsearch import Collection
     from simsearch.collection import KEEP
+    from simsearch.scale import open_engine
 
     progress = BarProgress(enabled=not quiet and sys.stderr.isatty())
-    with Collection.open(collection, model=model, weights=weights, device=device, create=True, tta=tta) as col:
+    with (
+        open_engine(engine, address, workers) as runner,
+        Collection.open(collection, model=model, weights=weights, device=device, create=True, tta=tta) as col,
+    ):
         if index_factory or budget is not None:  # checked now, written once with the run's results
             col.configure_index(factory=index_factory or KEEP, max_memory=KEEP if budget is None else budget)
-        options = {"batch_size": batch_size, "workers": workers, "max_pixels": max_pixels, "progress": progress}
+        options = {
+            "batch_size": batch_size,
+            "workers": workers,
+            "max_pixels": max_pixels,
+            "progress": progress,
+            "engine": runner,
+        }
         try:
             if target.is_dir():
                 report = col.index_folder(target, scope=scope, **options)  # type: ignore[arg-type]

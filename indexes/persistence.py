@@ -12,6 +12,7 @@ from typing import Any
 
 import faiss
 
+from indexes import ondisk
 from indexes.errors import IndexLayerError, faiss_reason
 from indexes.ids import native_ids
 
@@ -26,6 +27,7 @@ def write_index_file(index: faiss.Index, path: Path) -> None:
     """Write `index` to `path` as a plain faiss file: not crash-safe by itself, so write to a temporary name and
     rename it into place."""
     try:
+        ondisk.sync_lists(index)  # an on-disk index's lists are durable before the file that names them
         faiss.write_index(index, str(path))
     except (OSError, RuntimeError) as exc:
         raise IndexLayerError(f"cannot write index to {path}: {faiss_reason(exc)}") from exc
@@ -34,6 +36,7 @@ def write_index_file(index: faiss.Index, path: Path) -> None:
 def sidecar_fields(index: faiss.Index, *, factory: str, search_params: str, file_bytes: int) -> dict[str, Any]:
     """The sidecar describing `index` saved as a file of `file_bytes` bytes: written after the index file, so that a
     crash between the two leaves a sidecar that `read_index` recognises as describing another file."""
+    lists = ondisk.lists_file(index)
     return {
         "format": SIDECAR_FORMAT,
         "factory": factory,
@@ -43,15 +46,26 @@ def sidecar_fields(index: faiss.Index, *, factory: str, search_params: str, file
         "search_params": search_params,
         "faiss_version": faiss.__version__,
         "file_bytes": int(file_bytes),
+        **({"lists": lists.name} if lists is not None else {}),
     }
+
+
+def remove_older_files(index: faiss.Index, path: Path) -> None:
+    """After `index` was saved to `path` with its sidecar: remove what earlier saves left that it no longer names
+    (the lists files of earlier on-disk builds)."""
+    ondisk.remove_stale_lists(path, ondisk.lists_file(index))
 
 
 def read_index(path: Path) -> tuple[faiss.Index, dict[str, Any]]:
     """The index in `path` and its sidecar's fields ({} when the sidecar does not describe this very file)."""
     if not path.is_file():
         raise IndexLayerError(f"no index file at {path}")
+    # An on-disk index (its sidecar says so) is read without its lists, which are then mapped read-only from the
+    # index file's folder; any other index is read whole.
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if _names_lists(sidecar_path(path)) else 0
     try:
-        index = faiss.read_index(str(path))
+        index = faiss.read_index(str(path), flags)
+        ondisk.open_lists(index, path.parent)
     except (RuntimeError, MemoryError, ValueError) as exc:
         raise IndexLayerError(
             f"cannot read index file {path} (corrupt or not a faiss index): {faiss_reason(exc)}"
@@ -61,6 +75,14 @@ def read_index(path: Path) -> tuple[faiss.Index, dict[str, Any]]:
     native_ids(index, str(path))  # refuse unusable layouts with the file's name in the message
     meta = _read_sidecar(sidecar_path(path), dim=int(index.d), ntotal=int(index.ntotal), file_bytes=path.stat().st_size)
     return index, meta
+
+
+def _names_lists(sidecar: Path) -> bool:
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and bool(meta.get("lists"))
 
 
 def sidecar_path(path: Path) -> Path:

@@ -18,8 +18,9 @@ from indexes.blas import blas_from_small_batches
 from indexes.building import new_index, walk, wrapped
 from indexes.errors import IndexLayerError, faiss_reason
 from indexes.ids import SortedIds, as_ids, id_positions, native_ids, preview, stored_ids
+from indexes.ondisk import lists_file
 from indexes.params import default_search_params
-from indexes.persistence import read_index, sidecar_fields, sidecar_path, write_index_file
+from indexes.persistence import read_index, remove_older_files, sidecar_fields, sidecar_path, write_index_file
 from indexes.placement import GpuPlacement, resolve_use_gpu
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class VectorIndex:
         path = Path(path)
         index, meta = read_index(path)
         factory = meta.get("factory")
-        obj = cls(index, factory=factory if isinstance(factory, str) else "", use_gpu=use_gpu)
+        on_disk = lists_file(index) is not None  # searched where it lies: a GPU copy would hold it all in memory
+        obj = cls(index, factory=factory if isinstance(factory, str) else "", use_gpu=False if on_disk else use_gpu)
         params = meta.get("search_params")
         if isinstance(params, str) and params:
             try:
@@ -102,7 +104,22 @@ class VectorIndex:
                 logger.warning("search params %r from %s not applied: %s", params, sidecar_path(path), exc)
         return obj
 
+    @classmethod
+    def on_disk_from(cls, index: faiss.Index, factory: str) -> VectorIndex:
+        """Wrap an IVF index whose lists are on disk (`indexes.ondisk.merge_shards`), with `factory`'s default search
+        params; it is searched on the CPU, read-only."""
+        if lists_file(index) is None:
+            raise IndexLayerError(f"{factory!r}: not an index with its inverted lists on disk")
+        obj = cls(index, factory=factory, use_gpu=False)
+        obj._apply_search_params(default_search_params(factory), try_first=False)
+        return obj
+
     # ------------------------------------------------------------------ properties
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the inverted lists are memory-mapped from a file (read-only: rebuilt, never changed in place)."""
+        return lists_file(self._index) is not None
 
     @property
     def ntotal(self) -> int:
@@ -161,6 +178,7 @@ class VectorIndex:
             IndexLayerError: wrong shape or dimension, NaN/inf, negative or duplicate ids, ids already present, or
                 too few vectors to train an untrained index (the message says how many are needed).
         """
+        self._check_writable()
         x = self._as_vectors(vectors, "vectors")
         new_ids = as_ids(ids)
         if len(new_ids) != len(x):
@@ -201,6 +219,7 @@ class VectorIndex:
         Raises:
             IndexLayerError: ids not integers, or an index type faiss can neither remove from nor reconstruct.
         """
+        self._check_writable()
         targets = np.unique(as_ids(ids))
         if len(targets) == 0 or self.ntotal == 0:
             return 0
@@ -340,6 +359,10 @@ class VectorIndex:
             self._index, factory=self.factory, search_params=self._search_params, file_bytes=file_bytes
         )
 
+    def remove_older_files(self, path: str | os.PathLike[str]) -> None:
+        """Once this index and its sidecar are saved at `path`: remove the lists files of earlier on-disk builds."""
+        remove_older_files(self._index, Path(path))
+
     # ------------------------------------------------------------------ internals
 
     def _as_vectors(self, data: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
@@ -356,6 +379,11 @@ class VectorIndex:
         if not finite.all():
             raise IndexLayerError(f"{name} contain NaN or inf (first at row {int(np.flatnonzero(~finite)[0])})")
         return x
+
+    def _check_writable(self) -> None:
+        # faiss would throw inside a parallel loop on read-only lists, which aborts the process: refuse first.
+        if self.on_disk:
+            raise IndexLayerError(f"{self.factory!r} is on disk, read-only: rebuild it to change it")
 
     def _contains(self, ids: np.ndarray) -> np.ndarray:
         """Boolean mask: which of `ids` are in the index."""

@@ -44,7 +44,9 @@ def default_workers() -> int:
 
 
 @dataclass
-class _Decoded:
+class Decoded:
+    """One file made ready for the model: its tensor and thumbnail, or (tensor None) why it could not be read."""
+
     position: int
     tensor: torch.Tensor | None
     thumbnail: bytes | None
@@ -67,18 +69,27 @@ class _ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, position: int) -> _Decoded:
+    def __getitem__(self, position: int) -> Decoded:
         try:
             image = load_image(self.paths[position], max_pixels=self.max_pixels, min_side=self.min_side)
             thumb = make_thumbnail(image) if self.thumbnails else None
-            return _Decoded(position, self.transform(image), thumb, None)
+            return Decoded(position, self.transform(image), thumb, None)
         except ImageError as exc:
-            return _Decoded(position, None, None, str(exc))
+            return Decoded(position, None, None, str(exc))
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a property of the file, reported not raised
-            return _Decoded(position, None, None, f"{type(exc).__name__}: {exc}")
+            return Decoded(position, None, None, f"{type(exc).__name__}: {exc}")
 
 
-def _collate(items: list[_Decoded]) -> list[_Decoded]:
+def decode_files(
+    paths: Sequence[str | Path], transform: Transform, min_side: int, max_pixels: int, *, thumbnails: bool = True
+) -> list[Decoded]:
+    """Decode, transform and thumbnail files in this process, one by one as a DataLoader worker does: the decoding
+    step of an engine that runs elsewhere (`simsearch.scale`)."""
+    files = _ImageFiles(paths, transform, min_side, max_pixels, thumbnails)
+    return [files[i] for i in range(len(files))]
+
+
+def _collate(items: list[Decoded]) -> list[Decoded]:
     return items
 
 

@@ -101,3 +101,10 @@ class DedupError(SimSearchError):
 
 class CalibrationError(DedupError):
     """A calibration cannot be fitted, read or used: no same-item pairs, a damaged file, another model's thresholds."""
+
+
+# -- scale-out --------------------------------------------------------------------------------------------------------
+
+
+class EngineError(SimSearchError):
+    """An indexing engine cannot run: Ray is not installed, no cluster answers at the address, or the cluster failed."""

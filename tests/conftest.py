@@ -87,3 +87,32 @@ def sample_collection(tmp_path_factory) -> Path:
     if report.added != 48 or report.skipped:
         raise RuntimeError(f"the sample collection did not build cleanly: {report}")
     return path
+
+
+#: How long a test may wait for the single-node Ray cluster to start (a loaded 2-core machine takes 10-30 s).
+RAY_START_TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real single-node Ray cluster of 2 CPUs, started once for the whole test run and shut down at its end;
+    skipped when the `ray` extra is not installed, failed when it does not start within RAY_START_TIMEOUT_S.
+
+    Started from the main thread: Ray's processes die with the thread that started them (PR_SET_PDEATHSIG)."""
+    import signal
+
+    ray = pytest.importorskip("ray", reason="the Ray engine tests need the `ray` extra: pip install 'simsearch[ray]'")
+    pytest.importorskip("ray.data", reason="the Ray engine tests need Ray Data: pip install 'simsearch[ray]'")
+
+    def too_slow(signum, frame):
+        raise TimeoutError(f"the Ray cluster did not start within {RAY_START_TIMEOUT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(RAY_START_TIMEOUT_S)
+    try:
+        ray.init(num_cpus=2, object_store_memory=512 * 2**20, include_dashboard=False, logging_level="WARNING")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    yield ray
+    ray.shutdown()

@@ -40,6 +40,7 @@ NEEDS = {
     "query": ["caltech101/101_ObjectCategories.tar"],
     "train": ["caltech101/101_ObjectCategories.tar"],
     "search": [],
+    "scale": [],  # its engine half reads Caltech-101; the test runs the index half alone
 }
 
 
@@ -166,6 +167,17 @@ def test_search_suite_writes_a_well_formed_record_when_it_exists(tmp_path: Path)
         pytest.skip("benchmarks/suites/search.py (the FAISS suite) does not exist yet")
     record = run_tiny("search", tmp_path)
     assert record["table"]
+
+
+def test_scale_suite_compares_the_index_merged_on_disk_with_the_one_built_in_memory(tmp_path: Path) -> None:
+    record = run_tiny("scale", tmp_path, "--no-engines")  # the engine comparison needs Ray: test_scale_ray.py
+    build = record["index_build"]
+    assert build["vectors"] == 20_000 and build["shards"] == 4
+    assert build["same_ids_share"] == 1.0 and build["max_score_difference"] == 0.0  # the same index, in two ways
+    steps = build["steps"]
+    assert {"in memory: add all", "on disk: merge", "search in memory", "search on disk"} <= set(steps)
+    assert all(step["seconds"] > 0 and step["peak_anon_bytes"] > 0 for step in steps.values())
+    assert build["on_disk_bytes"] > 0 and len(record["load_average_at_start"]) == 3
 
 
 # --------------------------------------------------------------------------------------------------------------------

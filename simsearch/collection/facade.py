@@ -20,7 +20,7 @@ import PIL.Image
 from indexes import VectorIndex
 from simsearch.collection import identity
 from simsearch.collection.index_policy import KEEP, IndexPolicy, IndexSettings, Keep
-from simsearch.collection.ingest import IngestRun, Progress, folder_files, listed_files
+from simsearch.collection.ingest import Engine, IngestRun, Progress, folder_files, listed_files
 from simsearch.collection.layout import MANIFEST, STORE, VECTORS, remove_new_collection, resolve_folder
 from simsearch.collection.live import StoreFollower
 from simsearch.collection.lock import WriterLock
@@ -230,14 +230,16 @@ class Collection:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
         scope: ScanScope | None = None,
+        engine: Engine | None = None,
     ) -> IndexReport:
         """Bring the collection in line with ``folder``: embed new and changed images, follow moved ones, drop
         entries of files that are gone from it. Entries outside ``folder`` are left alone.
 
         ``scope`` says what the scan leaves out (default: hidden entries, junk folders, `.simsearchignore`
-        patterns); the collection's own folder is never scanned. Files left out are not gone: their entries stay."""
+        patterns); the collection's own folder is never scanned. Files left out are not gone: their entries stay.
+        ``engine`` runs the embedding elsewhere (`simsearch.scale.RayEngine`); the default embeds in this process."""
         root, files, tally = folder_files(folder, (scope or ScanScope()).never_entering(self.path))
-        run = self._ingest_run(batch_size, workers, max_pixels, progress)
+        run = self._ingest_run(batch_size, workers, max_pixels, progress, engine)
         report = run.run(files, root=root, unreadable=tally.unreadable_folders)
         report.add_scan(tally.excluded, tally.skipped_folders, tally.special)
         return report
@@ -251,17 +253,23 @@ class Collection:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         progress: Progress | None = None,
         scope: ScanScope | None = None,
+        engine: Engine | None = None,
     ) -> IndexReport:
         """Add (or refresh) image files; a folder among ``paths`` adds what ``scope`` lets in of it (as in
         `index_folder`). Removes nothing."""
         tally = ScanTally()
         files = listed_files(paths, (scope or ScanScope()).never_entering(self.path), tally)
-        report = self._ingest_run(batch_size, workers, max_pixels, progress).run(files, root=None)
+        report = self._ingest_run(batch_size, workers, max_pixels, progress, engine).run(files, root=None)
         report.add_scan(tally.excluded, tally.skipped_folders, tally.special)
         return report
 
     def _ingest_run(
-        self, batch_size: int, workers: int | None, max_pixels: int, progress: Progress | None
+        self,
+        batch_size: int,
+        workers: int | None,
+        max_pixels: int,
+        progress: Progress | None,
+        engine: Engine | None = None,
     ) -> IngestRun:
         self._begin_write()
         return IngestRun(
@@ -273,6 +281,7 @@ class Collection:
             workers=workers,
             max_pixels=max_pixels,
             progress=progress,
+            engine=engine,
         )
 
     def remove(self, items: Iterable[int | str | os.PathLike[str]]) -> list[ImageRecord]:

@@ -24,3 +24,4 @@ def save_index(index: VectorIndex, path: Path) -> None:
         atomic_write_json(sidecar_path(path), index.sidecar(file_bytes=path.stat().st_size))
     except OSError as exc:
         raise IndexLayerError(f"cannot save index to {path}: {exc}") from exc
+    index.remove_older_files(path)

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import enum
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from indexes import (
     exact_neighbors_chunked,
     exact_scorer,
 )
+from indexes.ondisk import on_disk_factory, should_go_on_disk, trained_from_file
 from simsearch.collection.index_file import save_index
 from simsearch.collection.live import ReadWriteLock
 from simsearch.collection.manifest import IndexInfo, now_iso
@@ -84,6 +86,15 @@ class IndexPolicy:
         self.index = index
         #: Searches read the index under it, every change takes it alone (reentrant for the changing thread).
         self.guard = ReadWriteLock()
+        #: The parallel map of the engine of the ingest run in progress (see `ingest.Engine`); None: this process.
+        self.map_unordered: Callable[..., Iterator[Any]] | None = None
+        self._on_disk_stale = False  # the store changed since the on-disk index was built
+
+    @property
+    def on_disk(self) -> bool:
+        """The index is searched memory-mapped from disk (indexes.ondisk): the store's changes wait for the save
+        that rebuilds it; it is never changed in place, since other processes may be searching the same file."""
+        return self.index.on_disk
 
     # -- opening ----------------------------------------------------------------------------------------------------
 
@@ -125,6 +136,9 @@ class IndexPolicy:
     # -- following the store ----------------------------------------------------------------------------------------
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if self.on_disk:
+            self._on_disk_stale = self._on_disk_stale or len(ids) > 0
+            return
         if not self.index.is_trained:
             return  # an IVF/PQ index trains once on enough vectors; until then the store keeps them (see save)
         try:
@@ -134,6 +148,9 @@ class IndexPolicy:
             raise CollectionError(f"cannot add to the index: {exc}") from exc
 
     def remove(self, ids: np.ndarray) -> None:
+        if self.on_disk:
+            self._on_disk_stale = self._on_disk_stale or len(ids) > 0
+            return
         try:
             with self.guard.writing():
                 self.index.remove(ids)
@@ -141,6 +158,9 @@ class IndexPolicy:
             raise CollectionError(f"cannot remove from the index: {exc}") from exc
 
     def add_from_store(self, ids: np.ndarray, chunk: int = 8192) -> None:
+        if self.on_disk:
+            self.add(ids, np.empty((0, self.dim), dtype=np.float32))  # nothing to read: the rebuild reads the store
+            return
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
             self.add(part, self.store.vectors(part.tolist(), self.dim))
@@ -235,6 +255,9 @@ class IndexPolicy:
 
     def _settle(self) -> None:
         info = self.info
+        if self._wants_on_disk():
+            self._settle_on_disk()
+            return
         if not self.index.factory:  # loaded without a valid sidecar: of unknown type, so rebuilt as the manifest says
             log.info("rebuilding the index as %s from the store", info.factory)
             self._become(info.factory, info.search_params)
@@ -282,8 +305,50 @@ class IndexPolicy:
             except IndexLayerError as exc:
                 raise CollectionError(f"cannot apply the chosen search params: {exc}") from exc
 
+    def _wants_on_disk(self) -> bool:
+        """The engine chooses, within no budget, and the stored vectors would take too much of the memory available
+        (measured now, see indexes.ondisk.should_go_on_disk). An index on disk stays there: the memory available
+        changes from minute to minute, and a collection does not move in and out of memory with it."""
+        info = self.info
+        if not info.auto or info.max_memory is not None:
+            return False
+        return self.on_disk or should_go_on_disk(len(self.store), self.dim)
+
+    def _settle_on_disk(self) -> None:
+        """Build the on-disk IVF from the store (the engine's map fills its shards) when there is none, it is stale
+        or the size calls for more lists, then raise nprobe until the full-size check reaches the recall goal (0.95)."""
+        n = len(self.store)
+        factory = on_disk_factory(n)
+        if self.on_disk and not self._on_disk_stale and self.index.factory == factory:
+            return
+        from simsearch.scale.ondisk import build_on_disk, serial_map
+
+        same = self.on_disk and self.index.factory == factory and self.path.exists()
+        log.info("collection size %d: building the index %s on disk", n, factory)
+        self.index, built = build_on_disk(
+            self.store,
+            self.dim,
+            self.path,
+            factory,
+            map_unordered=self.map_unordered or serial_map,
+            trained=trained_from_file(self.path) if same else None,
+        )
+        self._on_disk_stale = False
+        queries, own, truth = self._calibration_queries()
+        if queries is not None:
+            scores = exact_scorer(queries, lambda ids: self.store.vectors(ids.tolist(), self.dim))
+            check = calibrate(
+                self.index, factory, self.index.search_params, queries, truth, own=own, exact_scores=scores
+            )
+            built.update(search_params=check.search_params, full_size_recall_at_10=check.recall_at_10)
+        self.info.tuning = {"factory": factory, **built, "tuned_at": now_iso()}
+
     def _fill(self) -> None:
-        """Fill a new index with every stored vector (training it first when it needs training and can be)."""
+        """Fill a new index with every stored vector (training it first when it needs training and can be); a
+        collection too large for memory gets its on-disk index instead."""
+        if self._wants_on_disk():
+            self._settle_on_disk()
+            return
         self.add_from_store(self.store.ids())
         self._train_when_possible()
 

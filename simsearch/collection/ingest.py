@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from simsearch.images import file_sha256, probe_image
 from simsearch.scanning import ScanScope, ScanTally, is_not_an_image, walk
 
 if TYPE_CHECKING:
+    from simsearch.embedding import EmbeddedBatch
     from simsearch.models import Embedder
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,48 @@ class Silent:
 
     def skip(self, path: str, reason: str) -> None:
         log.warning("skipped %s: %s", path, reason)
+
+
+class Engine(Protocol):
+    """Where a run's heavy work happens: embedding the files it must embed, and building the shards of an on-disk
+    index at its end. `LocalEngine` does both in this process; `simsearch.scale.RayEngine` on a Ray cluster. Every
+    write stays in this process (one writer; the store commits each batch as it arrives)."""
+
+    def embed(
+        self,
+        embedder: Callable[[], Embedder],
+        paths: Sequence[str],
+        *,
+        batch_size: int,
+        workers: int | None,
+        max_pixels: int,
+    ) -> Iterable[EmbeddedBatch]: ...
+
+    def map_unordered(
+        self, fn: Callable[..., Any], shared: tuple[Any, ...], jobs: Iterable[tuple[Any, ...]]
+    ) -> Iterator[Any]: ...
+
+
+class LocalEngine:
+    """The default engine: decoding in DataLoader worker processes, the forward pass and shard builds here."""
+
+    def embed(
+        self,
+        embedder: Callable[[], Embedder],
+        paths: Sequence[str],
+        *,
+        batch_size: int,
+        workers: int | None,
+        max_pixels: int,
+    ) -> Iterable[EmbeddedBatch]:
+        from simsearch.embedding import embed_files
+
+        return embed_files(embedder(), paths, batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+
+    def map_unordered(
+        self, fn: Callable[..., Any], shared: tuple[Any, ...], jobs: Iterable[tuple[Any, ...]]
+    ) -> Iterator[Any]:
+        return (fn(*shared, *job) for job in jobs)
 
 
 @dataclass
@@ -121,6 +164,7 @@ class IngestRun:
         workers: int | None,
         max_pixels: int,
         progress: Progress | None,
+        engine: Engine | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -131,10 +175,18 @@ class IngestRun:
         self.workers = workers
         self.max_pixels = max_pixels
         self.progress: Progress = progress or Silent()
+        self.engine: Engine = engine or LocalEngine()
         self.report = IndexReport()
         self._new_skips: list[tuple[_Candidate, str]] = []
 
     def run(self, files: Iterable[Path], *, root: str | None, unreadable: list[Path] | None = None) -> IndexReport:
+        self.policy.map_unordered = self.engine.map_unordered  # an on-disk index built at the end uses the engine
+        try:
+            return self._run(files, root, unreadable)
+        finally:
+            self.policy.map_unordered = None
+
+    def _run(self, files: Iterable[Path], root: str | None, unreadable: list[Path] | None) -> IndexReport:
         started = time.perf_counter()
         report, max_pixels = self.report, self.max_pixels
         known = self.store.records_under(root) if root is not None else {}
@@ -286,14 +338,12 @@ class IngestRun:
     def _embed_and_store(self, groups: dict[str, list[_Candidate]]) -> None:
         if not groups:
             return
-        from simsearch.embedding import embed_files
-
         report, progress = self.report, self.progress
         firsts = [files[0] for files in groups.values()]
         progress.stage("embedding", len(firsts))
         last_save = time.monotonic()
-        for out in embed_files(
-            self._embedder(),
+        for out in self.engine.embed(
+            self._embedder,
             [c.path for c in firsts],
             batch_size=self.batch_size,
             workers=self.workers,
@@ -317,6 +367,6 @@ class IngestRun:
             report.embedded += len(out.positions)
             report.reused += len(rows) - len(out.positions)
             progress.advance(len(out.positions) + len(out.failures))
-            if time.monotonic() - last_save > SAVE_EVERY_S:
+            if time.monotonic() - last_save > SAVE_EVERY_S and not self.policy.on_disk:  # on disk: built at the end
                 self._checkpoint()
                 last_save = time.monotonic()
