@@ -48,7 +48,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     buffer = bytearray(_HASH_CHUNK)
     view = memoryview(buffer)
     with open_regular_file(path) as f:
-        while n := f.readinto(buffer):
+        while n := f.readinto(buffer):  # type: ignore[attr-defined]
             digest.update(view[:n])
     return digest.hexdigest()
 

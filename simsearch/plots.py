@@ -298,7 +298,7 @@ def save_history_plot(
         ax_val.legend(loc="lower right", fontsize="small")
     for ax in (ax_loss, ax_val):
         if ax is not None:
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     return _save(fig, path, title)
 
 

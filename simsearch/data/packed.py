@@ -66,7 +66,7 @@ def write_lmdb_dataset(
     max_side: int | None = None,
     image_format: str = "PNG",
     overwrite: bool = False,
-    views: tuple[Sequence[str], Sequence[int]] | None = None,
+    views: tuple[Sequence[str], Sequence[int] | np.ndarray] | None = None,
 ) -> int:
     """Pack a labelled image set into one LMDB folder that `LMDBImageDataset` reads back fast.
 

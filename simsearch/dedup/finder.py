@@ -154,7 +154,11 @@ def duplicates_of(
     for image_id in exact_ids:
         found.setdefault(image_id, 1.0)
     records = dict(zip(found, col.store.get_many(found), strict=True))
-    matches = [Match(records[i], min(1.0, s), i in exact_ids, line.meaning(s)) for i, s in found.items() if records[i]]
+    matches = [
+        Match(record, min(1.0, s), i in exact_ids, line.meaning(s))
+        for i, s in found.items()
+        if (record := records[i]) is not None
+    ]
     return sorted(matches, key=lambda m: (not m.exact, -m.score, m.record.path))
 
 

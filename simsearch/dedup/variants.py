@@ -85,8 +85,8 @@ def _text(image: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, st
     size = max(10, round(min(image.size) * float(rng.uniform(0.08, 0.14))))
     font = ImageFont.load_default(size=size)
     left, top, right, bottom = draw.textbbox((0, 0), words, font=font, stroke_width=2)
-    x = int(rng.integers(0, max(1, image.width - (right - left))))
-    y = int(rng.integers(0, max(1, image.height - (bottom - top))))
+    x = int(rng.integers(0, max(1, int(image.width - (right - left)))))
+    y = int(rng.integers(0, max(1, int(image.height - (bottom - top)))))
     draw.text((x, y), words, font=font, fill=(255, 255, 255), stroke_width=2, stroke_fill=(0, 0, 0))
     return out, f"text '{words}'"
 

@@ -72,7 +72,7 @@ def as_image_list(images: Any) -> list[ImageInput]:
     for position, item in enumerate(listed):
         if not isinstance(item, single):
             raise ImageError(f"image {position} is {type(item).__name__}, not {accepted}")
-    return listed
+    return listed  # type: ignore[return-value]
 
 
 def embed_images(
