@@ -25,6 +25,7 @@ from simsearch.files import MAX_FILE_BYTES, file_sha256, open_regular_file, scan
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_FILE_BYTES",
+    "EMPTY_FILE",
     "NOT_AN_IMAGE",
     "THUMBNAIL_SIZE",
     "file_sha256",
@@ -42,6 +43,8 @@ DEFAULT_MAX_PIXELS: int = 100_000_000
 THUMBNAIL_SIZE: int = 256
 #: The reason given for a file that no image format recognises (as opposed to a damaged image of a known format).
 NOT_AN_IMAGE = "not an image"
+#: The reason given for a file of no bytes at all.
+EMPTY_FILE = "empty file"
 
 _WHITE = (255, 255, 255)
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
@@ -176,13 +179,13 @@ def _open_source(source: str | os.PathLike | bytes | bytearray | memoryview) -> 
     """A binary file object for a path or bytes; we own it (and close it), so Pillow never keeps a handle open."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise ImageError("empty file")
+            raise ImageError(EMPTY_FILE)
         yield io.BytesIO(source)
         return
     f = open_regular_file(source)
     try:
         if os.fstat(f.fileno()).st_size == 0:
-            raise ImageError("empty file")
+            raise ImageError(EMPTY_FILE)
         yield f
     finally:
         f.close()

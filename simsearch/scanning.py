@@ -20,7 +20,7 @@ from pathlib import Path
 
 from simsearch.errors import CollectionError
 from simsearch.files import special_kind
-from simsearch.images import NOT_AN_IMAGE
+from simsearch.images import EMPTY_FILE, NOT_AN_IMAGE
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def claims_to_be_an_image(path: str | os.PathLike[str]) -> bool:
 
 
 def is_not_an_image(path: str | os.PathLike[str], reason: str) -> bool:
-    """A skipped file that no image format recognised and whose name does not claim to be an image either: a
-    sidecar (.xmp, .aae), a video, a note. Such files are counted, not reported one by one; a `.jpg` that is not an
-    image is a damaged photo, and is named."""
-    return reason == NOT_AN_IMAGE and not claims_to_be_an_image(path)
+    """A skipped file that no image format recognised (or an empty one) and whose name does not claim to be an image
+    either: a sidecar (.xmp, .aae, .json), a video, a note. Such files are counted, not reported one by one; a `.jpg`
+    that is not an image, or is empty, is a damaged photo, and is named."""
+    return reason in (NOT_AN_IMAGE, EMPTY_FILE) and not claims_to_be_an_image(path)

@@ -43,6 +43,15 @@ def test_reindexing_photos_with_sidecars_prints_one_summary_line_and_no_noise(tm
     assert (report["skipped"], report["not_images"]) == (7, 6) and len(report["skipped_files"]) == 7
 
 
+def test_an_empty_sidecar_is_counted_and_an_empty_photo_is_named(tmp_path: Path) -> None:
+    photos = _photos_with_sidecars(tmp_path / "photos", sidecars=0)
+    (photos / "IMG_2.jpg.json").write_bytes(b"")  # an empty sidecar: counted with the other files that are no images
+    (photos / "IMG_5.jpg").write_bytes(b"")  # an empty photo: a damaged image, named
+    lines = ok(run("index", photos, "-c", tmp_path / "col", "--workers", "0")).stderr.splitlines()
+    assert lines[0] == f"skipped {(photos / 'IMG_5.jpg').resolve()}: empty file" and len(lines) == 2
+    assert "7 skipped (6 not images)" in lines[1]
+
+
 def test_verbose_names_the_first_files_that_are_no_images_then_counts_the_rest(tmp_path: Path) -> None:
     photos = _photos_with_sidecars(tmp_path / "photos", sidecars=8)  # 4 .xmp + 1 .MOV + 8 notes = 13
     result = ok(run("index", photos, "-c", tmp_path / "col", "--workers", "0", "-v"))

@@ -135,7 +135,8 @@ def test_a_folder_never_to_enter_is_left_out_wherever_it_is(tmp_path: Path) -> N
         ("photo.JPG", "not an image", False),  # claims to be an image: a damaged photo
         ("photo.png", "not an image", False),
         ("scan.tif", "truncated image file", False),
-        ("IMG_1.xmp", "empty file", False),
+        ("IMG_1.xmp", "empty file", True),  # an empty sidecar is no more an image than a full one
+        ("photo.jpg", "empty file", False),  # an empty photo is a damaged one
     ],
 )
 def test_is_not_an_image_tells_sidecars_from_damaged_photos(name: str, reason: str, expected: bool) -> None:
