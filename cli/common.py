@@ -35,7 +35,7 @@ def domain_errors(func: F) -> F:
 def check_device(device: str) -> None:
     """Refuse a device this machine lacks (`--device cuda` without a GPU) before a model loads: it costs a torch
     import, not a model."""
-    if device == "auto":
+    if device in ("auto", "cpu"):  # every machine has a CPU: no torch import for it
         return
     from simsearch.devices import resolve_device
 

@@ -15,7 +15,7 @@ from cli.output import echo_json, printable
 from cli.progress import BarProgress
 
 if TYPE_CHECKING:
-    from simsearch.collection import IndexReport
+    from simsearch.collection import Collection, IndexReport
 
 #: How many files of each kind `-v` names before it only counts the rest.
 LISTED = 10
@@ -69,6 +69,11 @@ LISTED = 10
     is_flag=True,
     help="Also scan hidden folders and those skipped by default (@eaDir, #recycle, .git, node_modules, __pycache__).",
 )
+@click.option(
+    "--onnx",
+    is_flag=True,
+    help="Also export the model into the collection (extra `onnx`): queries on the CPU then run without torch.",
+)
 @json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Also name the files that are no images and those not scanned.")
@@ -89,6 +94,7 @@ def index(
     max_pixels: int,
     excludes: tuple[str, ...],
     all_folders: bool,
+    onnx: bool,
     as_json: bool,
     quiet: bool,
     verbose: bool,
@@ -142,13 +148,26 @@ def index(
         finally:
             progress.close()
         total = len(col)
+        exported = _export(col) if onnx else None
     if as_json:
-        echo_json({"collection": str(col.path), "images": total, **report.as_dict()})
+        echo_json({"collection": str(col.path), "images": total, **report.as_dict(), "onnx": exported})
         return
     click.echo(summary_line(total, str(col.path), report), err=True)
+    if exported is not None:
+        click.echo(exported, err=True)
     if verbose:
         for line in verbose_lines(report):
             click.echo(line, err=True)
+
+
+def _export(col: Collection) -> str:
+    """Export the model for torch-free queries unless the collection holds a valid export of it already."""
+    from simsearch.collection.query_model import export_query_model, exported_model
+
+    if exported_model(col, "cpu") is not None:
+        return "the model export for queries is up to date"
+    check = export_query_model(col)
+    return f"exported the model for queries (checked on {check.photos} photos, cosine >= {check.min_cosine:.6f})"
 
 
 def _memory_budget(max_memory: str | None) -> int | None:

@@ -82,7 +82,9 @@ def query(
         check_device(device)
 
     with open_collection(collection, device=device, readonly=True) as col:
-        answers = _search(col, positives, ids, negatives, k=k, min_score=min_score, exclude=exclude_self, each=each)
+        answers = _search(
+            col, positives, ids, negatives, k=k, min_score=min_score, exclude=exclude_self, each=each, device=device
+        )
         for answer in answers:
             answer.meanings = score_meanings(col, [r.score for r in answer.results])
         if html_path is not None:
@@ -122,6 +124,7 @@ def _search(
     min_score: float | None,
     exclude: bool | None,
     each: bool,
+    device: str | None = None,
 ) -> list[Answer]:
     """One answer, or one per query with `each`. `exclude` None: a query of stored ids only leaves itself out (an
     image is not its own neighbour), a query with image files keeps their entries (showing that they are in)."""
@@ -129,8 +132,8 @@ def _search(
 
     for image_id in ids:
         col.vector(image_id)  # an unknown id is an error before any model loads
-    vectors = embed_queries(col, positives, ids)
-    minus = embed_queries(col, negatives) if negatives else None
+    vectors = embed_queries(col, positives, ids, device=device)
+    minus = embed_queries(col, negatives, device=device) if negatives else None
     if each:
         answers = []
         singles: list[tuple[str, list[QueryImage], tuple[int, ...]]] = [(q.label, [q], ()) for q in positives]

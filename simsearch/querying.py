@@ -126,9 +126,16 @@ def fetch_url(url: str, *, max_bytes: int = MAX_QUERY_BYTES, timeout: float = FE
     return b"".join(chunks)
 
 
-def embed_queries(col: Collection, images: Sequence[QueryImage], ids: Sequence[int] = ()) -> np.ndarray:
-    """One vector per query, images first then stored ids (no model loads when there are only ids): ``(Q, D)``."""
-    rows = [col.embed([q.data for q in images])] if images else []
+def embed_queries(
+    col: Collection, images: Sequence[QueryImage], ids: Sequence[int] = (), *, device: str | None = None
+) -> np.ndarray:
+    """One vector per query, images first then stored ids (no model loads when there are only ids): ``(Q, D)``.
+
+    On the CPU, images go through the model exported into the collection when it has one (no torch import, see
+    `simsearch.collection.query_model`)."""
+    from simsearch.collection.query_model import embed_query_images
+
+    rows = [embed_query_images(col, [q.data for q in images], device)] if images else []
     rows += [col.vector(image_id)[None, :] for image_id in ids]
     if not rows:
         return np.empty((0, col.dim), dtype=np.float32)

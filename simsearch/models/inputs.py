@@ -7,27 +7,22 @@ gives the same vector whichever way it is embedded.
 
 from __future__ import annotations
 
-import math
-import os
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import PIL.Image
 import torch
 
-from simsearch.errors import ImageError
-from simsearch.images import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE, load_image
+from simsearch.images import DEFAULT_MAX_PIXELS, load_image
 from simsearch.models.embedder import create_transform
+from simsearch.models.preprocess import ImageInput, as_image_list, decode_min_side
 
 if TYPE_CHECKING:
     from simsearch.models.embedder import Embedder
 
 __all__ = ["ImageInput", "as_image_list", "decode_min_side", "embed_images", "forward", "transform_for"]
-
-ImageInput = str | os.PathLike[str] | bytes | PIL.Image.Image
-"""One image as `Embedder.embed` and a collection's search take it: a path, the file's bytes, or a PIL image."""
 
 Transform = Callable[[PIL.Image.Image], torch.Tensor]
 _transforms: weakref.WeakKeyDictionary[Embedder, Transform] = weakref.WeakKeyDictionary()
@@ -40,14 +35,6 @@ def transform_for(embedder: Embedder) -> Transform:
     return _transforms[embedder]
 
 
-def decode_min_side(data_config: dict) -> int:
-    """The shortest side a decoded image needs, so JPEG draft mode never decodes smaller than the transform reads
-    (nor than a thumbnail, so that indexing and a query decode a file alike)."""
-    _, height, width = data_config["input_size"]
-    crop_pct = float(data_config.get("crop_pct") or 1.0)
-    return max(math.ceil(min(height, width) / crop_pct), THUMBNAIL_SIZE)
-
-
 def forward(embedder: Embedder, batch: torch.Tensor) -> np.ndarray:
     """Run the model on a ready batch ``(N, 3, H, W)`` and cross to numpy: ``(N, D) float32`` C-contiguous."""
     device = next(embedder.parameters()).device
@@ -55,24 +42,6 @@ def forward(embedder: Embedder, batch: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
         out = embedder(batch)
     return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)
-
-
-def as_image_list(images: Any) -> list[ImageInput]:
-    """`images` as a list of inputs: one image alone counts as a list of one.
-
-    Raises:
-        ImageError: anything but a path, bytes or a PIL image, or a sequence of them, naming the first that is not
-            (an int would otherwise be opened as a file descriptor).
-    """
-    single = (str, os.PathLike, bytes, bytearray, memoryview, PIL.Image.Image)
-    accepted = "a file path, encoded bytes or a PIL image"
-    if not isinstance(images, single) and not isinstance(images, Iterable):
-        raise ImageError(f"{type(images).__name__} is not {accepted} (or a list of them)")
-    listed = [images] if isinstance(images, single) else list(images)
-    for position, item in enumerate(listed):
-        if not isinstance(item, single):
-            raise ImageError(f"image {position} is {type(item).__name__}, not {accepted}")
-    return listed  # type: ignore[return-value]
 
 
 def embed_images(
