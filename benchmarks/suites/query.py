@@ -1,6 +1,8 @@
 """Query suite: warm latency of `open_collection(...).search(path)` on a collection of real Caltech-101 photos, split
 by stage (decode, transform, forward, index search, store lookup) with p50/p95, beside the measured total; and the
-cold `simsearch query` wall time (a fresh process, median of N) against `python -c "import torch"`.
+cold `simsearch query` wall time (a fresh process, median of N) against `python -c "import torch"`: through the model
+exported into the collection (ONNX Runtime, no torch import), through torch on a copy without the export, and the
+cold `simsearch info`, all interleaved in one run.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=int, default=10, help="results per query")
     parser.add_argument("--cold-runs", type=int, default=5, help="fresh `simsearch query` processes (median)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold command-line timing")
+    parser.add_argument(
+        "--no-export", action="store_true", help="do not export the model into the collection (cold: torch only)"
+    )
 
 
 def staged_search(col: Any, path: Path, k: int) -> tuple[dict[str, float], list[int]]:
@@ -126,28 +132,71 @@ def _wall(command: list[str], env: dict[str, str]) -> float:
     return seconds
 
 
-def cold_query(col_path: Path, query: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Median wall time of a fresh `simsearch query` process, and of `python -c "import torch"`, interleaved."""
+def cold_query(col_path: Path, torch_path: Path | None, query: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Median wall times of fresh processes, interleaved run by run so that they share the machine's load:
+    `simsearch query` on the collection (through its export when it has one), `python -c "import torch"`,
+    `simsearch query` on `torch_path` (a copy without the export, when given) and `simsearch info`."""
     env = dict(os.environ)
     threads = str(args.threads)
     env.update(OMP_NUM_THREADS=threads)  # the CLI has no threads option: match the warm runs' torch threads
-    query_cmd = [*_simsearch_command(), "query", str(query), "-c", str(col_path), "-k", str(args.k)]
-    query_cmd += ["--device", "cuda" if args.device.startswith("cuda") else "cpu"]
-    torch_cmd = [sys.executable, "-c", "import torch"]
-    cold, torch_import = [], []
+    device = ["--device", "cuda" if args.device.startswith("cuda") else "cpu"]
+    base = _simsearch_command()
+
+    def query_on(path: Path) -> list[str]:
+        return [*base, "query", str(query), "-c", str(path), "-k", str(args.k), *device]
+
+    commands = {"simsearch_query": query_on(col_path), "import_torch": [sys.executable, "-c", "import torch"]}
+    if torch_path is not None:
+        commands["simsearch_query_torch"] = query_on(torch_path)
+    commands["simsearch_info"] = [*base, "info", "-c", str(col_path)]
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    load = [os.getloadavg()[0]]
     for _ in range(args.cold_runs):
-        cold.append(_wall(query_cmd, env))
-        torch_import.append(_wall(torch_cmd, env))
-    cold_median = statistics.median(cold)
-    import_median = statistics.median(torch_import)
+        for name, command in commands.items():
+            seconds[name].append(_wall(command, env))
+        load.append(os.getloadavg()[0])
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    import_median = medians["import_torch"]
     return {
         "runs": args.cold_runs,
-        "command": " ".join(Path(query_cmd[0]).name if i == 0 else c for i, c in enumerate(query_cmd)),
-        "simsearch_query_s": cold,
-        "import_torch_s": torch_import,
-        "simsearch_query_s_median": cold_median,
+        "command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(commands["simsearch_query"])),
+        **{f"{name}_s": values for name, values in seconds.items()},
+        **{f"{name}_s_median": value for name, value in medians.items()},
         "import_torch_s_median": import_median,
-        "ratio_query_over_import_torch": cold_median / import_median,
+        "ratio_query_over_import_torch": medians["simsearch_query"] / import_median,
+        "ratio_query_torch_over_import_torch": (
+            medians["simsearch_query_torch"] / import_median if torch_path is not None else None
+        ),
+        "ratio_info_over_import_torch": medians["simsearch_info"] / import_median,
+        "load_average_1min": {"min": min(load), "max": max(load), "samples": load},
+    }
+
+
+def export_model(col_path: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Export the collection's model for torch-free queries (as `simsearch index --onnx` does); None when skipped or
+    the `onnx` extra is missing."""
+    import importlib.util
+
+    if args.no_export or args.device.startswith("cuda"):
+        return None
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        logger.warning("query: no export (%s not installed: pip install simsearch[onnx])", ", ".join(missing))
+        return None
+    import onnxruntime
+
+    import simsearch
+    from simsearch.collection.query_model import export_query_model
+
+    with simsearch.open_collection(col_path, device=args.device) as col:
+        started = time.perf_counter()
+        check = export_query_model(col)
+        seconds = time.perf_counter() - started
+    return {
+        "photos_checked": check.photos,
+        "min_cosine": check.min_cosine,
+        "seconds": seconds,
+        "onnxruntime": onnxruntime.__version__,
     }
 
 
@@ -185,9 +234,16 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         finally:
             col.close()
         cold = None
+        export = None
         if not args.no_cold:
+            torch_path = None
+            export = export_model(col_path, args)
+            if export is not None:
+                # The same collection without its export: the query loads torch and the model.
+                torch_path = Path(tmp) / "col-torch"
+                shutil.copytree(col_path, torch_path, ignore=shutil.ignore_patterns("model.onnx*"))
             logger.info("query: cold command line, %d runs", args.cold_runs)
-            cold = cold_query(col_path, queries[0], args)
+            cold = cold_query(col_path, torch_path, queries[0], args)
 
     if not warm["stage_sum_within_15pct_of_total"]:
         logger.warning(
@@ -206,11 +262,14 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             "warm: one process, collection opened and model loaded, one warm-up query; then per query the staged "
             "path (simsearch.images.load_image with JPEG draft, the model's eval transform, "
             "simsearch.embedding.forward, VectorIndex.search, Store.get_many) and Collection.search back to back; "
-            "cold: a fresh `simsearch query` process per run against `python -c 'import torch'`, interleaved, "
-            "median; query photos are not in the collection"
+            "cold: fresh processes, interleaved run by run, median: `simsearch query` on the collection with the model "
+            "exported into it (ONNX Runtime, checked against torch on the collection's photos at export), `python -c "
+            "'import torch'`, `simsearch query` on a copy without the export (torch and timm load), `simsearch info`; "
+            "query photos are not in the collection"
         ),
         "amp": args.amp,
         "warm": warm,
+        "export": export,
         "cold": cold,
     }
     return {"record": record, "figures": [figure_path], "table": _table(warm, cold)}
@@ -234,14 +293,37 @@ def _table(warm: dict[str, Any], cold: dict[str, Any] | None) -> list[dict[str, 
         }
     )
     if cold is not None:
+        torch_ratio = cold["ratio_query_torch_over_import_torch"]
+        load = cold["load_average_1min"]
         rows.append(
             {
-                "measure": "cold: simsearch query",
+                "measure": "cold: simsearch query" + (" (exported model)" if torch_ratio is not None else ""),
                 "p50 ms": 1000 * cold["simsearch_query_s_median"],
                 "note": f"{cold['ratio_query_over_import_torch']:.2f} x import torch",
             }
         )
         rows.append({"measure": "cold: python -c 'import torch'", "p50 ms": 1000 * cold["import_torch_s_median"]})
+        if torch_ratio is not None:
+            rows.append(
+                {
+                    "measure": "cold: simsearch query (torch, no export)",
+                    "p50 ms": 1000 * cold["simsearch_query_torch_s_median"],
+                    "note": f"{torch_ratio:.2f} x import torch",
+                }
+            )
+        rows.append(
+            {
+                "measure": "cold: simsearch info",
+                "p50 ms": 1000 * cold["simsearch_info_s_median"],
+                "note": f"{cold['ratio_info_over_import_torch']:.2f} x import torch",
+            }
+        )
+        rows.append(
+            {
+                "measure": "load average (1 min) during the cold runs",
+                "note": f"{load['min']:.2f} to {load['max']:.2f} on {os.cpu_count()} cores",
+            }
+        )
     return rows
 
 
@@ -260,9 +342,13 @@ def _plot(warm: dict[str, Any], cold: dict[str, Any] | None, path: Path) -> None
         left.set_title(f"warm query, {warm['queries']} queries x {warm['repeats']}")
         left.legend(fontsize=8, ncol=3, loc="upper center")
         if cold is not None:
-            names = ["import torch", "simsearch query"]
-            values = [cold["import_torch_s_median"], cold["simsearch_query_s_median"]]
-            right.bar(names, values, color=["0.6", "tab:blue"])
+            names = ["import torch", "query", "info"]
+            values = [cold["import_torch_s_median"], cold["simsearch_query_s_median"], cold["simsearch_info_s_median"]]
+            if cold["ratio_query_torch_over_import_torch"] is not None:
+                names[1] = "query (export)"
+                names.append("query (torch)")
+                values.append(cold["simsearch_query_torch_s_median"])
+            right.bar(names, values, color=["0.6", "tab:blue", "tab:green", "tab:orange"][: len(names)])
             right.set_ylabel("s (median)")
             right.set_title(f"cold process, {cold['runs']} runs: {cold['ratio_query_over_import_torch']:.2f}x")
         else:
