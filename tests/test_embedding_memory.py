@@ -1,0 +1,61 @@
+"""Indexing keeps the memory the forward pass frees for the next batch instead of faulting in fresh pages each time
+(glibc), and gives glibc its defaults back afterwards; a user's own MALLOC_* settings win. Counted in page faults of
+a fresh interpreter, not timed."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="the allocator settings are glibc's"
+)
+
+#: Allocates, fills and frees a 64 MiB array ten times, inside the context and after it; prints the page faults.
+PROBE = """
+import json, resource
+import numpy as np
+from simsearch.embedding import freed_memory_kept
+
+def faults(rounds=10):
+    # Page faults of rounds 2..n: the first may fault the block in either way.
+    np.ones(16 * 2**20, dtype=np.float32)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(rounds - 1):
+        block = np.ones(16 * 2**20, dtype=np.float32)
+        del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+with freed_memory_kept():
+    inside = faults()
+after = faults()
+print(json.dumps({"inside": inside, "after": after}))
+"""
+
+
+def _faults(env_extra: dict[str, str]) -> dict[str, int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(env_extra, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_freed_memory_is_reused_while_indexing_and_returned_after() -> None:
+    counts = _faults({})
+    # After: glibc maps and unmaps the block each round, so each round faults its pages in again (fewer faults
+    # where the kernel backs the block with huge pages, never none). Inside: the block's pages stay mapped.
+    assert counts["after"] >= 9 * 16, counts
+    assert counts["inside"] * 10 < counts["after"], counts
+
+
+def test_a_users_own_malloc_settings_are_left_alone() -> None:
+    counts = _faults({"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})
+    assert counts["after"] >= 9 * 16, counts
+    assert counts["inside"] * 2 > counts["after"], counts
