@@ -1,13 +1,18 @@
 """Embed suite: images/s of the whole indexing pipeline (`Collection.index_folder` on a folder of real Caltech-101
 photos: scan, hash, decode, transform, forward, store, index) beside the bare model forward on the same images already
-decoded, at the same batch size and threads; their ratio; a sweep over batch size and decode workers; peak RSS.
+decoded, at the same batch size and threads; their ratio; a sweep over batch size and decode workers; peak RSS; and
+the whole `simsearch index` command on many small images (Fashion-MNIST as PNG files) with its user and system CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
+import os
+import resource
+import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -32,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep-batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--sweep-workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--no-sweep", action="store_true", help="only the headline comparison")
+    parser.add_argument(
+        "--small-images",
+        type=int,
+        default=20000,
+        help="Fashion-MNIST images (as PNG files) for the whole `simsearch index` command; 0 skips it",
+    )
 
 
 def _decoded(embedder: Any, photos: Sequence[Path]) -> tuple[Any, float]:
@@ -50,10 +61,11 @@ def _decoded(embedder: Any, photos: Sequence[Path]) -> tuple[Any, float]:
 
 
 def bare_forward(embedder: Any, tensors: Any, batch_size: int, args: argparse.Namespace) -> dict[str, float]:
-    """Images/s of `simsearch.embedding.forward` (the function the pipeline calls) on ready batches."""
-    from simsearch.embedding import forward
+    """Images/s of `simsearch.embedding.forward` (the function the pipeline calls) on ready batches, with the
+    pipeline's allocator settings (`freed_memory_kept`): the model at its own speed."""
+    from simsearch.embedding import forward, freed_memory_kept
 
-    with autocast(args.device, args.amp):
+    with autocast(args.device, args.amp), freed_memory_kept():
         forward(embedder, tensors[:batch_size])  # warm-up: first-call allocations and kernel selection
         synchronize(args.device)
         started = time.perf_counter()
@@ -85,6 +97,84 @@ def pipeline(folder: Path, n: int, batch_size: int, workers: int | None, args: a
     return {"pipeline_images_per_s": n / wall, "pipeline_seconds": wall, **rss.as_dict()}
 
 
+def small_pngs(n: int, data: str | Path | None, folder: Path) -> list[Path]:
+    """The first `n` Fashion-MNIST training images written as 28x28 PNG files, a thousand per sub-folder."""
+    from PIL import Image
+
+    from simsearch.data import load_fashion_mnist
+
+    images = load_fashion_mnist("train", root=data).images
+    if n > len(images):
+        raise BenchmarkError(f"Fashion-MNIST has {len(images)} training images, {n} asked")
+    paths = []
+    for i in range(n):
+        sub = folder / f"{i // 1000:03d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        paths.append(sub / f"{i:05d}.png")
+        Image.fromarray(images[i]).save(paths[-1])
+    return paths
+
+
+def index_command(folder: Path, n: int, batch_size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The whole `simsearch index` command in a fresh process on `folder` (into a new collection): wall time, its
+    embedding rate, and the user and system CPU of the process and its decode workers."""
+    from benchmarks.suites.query import _simsearch_command
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
+        command = [*_simsearch_command(), "index", str(folder), "-c", str(Path(tmp) / "col"), "-q", "--json"]
+        command += ["--batch-size", str(batch_size), "--device", "cuda" if args.device.startswith("cuda") else "cpu"]
+        load_before = os.getloadavg()
+        # This process has no other child running: the growth of its children's usage is the command's own, with
+        # its decode workers (reaped by it).
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, env=env, check=False)
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise BenchmarkError(f"`simsearch index` failed with status {done.returncode}: {tail[0]}")
+    report = json.loads(done.stdout)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    if report["embedded"] != n:
+        raise BenchmarkError(f"`simsearch index` embedded {report['embedded']} of {n} images")
+    return {
+        "images": n,
+        "batch_size": batch_size,
+        "command": "simsearch " + " ".join(c if i < 2 else Path(c).name for i, c in enumerate(command[1:])),
+        "wall_s": wall,
+        "command_images_per_s": n / wall,
+        "embed_images_per_s": report["embedded"] / report["seconds"],
+        "user_cpu_s": user,
+        "system_cpu_s": system,
+        "system_over_user": system / user,
+        "minor_page_faults": after.ru_minflt - before.ru_minflt,
+        "max_rss_mib": after.ru_maxrss / 1024,  # the largest child's so far: this command's when it is the largest
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
+    }
+
+
+def small_images_run(embedder: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """`simsearch index` on `--small-images` Fashion-MNIST PNGs against the bare forward of a share of them, decoded
+    and transformed as the pipeline does (measured right before the command)."""
+    with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp:
+        paths = small_pngs(args.small_images, args.data, Path(tmp) / "pngs")
+        sample, _ = _decoded(embedder, paths[: max(args.batch_size * 8, 1)][: args.small_images])
+        forward_rate = bare_forward(embedder, sample, args.batch_size, args)["forward_images_per_s"]
+        del sample
+        gc.collect()
+        logger.info("embed: simsearch index on %d small PNG files", args.small_images)
+        command = index_command(Path(tmp) / "pngs", args.small_images, args.batch_size, args)
+    return {
+        **command,
+        "forward_images_per_s": forward_rate,
+        "ratio_command_over_forward": command["command_images_per_s"] / forward_rate,
+        "ratio_embedding_over_forward": command["embed_images_per_s"] / forward_rate,
+    }
+
+
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     """Headline pipeline-vs-forward comparison, then the batch-size x workers sweep, then the PNG."""
     from benchmarks.record import max_rss_mib
@@ -95,6 +185,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         args.images, args.sweep_images = min(args.images, 6), min(args.sweep_images, 6)
         args.batch_size = min(args.batch_size, 4)
         args.sweep_batch_sizes, args.sweep_workers = [2, 4], [0, 1]
+        args.small_images = min(args.small_images, 6)
     workers = default_workers() if args.workers is None else args.workers
     n_photos = max(args.images, 0 if args.no_sweep else args.sweep_images)
     photos = caltech_photo_names(n_photos, args.data)
@@ -151,6 +242,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
                         }
                     )
 
+    small = small_images_run(embedder, args) if args.small_images > 0 else None
     figure_path = out_dir / "embed_throughput.png"
     _plot(headline, sweep, figure_path, args)
     record = {
@@ -164,14 +256,37 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             "torch threads, measured before the pipeline runs and freed, and again after it on a quarter of the "
             "photos; the headline ratio divides by the mean of the two forward rates; peak memory sampled from /proc "
             "every 50 ms: "
-            "RSS of the main process, and PSS of the main process plus its decode workers"
+            "RSS of the main process, and PSS of the main process plus its decode workers; small images: the whole "
+            "`simsearch index` command in a fresh process on Fashion-MNIST training images written as 28x28 PNG "
+            "files (the transform scales them to the model's input, so the forward dominates), user and system CPU "
+            "of the process and its decode workers (getrusage of children), against the bare forward of 8 batches "
+            "of them"
         ),
         "amp": args.amp,
         "headline": headline,
         "sweep": sweep,
+        "small_images": small,
         "process_max_rss_mib": max_rss_mib(),
     }
     table = [{"run": "headline", **_row(headline)}] + [{"run": "sweep", **_row(p)} for p in sweep]
+    if small is not None:
+        table.append(
+            {
+                "run": "index command, small PNGs",
+                "images": small["images"],
+                "batch": small["batch_size"],
+                "workers": workers,
+                "pipeline img/s": small["command_images_per_s"],
+                "forward img/s": small["forward_images_per_s"],
+                "ratio": small["ratio_command_over_forward"],
+                "peak RSS MiB": small["max_rss_mib"],
+                "user CPU s": small["user_cpu_s"],
+                "system CPU s": small["system_cpu_s"],
+                "system/user": small["system_over_user"],
+                "load avg (1 min) before/after": f"{small['load_average_before'][0]:.2f} / "
+                f"{small['load_average_after'][0]:.2f}",
+            }
+        )
     return {"record": record, "figures": [figure_path], "table": table}
 
 
