@@ -36,7 +36,7 @@ NEEDS = {
         "omniglot/all_runs.zip",
         "fashion-mnist",
     ],
-    "embed": ["caltech101/101_ObjectCategories.tar"],
+    "embed": ["caltech101/101_ObjectCategories.tar", "fashion-mnist"],
     "query": ["caltech101/101_ObjectCategories.tar"],
     "train": ["caltech101/101_ObjectCategories.tar"],
     "search": [],
@@ -128,6 +128,15 @@ def test_embed_suite_writes_pipeline_and_forward_rates_their_ratio_and_a_sweep(t
             forward = (forward + point["forward_images_per_s_after"]) / 2
         assert point["ratio_pipeline_over_forward"] == pytest.approx(point["pipeline_images_per_s"] / forward)
     assert {(p["batch_size"], p["workers"]) for p in record["sweep"]} == {(2, 0), (2, 1), (4, 0), (4, 1)}
+    # The whole index command on small images: every image embedded, CPU times of a process that really ran.
+    small = record["small_images"]
+    assert small["images"] == 6 and small["command"].startswith("simsearch index ")
+    assert small["user_cpu_s"] > 0 and small["system_cpu_s"] >= 0
+    assert small["system_over_user"] == pytest.approx(small["system_cpu_s"] / small["user_cpu_s"])
+    assert small["command_images_per_s"] == pytest.approx(small["images"] / small["wall_s"])
+    assert small["ratio_command_over_forward"] == pytest.approx(
+        small["command_images_per_s"] / small["forward_images_per_s"]
+    )
 
 
 def test_query_suite_writes_stage_latencies_their_sum_the_total_and_the_cold_ratio(tmp_path: Path) -> None:
@@ -148,6 +157,15 @@ def test_query_suite_writes_stage_latencies_their_sum_the_total_and_the_cold_rat
         cold["simsearch_query_s_median"] / cold["import_torch_s_median"]
     )
     assert cold["command"].startswith("simsearch query ")
+    # The export, the query through torch on a copy without it, and info ran interleaved, as many times each.
+    if record["export"] is not None:
+        assert record["export"]["min_cosine"] >= 0.99999 and record["export"]["photos_checked"] >= 1
+        assert len(cold["simsearch_query_torch_s"]) == cold["runs"]
+        assert cold["ratio_query_torch_over_import_torch"] == pytest.approx(
+            cold["simsearch_query_torch_s_median"] / cold["import_torch_s_median"]
+        )
+    assert len(cold["simsearch_info_s"]) == cold["runs"]
+    assert cold["load_average_1min"]["min"] <= cold["load_average_1min"]["max"]
 
 
 def test_train_suite_compares_freeze_stages_settings_against_the_first(tmp_path: Path) -> None:

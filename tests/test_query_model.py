@@ -168,3 +168,21 @@ def test_a_cli_query_through_the_export_loads_neither_torch_nor_torchvision_and_
     assert "torch" in torch_modules
     assert [r["id"] for r in fast] == [r["id"] for r in with_torch]
     np.testing.assert_allclose([r["score"] for r in fast], [r["score"] for r in with_torch], atol=1e-4)
+
+
+def test_index_onnx_exports_once_and_a_query_then_uses_it(sample_collection: Path, tmp_path: Path) -> None:
+    from cli_helpers import ok, run
+
+    from simsearch.models.exported import EXPORT_FILE, EXPORT_RECORD
+
+    path = copy_collection(sample_collection, tmp_path / "col")
+    first = ok(run("index", SAMPLE_PHOTOS, "-c", path, "--onnx", "-q"))
+    assert "exported the model for queries (checked on 16 photos" in first.stderr
+    record = json.loads((path / EXPORT_RECORD).read_text())
+    assert record["checked"]["min_cosine"] >= 0.99999 and record["model"]["id"] == "default:tf_efficientnet_lite0"
+    made = (path / EXPORT_FILE).stat().st_mtime_ns
+    again = json.loads(ok(run("index", SAMPLE_PHOTOS, "-c", path, "--onnx", "-q", "--json")).stdout)
+    assert again["onnx"] == "the model export for queries is up to date"
+    assert (path / EXPORT_FILE).stat().st_mtime_ns == made
+    results, modules = _query(path, "cpu")
+    assert "torch" not in modules and results[0]["path"].split("/")[-2] == "starfish"
