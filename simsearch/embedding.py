@@ -95,8 +95,31 @@ def decode_files(
     return [files[i] for i in range(len(files))]
 
 
-def _collate(items: list[Decoded]) -> list[Decoded]:
-    return items
+@dataclass
+class _Collated:
+    """A batch as it crosses from a decode worker: the images that decoded as one tensor, the others as failures."""
+
+    positions: list[int]
+    tensors: torch.Tensor | None  # (len(positions), C, H, W), channels-last
+    thumbnails: list[bytes | None]
+    failures: list[tuple[int, str]]
+
+
+def _collate(items: list[Decoded]) -> _Collated:
+    """Runs in the decode worker: one tensor per batch crosses to the main process (one shared-memory segment, not
+    one per image), already in the layout the forward pass takes, so neither stacking nor re-layout holds up the
+    model's thread."""
+    good = [item for item in items if item.tensor is not None]
+    tensors = None
+    if good:
+        tensors = torch.stack([item.tensor for item in good])  # type: ignore[misc]
+        tensors = tensors.contiguous(memory_format=torch.channels_last)
+    return _Collated(
+        positions=[item.position for item in good],
+        tensors=tensors,
+        thumbnails=[item.thumbnail for item in good],
+        failures=[(item.position, item.error or "unreadable") for item in items if item.tensor is None],
+    )
 
 
 def _worker_init(_: int) -> None:
@@ -180,16 +203,10 @@ def embed_files(
         prefetch_factor=4 if workers else None,
     )
     with freed_memory_kept():
-        for items in loader:
-            good = [item for item in items if item.tensor is not None]
+        for batch in loader:
             vectors = (
-                forward(embedder, torch.stack([item.tensor for item in good]))  # type: ignore[misc]
-                if good
+                forward(embedder, batch.tensors)
+                if batch.tensors is not None
                 else np.empty((0, embedder.embed_dim), dtype=np.float32)
             )
-            yield EmbeddedBatch(
-                positions=[item.position for item in good],
-                vectors=vectors,
-                thumbnails=[item.thumbnail for item in good],
-                failures=[(item.position, item.error or "unreadable") for item in items if item.tensor is None],
-            )
+            yield EmbeddedBatch(batch.positions, vectors, batch.thumbnails, batch.failures)
