@@ -16,10 +16,10 @@ that the command line's help works on an install without a FAISS extra.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from simsearch.collection.layout import COLLECTION_ENV, default_collection_path
+from simsearch.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from simsearch.collection.facade import Collection, ImageInput, open_collection
@@ -41,13 +41,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -6,8 +6,9 @@ The names below load on first use (PEP 562): importing a light submodule (`simse
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from simsearch.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from simsearch.models.checkpoint import save_checkpoint
@@ -59,14 +60,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _HOMES, globals())
 
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
