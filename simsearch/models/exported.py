@@ -10,10 +10,10 @@ made from, and it is used only for a collection whose recorded model that is. Ne
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -198,20 +198,25 @@ def _onnx_bytes(embedder: Embedder) -> bytes:
     _, height, width = embedder.data_config["input_size"]
     channels = int(embedder.data_config["input_size"][0])
     example = torch.zeros(2, channels, int(height), int(width))
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+    with (
+        tempfile.TemporaryDirectory(prefix="simsearch-onnx-") as tmp,
+        warnings.catch_warnings(),
+        torch.inference_mode(False),
+        torch.no_grad(),
+    ):
         warnings.simplefilter("ignore")  # the tracer's notes on Python control flow: the check below is the judge
+        path = Path(tmp) / EXPORT_FILE
         torch.onnx.export(
             model,
             (example,),
-            buffer,
+            path,
             dynamo=False,
             input_names=["images"],
             output_names=["vectors"],
             dynamic_axes={"images": {0: "batch"}, "vectors": {0: "batch"}},
             opset_version=_OPSET,
         )
-    return buffer.getvalue()
+        return path.read_bytes()
 
 
 def _versions() -> dict[str, str]:
