@@ -53,11 +53,27 @@ def check_answers(answers: list[Answer], removals: list[dict[str, Any]], k: int)
     return {"short_lists": short, "stale_results": stale}
 
 
+def _rounds(log: Path) -> int:
+    try:
+        return log.read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
 def concurrent_searches(
-    col: Path, copies: list[Path], searches: int, threads: int, k: int, seed: int, log_dir: Path, env_threads: int
+    col: Path,
+    copies: list[Path],
+    searches: int,
+    threads: int,
+    k: int,
+    seed: int,
+    log_dir: Path,
+    env_threads: int,
+    writer_rounds: int,
 ) -> dict[str, Any]:
-    """`searches` searches (by stored id and by vector, alternately) from `threads` threads on one collection opened
-    read-only, while the writer process runs; returns the counts and the failures."""
+    """At least `searches` searches (by stored id and by vector, alternately) from `threads` threads on one
+    collection opened read-only, going on until the writer process has done `writer_rounds` rounds of adding and
+    removing; returns the counts and the failures."""
     from simsearch import open_collection
 
     log, stop = log_dir / "writer.jsonl", log_dir / "writer.stop"
@@ -73,12 +89,23 @@ def concurrent_searches(
         while not log.exists() and writer_proc.poll() is None:
             time.sleep(0.05)  # the searches start once the writer has committed its first round
 
+        def more(i: int) -> bool:
+            """Whether search number `i` is wanted: up to `searches`, then on while the writer has rounds to go
+            (its log is read every 200 searches of a thread)."""
+            if i < searches:
+                return True
+            if writer_proc.poll() is not None:
+                return False
+            return (i // threads) % 200 != 0 or _rounds(log) < writer_rounds
+
         def search(n: int) -> None:
             rng = random.Random(seed * 1000 + n)
-            for i in range(n, searches, threads):
+            i = n
+            while more(i):
+                i += threads
                 started = time.time()
                 try:
-                    if i % 2:
+                    if (i // threads) % 2:
                         hits = c.search_id(own[rng.randrange(len(own))], k)
                     else:
                         hits = c.search_vectors(queries[rng.randrange(len(queries))], k)

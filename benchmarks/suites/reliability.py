@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--searches", type=int, default=10_000, help="searches beside the writer")
     parser.add_argument("--search-threads", type=int, default=4, help="threads that search at once")
     parser.add_argument("--copies", type=int, default=30, help="photos the writer adds and removes in turn")
+    parser.add_argument("--writer-rounds", type=int, default=50, help="rounds of the writer the searches last at least")
     parser.add_argument("-k", type=int, default=10, help="results per search")
     parser.add_argument("--parts", default="kills,fuzz,concurrency", help="comma-separated parts to run")
     parser.add_argument("--work", type=Path, help="working folder, kept afterwards [default: a temporary one]")
@@ -52,9 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _sizes(args: argparse.Namespace) -> dict[str, int]:
     if args.tiny:
-        return {"kills": 3, "photos": 0, "fuzz_files": 120, "searches": 400, "copies": 6}
+        return {"kills": 3, "photos": 0, "fuzz_files": 120, "searches": 400, "copies": 6, "writer_rounds": 2}
     return {"kills": args.kills, "photos": args.photos, "fuzz_files": args.fuzz_files, "searches": args.searches,
-            "copies": args.copies}  # fmt: skip
+            "copies": args.copies, "writer_rounds": args.writer_rounds}  # fmt: skip
 
 
 def _photos(n: int, data: Path, dest: Path) -> list[Path]:
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             logger.info("concurrency: %d searches beside a writer", sizes["searches"])
             record["concurrency"] = concurrent_searches(
                 col, sorted(copies.iterdir()), sizes["searches"], args.search_threads, args.k, args.seed, logs,
-                args.threads,
+                args.threads, sizes["writer_rounds"],
             )  # fmt: skip
     finally:
         if args.work is None:
