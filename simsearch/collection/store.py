@@ -263,6 +263,11 @@ class Store:
             raw = txn.get(_key(image_id), db=self._dbs["thumbs"])
         return None if raw is None else bytes(raw)
 
+    @property
+    def max_path_bytes(self) -> int:
+        """The longest file path (in bytes) that the store can keep: paths are LMDB keys, of at most 511 bytes."""
+        return int(self._env.max_key_size())
+
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
