@@ -149,6 +149,9 @@ def build_corpus(root: Path, photos: Sequence[Path], n_files: int, seed: int) ->
     for chain in range(3):
         deep = b"/".join(b"d%02d" % level for level in range(DEPTH))
         put("deep folder", "good", b"deep%d/%s/bottom.jpg" % (chain, deep), originals[chain])
+    long_folder = b"long/" + b"/".join([b"f" * 100] * 6)  # a photo whose path the store cannot key (511 bytes)
+    for i in range(3):
+        put("path too long for the store", "bad", b"%s/photo_%d.jpg" % (long_folder, i), originals[i])
     for i in range(5):
         put("folder named like an image", "good", b"folder_%d.jpg/inside.jpg" % i, originals[-1 - i])
     for i in range(10):

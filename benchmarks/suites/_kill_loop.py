@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import random
 import signal
@@ -85,9 +86,22 @@ def check_collection(col: Path, photos: Path) -> tuple[int, list[str]]:
         return -1, [f"the collection does not open: {exc}"]
 
 
-def leftovers(col: Path) -> int:
+def sidecar_behind(col: Path) -> bool:
+    """Whether the index file is newer than its sidecar: a kill between the two writes of one save."""
+    try:
+        recorded = json.loads((col / "vectors.faiss.json").read_text())["file_bytes"]
+        return bool(recorded != (col / "vectors.faiss").stat().st_size)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def temporaries(col: Path) -> set[str]:
     """Temporary files of interrupted saves in the collection (the next writer removes them)."""
-    return sum(1 for p in col.rglob("*.tmp"))
+    return {p.name for p in col.rglob("*.tmp")}
+
+
+def leftovers(col: Path) -> int:
+    return len(temporaries(col))
 
 
 @dataclass
@@ -109,7 +123,9 @@ class KillLoop:
         kills = {"index": 0, "remove": 0}
         completed = {"index": 0, "remove": 0}
         failures: list[str] = []
-        hangs = left_temps = mid_write = 0
+        hangs = left_temps = mid_write = mid_save = 0
+        temps: set[str] = set()
+        behind = False
         count, started = 0, time.monotonic()
         while sum(kills.values()) < self.kills and not failures:
             kind = "index" if count < len(self.files) and rng.random() < 0.8 else "remove"
@@ -147,7 +163,11 @@ class KillLoop:
             if not wait_unlocked(self.col):
                 hangs += 1
                 failures.append("the writer lock stayed held after the writer was killed")
-            left_temps += leftovers(self.col) > 0
+            # Counted when a kill made the state, not while it lasts (a run killed at start-up leaves it as it was).
+            temps, was = temporaries(self.col), temps
+            left_temps += rc is None and bool(temps - was)
+            behind, was_behind = sidecar_behind(self.col), behind
+            mid_save += rc is None and behind and not was_behind
             before = count
             count, problems = check_collection(self.col, self.photos)
             mid_write += rc is None and count != before
@@ -178,6 +198,7 @@ class KillLoop:
             "kills_by_command": kills,
             "kills_that_landed_after_a_commit": mid_write,
             "kills_that_left_a_temporary_file": left_temps,
+            "kills_between_the_index_file_and_its_sidecar": mid_save,
             "completed_runs_before_their_kill": completed,
             "median_run_seconds": {k: round(statistics.median(v), 1) if v else None for k, v in durations.items()},
             "final_run_seconds": round(time.monotonic() - t0, 1),
