@@ -1,6 +1,7 @@
 """Durable writes: every file simsearch writes goes through `atomic_path` (and every folder written as a whole through
 `atomic_folder`), so a reader never sees half of one and a crash leaves either the old one or the new one, plus at most
-a temporary one that the next writer removes."""
+a temporary one that the next writer removes. A write that the disk refuses (no space, a quota, an I/O error, a
+read-only file system) leaves the old one too and raises StorageError, one line naming the cause and the folder."""
 
 from __future__ import annotations
 
