@@ -27,6 +27,27 @@ class ReadOnlyCollectionError(CollectionError):
     """A write asked of a collection opened read-only (`open_collection(path, readonly=True)`)."""
 
 
+# -- files ----------------------------------------------------------------------------------------------------------
+
+
+class StorageError(SimSearchError, OSError):
+    """The disk refused a write: no space left, a quota reached, an I/O error or a read-only file system. The file
+    being written was left as it was (see `simsearch.fsio`); freeing space and running again resumes.
+
+    Also an OSError (with the errno of the cause), so callers that only know the standard library still catch it.
+    """
+
+    def __init__(self, errno: int, strerror: str, folder: str, message: str) -> None:
+        super().__init__(errno, strerror, folder)
+        self.message = message
+
+    def __reduce__(self) -> tuple[type, tuple[int, str, str, str]]:
+        return type(self), (self.errno or 0, self.strerror or "", str(self.filename), self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 # -- models and images ------------------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import PIL.Image
 
 from indexes import VectorIndex
 from simsearch.collection import identity
+from simsearch.collection.index_file import expected_file_bytes
 from simsearch.collection.index_policy import KEEP, IndexPolicy, IndexSettings, Keep
 from simsearch.collection.ingest import Engine, IngestRun, Progress, folder_files, listed_files
 from simsearch.collection.layout import MANIFEST, STORE, VECTORS, remove_new_collection, resolve_folder
@@ -30,7 +31,8 @@ from simsearch.collection.opening import Opening, read_or_make
 from simsearch.collection.results import CollectionInfo, IndexReport, SearchResult
 from simsearch.collection.searching import Searcher, warmup
 from simsearch.collection.store import ImageRecord, Store
-from simsearch.errors import CollectionError, ImageError, ReadOnlyCollectionError
+from simsearch.errors import CollectionError, ImageError, ReadOnlyCollectionError, StorageError
+from simsearch.fsio import ensure_free_space
 from simsearch.images import DEFAULT_MAX_PIXELS
 from simsearch.scanning import ScanScope, ScanTally
 
@@ -377,8 +379,13 @@ class Collection:
         if self.readonly:
             raise ReadOnlyCollectionError(f"collection {self.path} is open read-only: it cannot be changed")
         if not self._lock.held:
-            self._lock.acquire()
+            self._lock.acquire()  # removes dead writers' temporary files first: their space counts below
             self._took_lock()
+        try:  # every write ends by saving the index beside the old one: refused now if today's has no room
+            ensure_free_space(self.path, expected_file_bytes(self.index))
+        except StorageError:
+            self.release_writer()  # nothing was changed
+            raise
 
     def _took_lock(self) -> None:
         """Upgrade an older format on disk, then bring the in-memory index in line with the store, since another
@@ -406,7 +413,7 @@ class Collection:
         self._took_lock()
         try:
             self._save()
-        except CollectionError as exc:  # e.g. a memory budget that the grown collection no longer fits
+        except (CollectionError, StorageError) as exc:  # a budget the grown collection no longer fits, a full disk
             log.warning("the repaired index of %s could not be saved (%s): it is used as it is", self.path, exc)
         finally:
             self.release_writer()

@@ -193,9 +193,13 @@ class IngestRun:
         known_skips = self.store.skipped_under(root) if root is not None else {}
         seen: set[str] = set()
         candidates: list[_Candidate] = []
+        longest = self.store.max_path_bytes
         for path in files:
             p = str(path)
             seen.add(p)
+            if len(os.fsencode(p)) > longest:  # not remembered either: a skip record is keyed by its path too
+                self._skip(p, f"path too long for the image store ({len(os.fsencode(p))} bytes, at most {longest})")
+                continue
             try:
                 st = os.stat(p)
             except OSError as exc:

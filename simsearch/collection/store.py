@@ -6,6 +6,7 @@ a derived artefact: after a crash the index is reconciled from the store, never 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import lmdb
 import numpy as np
 
 from simsearch.errors import CollectionError
+from simsearch.fsio import refused_write
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +219,7 @@ class Store:
         if self.readonly:
             raise CollectionError(f"image store {self.path} is open read-only")
         changed = 0
-        with self._env.begin(write=True) as txn, txn.cursor(db=self._dbs["skipped"]) as cur:
+        with self.write_txn() as txn, txn.cursor(db=self._dbs["skipped"]) as cur:
             for key, raw in list(cur):
                 old = json.loads(raw)
                 new = upgrade(dict(old)) if isinstance(old, dict) else None
@@ -261,6 +263,11 @@ class Store:
             raw = txn.get(_key(image_id), db=self._dbs["thumbs"])
         return None if raw is None else bytes(raw)
 
+    @property
+    def max_path_bytes(self) -> int:
+        """The longest file path (in bytes) that the store can keep: paths are LMDB keys, of at most 511 bytes."""
+        return int(self._env.max_key_size())
+
     def disk_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
@@ -271,6 +278,20 @@ class Store:
         if self.readonly:
             raise CollectionError(f"image store {self.path} is open read-only")
         return WriteBatch(self)
+
+    @contextlib.contextmanager
+    def write_txn(self) -> Iterator[lmdb.Transaction]:
+        """One LMDB write transaction. A commit that fails (a full disk, a quota, an I/O error) aborts it, which
+        leaves the store as it was before, and is one domain error line naming the cause and the folder; a full map
+        (MapFullError) goes through for the caller to grow the map and try again."""
+        try:
+            with self._env.begin(write=True) as txn:
+                yield txn
+        except lmdb.MapFullError:
+            raise
+        except lmdb.Error as exc:
+            refused = refused_write(self.path, exc)
+            raise refused or CollectionError(f"cannot write image store {self.path}: {exc}") from exc
 
     def _grow(self) -> None:
         self._env.set_mapsize(self._env.info()["map_size"] * 2)
@@ -288,8 +309,8 @@ class WriteBatch:
 
     def new_ids(self, count: int) -> list[int]:
         """Reserve ``count`` fresh ids; ids are never reused, so a stale index entry can never alias a new image."""
-        env, meta = self._store._env, self._store._dbs["meta"]
-        with env.begin(write=True) as txn:
+        meta = self._store._dbs["meta"]
+        with self._store.write_txn() as txn:
             first = self._store._meta_int(txn, b"next_id", 1)
             txn.put(b"next_id", _key(first + count), db=meta)
         return list(range(first, first + count))
@@ -321,7 +342,7 @@ class WriteBatch:
     def commit(self) -> None:
         while True:
             try:
-                with self._store._env.begin(write=True) as txn:
+                with self._store.write_txn() as txn:
                     for op, args in self._ops:
                         getattr(self, f"_{op}")(txn, *args)
                     gen = self._store._meta_int(txn, b"generation")
