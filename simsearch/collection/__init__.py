@@ -9,6 +9,7 @@ Who owns what (an image from `simsearch index` to the FAISS add crosses each lay
   - manifest.py: the current manifest format; migrations.py: every upgrade of an older format (in memory for a
     reader, on disk by the first writer).
   - identity.py: which model made the vectors and which may join them; lock.py: the one-writer lock.
+  - writing.py: the writing side of an open collection (writer lock, upgrade on first write, repair at open, save).
   - layout.py: where each file lives and the default collection; results.py: the types the API hands back.
 
 The names below load on first use: `layout` (where the default collection is) imports neither FAISS nor LMDB, so
