@@ -8,11 +8,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from simsearch.losses import (
-    CosineSimilarity,
-    Distance,
-    EuclideanDistance,
-)
+from simsearch.losses import CosineSimilarity, Distance, EuclideanDistance
 
 DISTANCES = [EuclideanDistance(), EuclideanDistance(squared=True), CosineSimilarity()]
 DISTANCE_IDS = ["euclidean", "squared", "cosine"]

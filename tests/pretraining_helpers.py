@@ -14,10 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from simsearch.data import ArrayDataset, DataNotFoundError, load_fashion_mnist
-from simsearch.pretraining import (
-    PretrainConfig,
-    pretrain,
-)
+from simsearch.pretraining import PretrainConfig, pretrain
 
 SMALL = {"channels": [8, 16]}  # conv widths that keep a 28x28 model tiny
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import copy_collection
-from serving import (
-    QUERIES,
-    serving,
-)
+from serving import QUERIES, serving
 
 STAGES = ("decode", "transform", "queue", "forward", "search", "store")
 

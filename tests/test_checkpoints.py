@@ -11,12 +11,7 @@ import torch
 from model_helpers import _random_images
 
 from simsearch.errors import ModelError
-from simsearch.models import (
-    load_embedder,
-    registry,
-    save_checkpoint,
-    weights,
-)
+from simsearch.models import load_embedder, registry, save_checkpoint, weights
 
 
 def test_checkpoint_round_trip_reproduces_outputs_and_config(tmp_path: Path) -> None:

@@ -12,12 +12,7 @@ import pytest
 from image_helpers import RED, WHITE, _close
 from PIL import Image
 
-from simsearch.images import (
-    THUMBNAIL_SIZE,
-    file_sha256,
-    make_thumbnail,
-    scan_folder,
-)
+from simsearch.images import THUMBNAIL_SIZE, file_sha256, make_thumbnail, scan_folder
 
 # --------------------------------------------------------------------------------------------------------------------
 # Scanning, hashing, thumbnails

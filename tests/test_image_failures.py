@@ -13,12 +13,7 @@ from image_helpers import GREEN, RED, _noise_jpeg
 from PIL import Image
 
 from simsearch.errors import ImageError
-from simsearch.images import (
-    DEFAULT_MAX_PIXELS,
-    file_sha256,
-    load_image,
-    probe_image,
-)
+from simsearch.images import DEFAULT_MAX_PIXELS, file_sha256, load_image, probe_image
 
 # --------------------------------------------------------------------------------------------------------------------
 # Failures

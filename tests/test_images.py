@@ -12,10 +12,7 @@ from conftest import SAMPLE_PHOTOS
 from image_helpers import BLUE, GREEN, RED, WHITE, _close, _noise_jpeg
 from PIL import ExifTags, Image
 
-from simsearch.images import (
-    load_image,
-    probe_image,
-)
+from simsearch.images import load_image, probe_image
 
 
 def _marked(size: tuple[int, int]) -> Image.Image:

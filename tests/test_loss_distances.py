@@ -9,18 +9,8 @@ import torch
 import torch.nn.functional as F
 from loss_helpers import DISTANCE_IDS, DISTANCES, as_set, batch, enumerate_triplets, farther, ref_dist
 
-from simsearch.losses import (
-    CosineSimilarity,
-    Distance,
-    EuclideanDistance,
-    create_distance,
-)
-from simsearch.losses.miners import (
-    batch_all_triplets,
-    batch_hard_triplets,
-    pair_masks,
-    semi_hard_triplets,
-)
+from simsearch.losses import CosineSimilarity, Distance, EuclideanDistance, create_distance
+from simsearch.losses.miners import batch_all_triplets, batch_hard_triplets, pair_masks, semi_hard_triplets
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Distances

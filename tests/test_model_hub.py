@@ -11,12 +11,7 @@ import torch
 from model_helpers import _random_images
 
 from simsearch.errors import ModelError, ModelMismatchError
-from simsearch.models import (
-    hub,
-    load_embedder,
-    registry,
-    weights,
-)
+from simsearch.models import hub, load_embedder, registry, weights
 
 
 def test_a_packaged_lite_name_loads_offline_as_its_weights_file_does() -> None:

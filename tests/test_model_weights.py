@@ -11,10 +11,7 @@ import timm
 import torch
 
 from simsearch.errors import ModelError
-from simsearch.models import (
-    load_embedder,
-    weights,
-)
+from simsearch.models import load_embedder, weights
 
 
 def _classifier_state(name: str, seed: int) -> dict[str, torch.Tensor]:

@@ -10,9 +10,7 @@ from PIL import Image
 from pretraining_helpers import PNG_MAGIC, SMALL, _raw
 
 from simsearch.autoencoders import build_autoencoder
-from simsearch.pretraining import (
-    PICTURES_DIR,
-)
+from simsearch.pretraining import PICTURES_DIR
 
 pytest_plugins = ["pretraining_helpers"]  # the conv_run, fashion fixtures
 

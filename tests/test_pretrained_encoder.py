@@ -12,9 +12,7 @@ from click.testing import CliRunner
 from pretraining_helpers import _png_folder
 
 from simsearch.models import load_embedder
-from simsearch.pretraining import (
-    load_autoencoder,
-)
+from simsearch.pretraining import load_autoencoder
 from simsearch.training import TrainConfig, train
 
 pytest_plugins = ["pretraining_helpers"]  # the conv_run, fashion, unpool_run fixtures

@@ -17,13 +17,7 @@ from pretraining_helpers import PNG_MAGIC, SMALL, _config, _raw
 from simsearch.autoencoders import KINDS, build_autoencoder
 from simsearch.data import ArrayDataset, load_fashion_mnist
 from simsearch.models import create_transform, load_embedder
-from simsearch.pretraining import (
-    AE_WEIGHTS,
-    PICTURES_DIR,
-    PretrainError,
-    load_autoencoder,
-    pretrain,
-)
+from simsearch.pretraining import AE_WEIGHTS, PICTURES_DIR, PretrainError, load_autoencoder, pretrain
 from simsearch.training import LAST_DIR
 
 pytest_plugins = ["pretraining_helpers"]  # the conv_run, fashion, unpool_run fixtures

@@ -8,14 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from simsearch.data import (
-    ArrayDataset,
-    DatasetError,
-    PKSampler,
-    SiamesePairs,
-    pairs_from_batch,
-    triplets_from_batch,
-)
+from simsearch.data import ArrayDataset, DatasetError, PKSampler, SiamesePairs, pairs_from_batch, triplets_from_batch
 
 # --------------------------------------------------------------------------------------------------------------------
 # Samplers and pair views

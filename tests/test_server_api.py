@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from server_api_helpers import STAGES, _truncated_jpeg, classes, upload
-from serving import (
-    QUERIES,
-    encoded,
-    noise_image,
-    png_claiming,
-    serving,
-)
+from serving import QUERIES, encoded, noise_image, png_claiming, serving
 
 pytest_plugins = ["server_api_helpers"]  # the client, fresh fixtures
 

@@ -9,9 +9,7 @@ import pytest
 from conftest import SAMPLE_PHOTOS
 from PIL import Image
 from server_api_helpers import STAGES, classes, upload
-from serving import (
-    QUERIES,
-)
+from serving import QUERIES
 
 pytest_plugins = ["server_api_helpers"]  # the client fixture
 

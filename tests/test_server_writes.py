@@ -9,16 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_collection
 from server_api_helpers import _truncated_jpeg, upload
-from serving import (
-    ADMIN_TOKEN,
-    QUERIES,
-    READ_TOKEN,
-    bearer,
-    encoded,
-    noise_image,
-    png_claiming,
-    serving,
-)
+from serving import ADMIN_TOKEN, QUERIES, READ_TOKEN, bearer, encoded, noise_image, png_claiming, serving
 
 pytest_plugins = ["server_api_helpers"]  # the client, copy, fresh fixtures
 
