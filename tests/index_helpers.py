@@ -1,8 +1,13 @@
-"""What the vector-index tests share: seeded unit vectors."""
+"""What the vector-index tests share: seeded unit and clustered vectors, sparse ids, and the mark of GPU-only tests."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
+from indexes import gpu_count
+
+needs_gpu = pytest.mark.skipif(gpu_count() == 0, reason="faiss sees no GPU (faiss-cpu build or no CUDA device)")
 
 
 def unit_vectors(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

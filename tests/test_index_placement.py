@@ -11,12 +11,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from index_helpers import clustered, sparse_ids, unit_vectors
+from index_helpers import clustered, needs_gpu, sparse_ids, unit_vectors
 
 from indexes import IndexLayerError, VectorIndex, gpu_count
 
 REPO = Path(__file__).resolve().parents[1]
-needs_gpu = pytest.mark.skipif(gpu_count() == 0, reason="faiss sees no GPU (faiss-cpu build or no CUDA device)")
 
 
 class _RecordsBlasThreshold:
