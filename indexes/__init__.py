@@ -1,9 +1,10 @@
 """Vector-index layer: FAISS indexes over L2-normalised float32 vectors with int64 ids (numpy + faiss only).
 
-Modules, one concern each: `vector_index` (the VectorIndex wrapper), `building` (the one index builder), `ids`,
-`placement` (GPU/CPU), `persistence` (file and sidecar), `blas` (faiss's BLAS switch, set per search), `params`
-(search-parameter strings and sweeps), `factory` (defaults by size), `memory` (sizes and estimates), `evaluation`
-(exact k-NN and recall), `tuning` (the measured choice) and `calibration` (the full-size check).
+Modules, one concern each: `vector_index` (the VectorIndex wrapper), `checks` (what callers hand it), `building`
+(the one index builder), `ids`, `placement` (GPU/CPU), `persistence` (file and sidecar), `blas` (faiss's BLAS
+switch, set per search), `params` (search-parameter strings and sweeps), `factory` (defaults by size), `memory`
+(sizes and estimates), `evaluation` (exact k-NN and recall), `tuning` (the measured choice) and `calibration` (the
+full-size check).
 """
 
 from indexes.calibration import Calibration, calibrate

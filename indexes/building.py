@@ -143,6 +143,18 @@ def coarse_centroids(index: Any) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------------------- the index tree
 
 
+def min_training_vectors(index: faiss.Index) -> int:
+    """faiss's hard floor for training `index`: nlist points for IVF k-means, 2**nbits per PQ sub-quantizer."""
+    need = 1
+    for node in walk(index):
+        if isinstance(node, faiss.IndexIVF):
+            need = max(need, int(node.nlist))
+        pq = getattr(node, "pq", None)
+        if pq is not None and hasattr(pq, "ksub"):
+            need = max(need, int(pq.ksub))
+    return need
+
+
 def walk(index: faiss.Index) -> Iterator[faiss.Index]:
     """The index and every sub-index (wrapped index, HNSW storage, IVF quantizer, refine parts), downcast."""
     stack = [faiss.downcast_index(index)]

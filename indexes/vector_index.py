@@ -1,7 +1,8 @@
 """VectorIndex: one FAISS index over L2-normalised float32 vectors with int64 ids, inner product (= cosine).
 
 Owns the index's life: building (`indexes.building`), training on first add, adding, removal for every index type,
-search and reconstruction. Ids, GPU placement and the files on disk have their own modules.
+search and reconstruction. Ids, GPU placement, the files on disk and the checks of what callers hand in
+(`indexes.checks`) have their own modules.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import faiss
 import numpy as np
 
 from indexes.blas import blas_from_small_batches
-from indexes.building import new_index, walk, wrapped
+from indexes.building import min_training_vectors, new_index, wrapped
+from indexes.checks import as_k, as_vectors, check_enough_to_train, unique_new_ids
 from indexes.errors import IndexLayerError, faiss_reason
 from indexes.ids import SortedIds, as_ids, id_positions, native_ids, preview, stored_ids
 from indexes.ondisk import lists_file
-from indexes.params import default_search_params
+from indexes.params import default_search_params, set_params
 from indexes.persistence import read_index, remove_older_files, sidecar_fields, sidecar_path, write_index_file
 from indexes.placement import GpuPlacement, resolve_use_gpu
 
@@ -155,7 +157,7 @@ class VectorIndex:
     @property
     def min_training_vectors(self) -> int:
         """How many vectors an untrained index needs before it can train (0 for indexes that need no training)."""
-        return 0 if self.is_trained else self._min_training_vectors()
+        return 0 if self.is_trained else min_training_vectors(self._index)
 
     def train(self, vectors: np.ndarray) -> None:
         """Train IVF/PQ parts on `vectors` (N, D) float32; a no-op when the index is already trained.
@@ -163,11 +165,11 @@ class VectorIndex:
         Raises:
             IndexLayerError: bad vectors, fewer than the index needs, or faiss failing to train.
         """
-        x = self._as_vectors(vectors, "training vectors")
+        x = as_vectors(vectors, self.dim, "training vectors")
         if self.is_trained:
             logger.debug("%r is already trained; train() ignored", self.factory)
             return
-        self._check_enough_to_train(len(x), "train()")
+        check_enough_to_train(self._index, self.factory, len(x), "train()")
         self._train(x)
         self._changed()
 
@@ -179,24 +181,18 @@ class VectorIndex:
                 too few vectors to train an untrained index (the message says how many are needed).
         """
         self._check_writable()
-        x = self._as_vectors(vectors, "vectors")
+        x = as_vectors(vectors, self.dim, "vectors")
         new_ids = as_ids(ids)
-        if len(new_ids) != len(x):
-            raise IndexLayerError(f"got {len(new_ids)} ids for {len(x)} vectors")
+        unique = unique_new_ids(new_ids, len(x))
         if len(x) == 0:
             return
-        if new_ids.min() < 0:
-            raise IndexLayerError("ids must be >= 0 (faiss uses -1 for 'no result')")
-        unique, counts = np.unique(new_ids, return_counts=True)
-        if (counts > 1).any():
-            raise IndexLayerError(f"duplicate ids in one add: {preview(unique[counts > 1])}")
         present = self._contains(unique)
         if present.any():
             raise IndexLayerError(
                 f"ids already in the index: {preview(unique[present])} (remove them first to replace their vectors)"
             )
         if not self.is_trained:
-            self._check_enough_to_train(len(x), "the first add()")
+            check_enough_to_train(self._index, self.factory, len(x), "the first add()")
             logger.info("training %r on the %d vectors of the first add", self.factory, len(x))
             self._train(x)
         try:
@@ -260,12 +256,11 @@ class VectorIndex:
         (its sidecar's), which opening a collection need not try on an empty index again."""
         if params:
             try:
-                space: Any = faiss.ParameterSpace()  # stub wrongly types the string argument as int
                 # faiss applies the items left to right and stops at a bad one: try them on an empty index of the
                 # same type first, so a refused string leaves this index as it was.
                 if try_first and self.factory:
-                    space.set_index_parameters(wrapped(faiss.index_factory(self.dim, self.factory, _IP)), params)
-                space.set_index_parameters(self._index, params)
+                    set_params(wrapped(faiss.index_factory(self.dim, self.factory, _IP)), params)
+                set_params(self._index, params)
             except RuntimeError as exc:
                 raise IndexLayerError(
                     f"cannot apply search params {params!r} to {self.factory!r}: {faiss_reason(exc)}"
@@ -289,10 +284,8 @@ class VectorIndex:
         Raises:
             IndexLayerError: k < 1, wrong dimension, NaN/inf in the queries.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise IndexLayerError(f"k must be an integer >= 1, got {k!r}")
-        k = int(k)
-        q = self._as_vectors(queries, "queries", allow_1d=True)
+        k = as_k(k)
+        q = as_vectors(queries, self.dim, "queries", allow_1d=True)
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         ids = np.full((len(q), k), -1, dtype=np.int64)
         n = self.ntotal
@@ -365,21 +358,6 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ internals
 
-    def _as_vectors(self, data: Any, name: str, *, allow_1d: bool = False) -> np.ndarray:
-        """Validate and convert to C-contiguous (N, D) float32; faiss would misread anything else."""
-        arr = np.asarray(data)
-        if arr.ndim == 1 and allow_1d:
-            arr = arr.reshape(1, -1)
-        if arr.ndim != 2 or arr.shape[1] != self.dim:
-            raise IndexLayerError(f"{name} must have shape (N, {self.dim}), got {arr.shape}")
-        if arr.dtype.kind not in "fiu":
-            raise IndexLayerError(f"{name} must be real numbers, got dtype {arr.dtype}")
-        x = np.ascontiguousarray(arr, dtype=np.float32)
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
-            raise IndexLayerError(f"{name} contain NaN or inf (first at row {int(np.flatnonzero(~finite)[0])})")
-        return x
-
     def _check_writable(self) -> None:
         # faiss would throw inside a parallel loop on read-only lists, which aborts the process: refuse first.
         if self.on_disk:
@@ -393,25 +371,6 @@ class VectorIndex:
         """Keep the sorted-id cache in step and drop the stale GPU copy after any change of the master."""
         self._placement.drop()
         self._known.changed(added=added, removed=removed)
-
-    def _min_training_vectors(self) -> int:
-        """faiss's hard floor for training: nlist points for IVF k-means, 2**nbits per PQ sub-quantizer."""
-        need = 1
-        for node in walk(self._index):
-            if isinstance(node, faiss.IndexIVF):
-                need = max(need, int(node.nlist))
-            pq = getattr(node, "pq", None)
-            if pq is not None and hasattr(pq, "ksub"):
-                need = max(need, int(pq.ksub))
-        return need
-
-    def _check_enough_to_train(self, n: int, where: str) -> None:
-        need = self._min_training_vectors()
-        if n < need:
-            raise IndexLayerError(
-                f"index {self.factory!r} is untrained and needs at least {need} vectors to train; {where} has {n} "
-                f"(add at least {need} at once, or call train() with enough vectors first)"
-            )
 
     def _train(self, x: np.ndarray) -> None:
         try:

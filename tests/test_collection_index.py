@@ -13,7 +13,7 @@ from collection_helpers import QUERIES, assert_consistent
 from conftest import SAMPLE_PHOTOS, copy_collection
 
 import simsearch
-import simsearch.collection.index_policy
+import simsearch.collection.index_tuning
 from indexes import IndexChoice
 from simsearch import Collection, CollectionError, open_collection
 from simsearch.collection.manifest import Manifest
@@ -83,7 +83,7 @@ def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(indexes.factory, "EXACT_MAX_VECTORS", 10)
     monkeypatch.setattr(indexes.tuning, "MIN_SAMPLE", 20)
-    monkeypatch.setattr(simsearch.collection.index_policy, "TUNE_QUERIES", 8)
+    monkeypatch.setattr(simsearch.collection.index_tuning, "TUNE_QUERIES", 8)
 
 
 def test_beyond_exact_search_the_index_is_chosen_by_measurement_and_recorded(
@@ -126,7 +126,7 @@ def test_an_optimistic_choice_is_raised_until_the_whole_collection_reaches_the_t
     small_thresholds: None, sample_collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        simsearch.collection.index_policy, "choose_index", lambda *a, **k: _choice("IVF4,Flat", "nprobe=1", [])
+        simsearch.collection.index_tuning, "choose_index", lambda *a, **k: _choice("IVF4,Flat", "nprobe=1", [])
     )
     path = copy_collection(sample_collection, tmp_path / "col")
     with open_collection(path) as c:
@@ -148,7 +148,7 @@ def test_a_choice_that_misses_the_target_at_full_size_falls_back_to_the_next_can
     small_thresholds: None, sample_collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     choice = _choice("IVF1,PQ2x4", "nprobe=1", [("IVF4,Flat", "nprobe=2")])  # 1 byte a vector: hopeless
-    monkeypatch.setattr(simsearch.collection.index_policy, "choose_index", lambda *a, **k: choice)
+    monkeypatch.setattr(simsearch.collection.index_tuning, "choose_index", lambda *a, **k: choice)
     path = copy_collection(sample_collection, tmp_path / "col")
     with open_collection(path) as c:
         c.set_index_factory(None)

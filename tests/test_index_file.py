@@ -9,7 +9,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
-from test_indexes import clustered, needs_gpu, sparse_ids, unit_vectors
+from index_helpers import clustered, needs_gpu, sparse_ids, unit_vectors
 
 from indexes import IndexLayerError, VectorIndex
 from simsearch.collection.index_file import save_index

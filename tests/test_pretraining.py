@@ -1,5 +1,5 @@
-"""Autoencoder pretraining on a few hundred real Fashion-MNIST images: the loop, checkpoints, resuming, the
-checkpoint as an embedding model (index, metric training), the pictures and the `pretrain` command."""
+"""Autoencoder pretraining on a few hundred real Fashion-MNIST images: the loop, checkpoints, resuming and bad
+recipes (the checkpoint elsewhere in simsearch, the pictures and the command have their own modules)."""
 
 from __future__ import annotations
 
@@ -7,71 +7,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 import pytest
 import safetensors.torch
 import torch
-from click.testing import CliRunner
 from PIL import Image
+from pretraining_helpers import PNG_MAGIC, SMALL, _config, _raw
 
 from simsearch.autoencoders import KINDS, build_autoencoder
-from simsearch.data import ArrayDataset, DataNotFoundError, load_fashion_mnist
+from simsearch.data import ArrayDataset, load_fashion_mnist
 from simsearch.models import create_transform, load_embedder
-from simsearch.pretraining import (
-    AE_WEIGHTS,
-    PICTURES_DIR,
-    PretrainConfig,
-    PretrainError,
-    load_autoencoder,
-    pretrain,
-)
-from simsearch.training import LAST_DIR, TrainConfig, train
+from simsearch.pretraining import AE_WEIGHTS, PICTURES_DIR, PretrainError, load_autoencoder, pretrain
+from simsearch.training import LAST_DIR
 
-SMALL = {"channels": [8, 16]}  # conv widths that keep a 28x28 model tiny
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def fashion() -> ArrayDataset:
-    """The first 240 Fashion-MNIST training images (all ten classes)."""
-    try:
-        full = load_fashion_mnist("train")
-    except DataNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST not found ({exc}); set SIMSEARCH_DATA to the shared data folder")
-    return ArrayDataset(full.images[:240].copy(), full.labels[:240].copy(), classes=full.classes)
-
-
-def _config(**changes: Any) -> PretrainConfig:
-    base: dict[str, Any] = {
-        "kind": "conv",
-        "code_dim": 8,
-        "epochs": 2,
-        "batch_size": 64,
-        "device": "cpu",
-        "val_fraction": 0.25,
-        "options": dict(SMALL),
-    }
-    return PretrainConfig(**{**base, **changes})
-
-
-@pytest.fixture(scope="module")
-def conv_run(fashion: ArrayDataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    out = tmp_path_factory.mktemp("pretrain") / "conv"
-    return out, pretrain(_config(batch_size=16, lr=3e-3), fashion, out)
-
-
-@pytest.fixture(scope="module")
-def unpool_run(fashion: ArrayDataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """`simsearch pretrain fashion-mnist --kind conv --decoder unpool` on 400 training images, 3 epochs."""
-    out = tmp_path_factory.mktemp("pretrain") / "unpool"
-    result = _invoke(
-        ["fashion-mnist", "--kind", "conv", "--decoder", "unpool", "--code-dim", "8", "--epochs", "3"]
-        + ["--batch-size", "32", "--lr", "3e-3", "--max-images", "400", "--val-fraction", "0.25"]
-        + ["--option", "channels=[8,16]", "--out", out, "--device", "cpu", "--json", "-q"]
-    )
-    assert result.exit_code == 0, result.output
-    return out, json.loads(result.stdout)
+pytest_plugins = ["pretraining_helpers"]  # the conv_run, fashion, unpool_run fixtures
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -80,10 +29,6 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _state(out: Path) -> dict[str, Any]:
     return torch.load(out / LAST_DIR / "state.pt", map_location="cpu", weights_only=True)
-
-
-def _raw(dataset: ArrayDataset, n: int) -> torch.Tensor:
-    return torch.from_numpy(dataset.images[:n].copy()).float()[:, None] / 255.0
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -359,193 +304,3 @@ def test_a_restart_leaves_no_pictures_of_the_old_model(fashion, tmp_path: Path) 
     names = ["interpolation.png", "latent.png", "reconstructions.png"]
     assert sorted(p.name for p in drawn.pictures) == names
     assert sorted(p.name for p in (out / PICTURES_DIR).iterdir()) == names
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The checkpoint in the rest of simsearch
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _png_folder(dataset: ArrayDataset, root: Path, per_class: int, classes: int = 4) -> Path:
-    for c in range(classes):
-        folder = root / dataset.classes[c].replace("/", "-")
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in np.flatnonzero(dataset.labels == c)[:per_class]:
-            Image.fromarray(dataset.images[i]).save(folder / f"{i}.png")
-    return root
-
-
-@pytest.mark.parametrize("run", ["conv_run", "unpool_run"])
-def test_index_and_query_commands_take_the_checkpoint_as_model(run: str, fashion, tmp_path: Path, request) -> None:
-    from cli.main import main
-
-    out, _ = request.getfixturevalue(run)
-    folder = _png_folder(fashion, tmp_path / "images", per_class=3)
-    collection = tmp_path / "col"
-    runner = CliRunner()
-    args = ["index", str(folder), "-c", str(collection), "--model", str(out), "--device", "cpu", "--workers", "0"]
-    indexed = runner.invoke(main, [*args, "-q", "--json"])
-    assert indexed.exit_code == 0, indexed.output
-    assert json.loads(indexed.stdout)["images"] == 12
-    query = next(folder.rglob("*.png"))
-    found = runner.invoke(main, ["query", str(query), "-c", str(collection), "-k", "3", "--json", "--device", "cpu"])
-    assert found.exit_code == 0, found.output
-    assert Path(json.loads(found.stdout)["results"][0]["path"]).resolve() == query.resolve()
-
-
-@pytest.mark.parametrize("run", ["conv_run", "unpool_run"])
-def test_metric_training_starts_from_the_pretrained_encoder(run: str, fashion, tmp_path: Path, request) -> None:
-    out, _ = request.getfixturevalue(run)
-    config = TrainConfig(
-        backbone=str(out),
-        embed_dim=4,
-        loss="triplet",
-        epochs=1,
-        p=4,
-        k=2,
-        batches_per_epoch=2,
-        warmup_epochs=0,
-        patience=None,
-        device="cpu",
-    )
-    result = train(config, fashion, None, tmp_path / "metric")
-    assert result.epochs_run == 1
-    tuned = load_embedder(tmp_path / "metric")
-    assert tuned.arch == "simsearch-ae:conv" and tuned.embed_dim == 4
-    backbone_kwargs = json.loads((tmp_path / "metric" / "config.json").read_text())["backbone_kwargs"]
-    assert backbone_kwargs["code_dim"] == 8
-    assert backbone_kwargs["options"] == load_autoencoder(out).options  # e.g. the unpool decoder's pooling encoder
-
-
-@pytest.mark.parametrize("option", [{"in_chans": 1}, {"gem_p": 3.0}])
-def test_timm_options_on_the_pretrained_encoder_are_refused_by_name(conv_run, option: dict[str, Any]) -> None:
-    from simsearch.errors import SimSearchError
-    from simsearch.training import build_embedder
-
-    out, _ = conv_run
-    config = TrainConfig(backbone=str(out), embed_dim=4, device="cpu", backbone_kwargs=option)
-    with pytest.raises(SimSearchError, match=f"takes no backbone option {next(iter(option))}: .* fixed by its pretr"):
-        build_embedder(config)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Pictures
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _assert_png(path: Path) -> None:
-    assert path.is_file() and path.read_bytes()[:8] == PNG_MAGIC, path
-    with Image.open(path) as image:
-        image.verify()
-    with Image.open(path) as image:
-        assert min(image.size) >= 150, image.size
-
-
-def test_pretrain_draws_the_pictures_of_its_kind(conv_run) -> None:
-    out, result = conv_run
-    names = sorted(p.name for p in result.pictures)
-    assert names == ["interpolation.png", "latent.png", "reconstructions.png"]
-    for path in result.pictures:
-        assert path.parent == out / PICTURES_DIR
-        _assert_png(path)
-
-
-def test_every_picture_function_writes_a_png(fashion, tmp_path: Path) -> None:
-    from simsearch import ae_pictures as pics
-
-    torch.manual_seed(0)
-    images, labels = _raw(fashion, 120), fashion.labels[:120]
-    conv = build_autoencoder("conv", (1, 28, 28), 2, **SMALL)
-    transposed = build_autoencoder("conv", (1, 28, 28), 2, channels=[8, 16], decoder="transposed")
-    vae = build_autoencoder("vae", (1, 28, 28), 6, **SMALL)
-    cvae = build_autoencoder("cvae", (1, 28, 28), 4, num_classes=10, **SMALL)
-    noisy = build_autoencoder("denoising", (1, 28, 28), 4, noise="mask", **SMALL)
-    paths = [
-        pics.save_reconstructions(conv, images, tmp_path / "recon.png", labels=labels),
-        pics.save_denoising(noisy, images, tmp_path / "denoise.png", labels=labels),
-        pics.save_latent_scatter(conv, images, labels, tmp_path / "latent.png", classes=fashion.classes),
-        pics.save_latent_comparison([("AE", conv), ("VAE", vae)], images, labels, tmp_path / "ae_vs_vae.png"),
-        pics.save_prior_samples(vae, tmp_path / "prior.png"),
-        pics.save_class_samples(cvae, tmp_path / "classes.png", classes=fashion.classes),
-        pics.save_interpolation(vae, images, tmp_path / "interp.png", labels=labels),
-        pics.save_decoder_comparison([("transposed", transposed), ("upsample", conv)], images, tmp_path / "dec.png"),
-    ]
-    for path in paths:
-        _assert_png(path)
-    assert sorted(p.name for p in pics.write_pictures(cvae, images, labels, tmp_path / "set")) == [
-        "interpolation.png",
-        "latent.png",
-        "reconstructions.png",
-        "samples.png",
-    ]
-    # Drawing leaves each model in the mode it was in.
-    assert conv.training and vae.training
-
-
-def test_latent_2d_is_the_code_itself_for_two_dimensional_codes(fashion) -> None:
-    from simsearch.ae_pictures import latent_2d
-
-    ae = build_autoencoder("mlp", (1, 28, 28), 2, hidden=[16]).eval()
-    points, axis = latent_2d(ae, _raw(fashion, 10))
-    with torch.no_grad():
-        codes = ae.encode(_raw(fashion, 10))
-    assert np.allclose(points, codes.numpy(), atol=1e-6) and "2-d" in axis
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _invoke(args: list[Any], env: dict[str, str] | None = None) -> Any:
-    from cli.pretrain import pretrain as command
-
-    group = click.Group(commands={"pretrain": command})
-    return CliRunner().invoke(group, ["pretrain", *[str(a) for a in args]], env=env)
-
-
-def test_pretrain_command_trains_on_a_class_folder_and_prints_json(fashion, tmp_path: Path) -> None:
-    folder = _png_folder(fashion, tmp_path / "images", per_class=8)
-    out = tmp_path / "ckpt"
-    result = _invoke(
-        [folder, "--kind", "vae", "--beta", "0.5", "--code-dim", "2", "--epochs", "1", "--batch-size", "16"]
-        + ["--option", "channels=[8,16]", "--out", out, "--device", "cpu", "--json", "-q"]
-    )
-    assert result.exit_code == 0, result.output
-    record = json.loads(result.stdout)
-    assert record["epochs_run"] == 1 and record["checkpoint"] == str(out)
-    assert sorted(Path(p).name for p in record["pictures"]) == [
-        "interpolation.png",
-        "latent.png",
-        "reconstructions.png",
-        "samples.png",
-    ]
-    options = json.loads((out / "config.json").read_text())["autoencoder"]["options"]
-    assert options["beta"] == 0.5 and options["channels"] == [8, 16]
-
-
-def test_pretrain_command_turns_bad_input_into_one_line_errors(fashion, tmp_path: Path) -> None:
-    folder = _png_folder(fashion, tmp_path / "images", per_class=2)
-    unknown = _invoke([folder, "--kind", "conv", "--option", "hidden=[4]", "--out", tmp_path / "x", "-q"])
-    assert unknown.exit_code == 1 and "Error:" in unknown.output and "Traceback" not in unknown.output
-    assert "hidden" in unknown.output
-    clash = _invoke([folder, "--kind", "vae", "--beta", "1", "--option", "beta=2", "--out", tmp_path / "y"])
-    assert clash.exit_code == 2 and "disagree" in clash.output
-    missing = _invoke(["no-such-folder", "--out", tmp_path / "z"])
-    assert missing.exit_code == 2 and "fashion-mnist" in missing.output
-    unpool_vae = _invoke([folder, "--kind", "vae", "--decoder", "unpool", "--out", tmp_path / "u", "-q"])
-    assert unpool_vae.exit_code == 1 and "cannot decode prior samples" in unpool_vae.output
-    assert "Traceback" not in unpool_vae.output
-    negative = _invoke([folder, "--seed", "-1", "--out", tmp_path / "s", "-q"])
-    assert negative.exit_code == 2 and "--seed" in negative.output and "Traceback" not in negative.output
-
-
-def test_a_shared_set_name_without_the_data_folder_names_the_variable(tmp_path: Path) -> None:
-    result = _invoke(["omniglot", "--out", tmp_path / "o", "-q"], env={"SIMSEARCH_DATA": str(tmp_path / "nothing")})
-    assert result.exit_code == 1 and "SIMSEARCH_DATA" in result.output
-
-
-def test_the_command_lists_the_same_kinds_as_the_library() -> None:
-    from cli.pretrain import KINDS as CLI_KINDS
-
-    assert CLI_KINDS == KINDS

@@ -20,6 +20,7 @@ import numpy as np
 from benchmarks.record import rss_bytes
 from benchmarks.search_data import Dataset, make_dataset
 from benchmarks.suites import BenchmarkError, percentiles_ms
+from benchmarks.suites._search_report import goals, plot, table_rows
 from indexes.blas import blas_from_small_batches
 from indexes.building import build_index, coarse_centroids
 from indexes.evaluation import recall_at_k
@@ -333,69 +334,8 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             logger.info("search: %s at %d vectors", name, n)
             size = measure_size(data, n, args, bandwidth)
             entry["sizes"].append(size)
-            table.extend(_rows(name, size))
+            table.extend(table_rows(name, size))
         record["datasets"][name] = entry
-        figures.append(_plot(out_dir / f"search_{name}.png", name, entry["sizes"]))
-    record["goals"] = _goals(record)
+        figures.append(plot(out_dir / f"search_{name}.png", name, entry["sizes"]))
+    record["goals"] = goals(record)
     return {"record": record, "figures": figures, "table": table}
-
-
-def _rows(name: str, size: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for f in size["factories"]:
-        for r in f["sweep"]:
-            rows.append(
-                {
-                    "dataset": name,
-                    "n": size["n"],
-                    "factory": f["factory"],
-                    "params": r["search_params"],
-                    "R@1": r["recall_at_1"],
-                    "R@10": r["recall_at_10"],
-                    "qps_1": r["qps_1"],
-                    **{k: v for k, v in r.items() if k.startswith("qps_1_t")},
-                    "qps_batch": next(v for k, v in r.items() if k.startswith("qps_") and not k.startswith("qps_1")),
-                    "p50_ms": r["p50_ms"],
-                    "p99_ms": r["p99_ms"],
-                    "build_s": round(f["train_s"] + f["add_s"], 1),
-                    "MiB": round(f["serialized_bytes"] / 2**20, 1),
-                }
-            )
-    return rows
-
-
-def _goals(record: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, entry in record["datasets"].items():
-        largest = entry["sizes"][-1]
-        for i, threads in enumerate(record["protocol"]["single_query_threads"]):
-            suffix = "" if i == 0 else f"_t{threads}"
-            best = largest.get("best_at_target" + suffix)
-            bound = largest.get("flat_vs_bandwidth" + suffix)
-            out[name + suffix] = {
-                "n": largest["n"],
-                "single_query_threads": threads,
-                "speedup_at_recall_0.95": None if best is None else best["speedup_vs_flat"],
-                "speedup_goal_met": None if best is None else best["speedup_vs_flat"] >= 100,
-                "flat_over_bound": None if bound is None else bound["ratio"],
-                "flat_goal_met": None if bound is None else bound["ratio"] <= 1.5,
-            }
-    return out
-
-
-def _plot(path: Path, name: str, sizes: list[dict[str, Any]]) -> Path:
-    from benchmarks.record import figure
-
-    with figure(path, width=5.0 * len(sizes), height=4.0, ncols=len(sizes)) as axes:
-        for ax, size in zip(np.atleast_1d(axes), sizes, strict=True):
-            for f in size["factories"]:
-                xs = [r["qps_1"] for r in f["sweep"]]
-                ys = [r["recall_at_10"] for r in f["sweep"]]
-                ax.plot(xs, ys, marker="o", label=f["factory"])
-            ax.axhline(TARGET_RECALL, color="grey", linestyle=":", linewidth=1)
-            ax.set_xscale("log")
-            ax.set_xlabel("single-query QPS (log)")
-            ax.set_ylabel("recall@10 vs exact")
-            ax.set_title(f"{name}, n={size['n']:,}")
-            ax.legend(fontsize=7)
-    return path

@@ -3,11 +3,13 @@
 Who owns what (an image from `simsearch index` to the FAISS add crosses each layer once, top to bottom):
   - facade.py: `Collection`, the public API (open, search, add, remove, configure, info); it delegates, nothing more.
   - ingest.py: the pipeline of one indexing run (scan -> probe and hash -> plan -> embed -> write), state per run.
-  - index_policy.py: the only place that chooses, tunes, checks and rebuilds the index; `save` is its entry point.
+  - index_policy.py: the only place that chooses, tunes, checks and rebuilds the index; `save` is its entry point;
+    index_tuning.py: its measured choice and the check at full size.
   - store.py: the LMDB store, the truth (metadata, thumbnails, vectors); the index is derived from it.
   - manifest.py: the current manifest format; migrations.py: every upgrade of an older format (in memory for a
     reader, on disk by the first writer).
   - identity.py: which model made the vectors and which may join them; lock.py: the one-writer lock.
+  - writing.py: the writing side of an open collection (writer lock, upgrade on first write, repair at open, save).
   - layout.py: where each file lives and the default collection; results.py: the types the API hands back.
 
 The names below load on first use: `layout` (where the default collection is) imports neither FAISS nor LMDB, so

@@ -7,7 +7,6 @@ while one of them writes.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,27 +18,21 @@ import PIL.Image
 
 from indexes import VectorIndex
 from simsearch.collection import identity
-from simsearch.collection.index_file import expected_file_bytes
 from simsearch.collection.index_policy import KEEP, IndexPolicy, IndexSettings, Keep
 from simsearch.collection.ingest import Engine, IngestRun, Progress, folder_files, listed_files
 from simsearch.collection.layout import MANIFEST, STORE, VECTORS, remove_new_collection, resolve_folder
-from simsearch.collection.live import StoreFollower
-from simsearch.collection.lock import WriterLock
-from simsearch.collection.manifest import VERSION, now_iso
-from simsearch.collection.migrations import migrate_in_place
 from simsearch.collection.opening import Opening, read_or_make
 from simsearch.collection.results import CollectionInfo, IndexReport, SearchResult
 from simsearch.collection.searching import Searcher, warmup
 from simsearch.collection.store import ImageRecord, Store
-from simsearch.errors import CollectionError, ImageError, ReadOnlyCollectionError, StorageError
-from simsearch.fsio import ensure_free_space
+from simsearch.collection.writing import WriteAccess
+from simsearch.errors import ImageError
 from simsearch.images import DEFAULT_MAX_PIXELS
 from simsearch.scanning import ScanScope, ScanTally
 
 if TYPE_CHECKING:  # torch loads only when a model is needed: `info`, `remove` and vector search stay fast
     from simsearch.models import Embedder
 
-log = logging.getLogger(__name__)
 
 ImageInput = str | os.PathLike[str] | bytes | PIL.Image.Image
 #: One query vector (D,) and a batch of them (Q, D); `search_vectors` answers a list, or a list of lists.
@@ -66,10 +59,9 @@ class Collection:
         self._policy = policy
         self._embedder = opening.embedder
         self._device = device
-        self._lock = WriterLock(path)
-        self._on_disk_version = opening.on_disk_version
         self._made_folder = opening.made_folder
-        self._follower = StoreFollower(policy, lambda: self._lock.held)
+        self._writing = WriteAccess(path, self.manifest, store, policy, opening.on_disk_version)
+        self._follower = self._writing.follower
         self._searcher = Searcher(self._follower)
 
     # -- opening ----------------------------------------------------------------------------------------------------
@@ -110,7 +102,7 @@ class Collection:
             store = Store(folder / STORE, readonly=readonly)
             policy = IndexPolicy.load(folder / VECTORS, store, manifest.index, manifest.model.dim)
             col = cls(folder, opening, store, policy, device)
-            col._reconcile()
+            col._writing.reconcile()
         except BaseException:
             if store is not None:
                 store.close()
@@ -273,12 +265,12 @@ class Collection:
         progress: Progress | None,
         engine: Engine | None = None,
     ) -> IngestRun:
-        self._begin_write()
+        self._writing.begin()
         return IngestRun(
             self.store,
             self._policy,
             lambda: self.embedder,
-            self._save,
+            self._writing.save,
             batch_size=batch_size,
             workers=workers,
             max_pixels=max_pixels,
@@ -288,14 +280,14 @@ class Collection:
 
     def remove(self, items: Iterable[int | str | os.PathLike[str]]) -> list[ImageRecord]:
         """Remove images by id, by path, or every image under a folder path. Returns what was removed."""
-        self._begin_write()
+        self._writing.begin()
         doomed = self.store.records_for(items)
         if doomed:
             with self.store.write() as batch:
                 for image_id in doomed:
                     batch.delete(image_id)
             self._policy.remove(np.fromiter(doomed, dtype=np.int64))
-            self._save()
+            self._writing.save()
         return list(doomed.values())
 
     def configure_index(
@@ -315,13 +307,13 @@ class Collection:
         """
         settings = IndexSettings(factory, search_params, max_memory)
         self._policy.validate(settings)
-        self._begin_write()
+        self._writing.begin()
         self._policy.configure(settings)
 
     def set_index_factory(self, factory: str | None, search_params: str | None = None) -> None:
         """Pin the FAISS index type, or ``None`` to let the engine choose again, and save (see `configure_index`)."""
         self.configure_index(factory=factory, search_params=search_params)
-        self._save()
+        self._writing.save()
 
     def set_max_memory(self, budget: int | None) -> None:
         """Set (or clear, with ``None``) the index's memory budget in bytes and save (see `configure_index`)."""
@@ -329,20 +321,18 @@ class Collection:
         if budget == self.manifest.index.max_memory:
             return
         self.configure_index(max_memory=budget)
-        self._save()
+        self._writing.save()
 
     def save(self) -> None:
         """Write the index and the manifest now (writes save by themselves; this is for `configure_index` alone)."""
-        self._begin_write()
-        self._save()
+        self._writing.begin()
+        self._writing.save()
 
     def release_writer(self) -> None:
         """Give back the writer lock that this collection's first write took (it is kept until `close` otherwise),
         so that other processes (`simsearch index`) can write while this one stays open; its next write takes it
         again. A long-lived process that writes now and then (a server) calls it after each write."""
-        if self._lock.held:
-            self._lock.release()
-            self._follower.forget()
+        self._writing.release()
 
     @property
     def readonly(self) -> bool:
@@ -371,60 +361,6 @@ class Collection:
         files = [self.path / MANIFEST, self.path / VECTORS]
         disk = sum(f.stat().st_size for f in files if f.exists()) + self.store.disk_bytes()
         return CollectionInfo.of(self.path, self.manifest, len(self.store), self.index.on_gpu, disk)
-
-    # -- internals --------------------------------------------------------------------------------------------------
-
-    def _begin_write(self) -> None:
-        """Take the writer lock, kept until close or `release_writer` (see `_took_lock`)."""
-        if self.readonly:
-            raise ReadOnlyCollectionError(f"collection {self.path} is open read-only: it cannot be changed")
-        if not self._lock.held:
-            self._lock.acquire()  # removes dead writers' temporary files first: their space counts below
-            self._took_lock()
-        try:  # every write ends by saving the index beside the old one: refused now if today's has no room
-            ensure_free_space(self.path, expected_file_bytes(self.index))
-        except StorageError:
-            self.release_writer()  # nothing was changed
-            raise
-
-    def _took_lock(self) -> None:
-        """Upgrade an older format on disk, then bring the in-memory index in line with the store, since another
-        process may have written since this one opened the collection."""
-        try:
-            migrate_in_place(self.path, self.manifest, self.store, self._on_disk_version)
-            self._on_disk_version = VERSION
-            self._policy.sync_with_store()
-        except BaseException:
-            self.release_writer()
-            raise
-
-    def _reconcile(self) -> None:
-        """At open: repair an index that disagrees with the store, and persist the repair when no writer is busy.
-
-        A reader that only took the lock to save the repair gives it back at once, so that a long-lived searcher
-        never keeps `simsearch index` out. A collection opened read-only, or of an older format, is repaired in
-        memory only: only a writer saves it (and upgrades the format on disk).
-        """
-        if self._policy.is_current():
-            return
-        if self.readonly or self._on_disk_version < VERSION or not self._lock.try_acquire():
-            self._policy.sync_with_store()  # another process is writing: repair in memory only
-            return
-        self._took_lock()
-        try:
-            self._save()
-        except (CollectionError, StorageError) as exc:  # a budget the grown collection no longer fits, a full disk
-            log.warning("the repaired index of %s could not be saved (%s): it is used as it is", self.path, exc)
-        finally:
-            self.release_writer()
-
-    def _save(self) -> None:
-        """Write the index (through the index policy), then the manifest that says which store generation it agrees
-        with."""
-        self._policy.save()
-        self.manifest.count = len(self.store)
-        self.manifest.updated = now_iso()
-        self.manifest.save(self.path / MANIFEST)
 
 
 def open_collection(path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Collection:

@@ -2,7 +2,8 @@
 
 The store is the truth and the index is derived from it. `save` is the one entry point that brings the index in line
 with the manifest's settings (pinned type, or the engine's choice by size, then by measurement, within the memory
-budget) and writes it; `configure` changes those settings after checking them, without writing anything.
+budget) and writes it; `configure` changes those settings after checking them, without writing anything. The
+measured choice and its check at full size live in `index_tuning`.
 
 Every change of the in-memory index holds `guard` for writing, and searches hold it for reading (see `live`).
 """
@@ -19,37 +20,39 @@ from typing import Any, Literal
 
 import numpy as np
 
-from indexes import (
-    Calibration,
-    IndexChoice,
-    IndexLayerError,
-    VectorIndex,
-    calibrate,
-    choose_factory,
-    choose_index,
-    default_search_params,
-    estimate_memory,
-    exact_neighbors_chunked,
-    exact_scorer,
-)
+from indexes import IndexLayerError, VectorIndex, choose_factory, default_search_params, estimate_memory
 from indexes.ondisk import on_disk_factory, should_go_on_disk, trained_from_file
 from simsearch.collection.index_file import save_index
+from simsearch.collection.index_tuning import (
+    CALIBRATION_FALLBACKS,
+    CALIBRATION_QUERIES,
+    RETUNE_GROWTH,
+    TUNE_QUERIES,
+    TUNE_SAMPLE,
+    build_and_check,
+    check_on_disk,
+    tune,
+)
 from simsearch.collection.live import ReadWriteLock
 from simsearch.collection.manifest import IndexInfo, now_iso
 from simsearch.collection.store import Store
 from simsearch.errors import CollectionError
 
+__all__ = [
+    "BUDGET_FLOOR_VECTORS",
+    "CALIBRATION_FALLBACKS",
+    "CALIBRATION_QUERIES",
+    "KEEP",
+    "RETUNE_GROWTH",
+    "TUNE_QUERIES",
+    "TUNE_SAMPLE",
+    "IndexPolicy",
+    "IndexSettings",
+    "Keep",
+]
+
 log = logging.getLogger(__name__)
 
-#: Beyond exact search the index is chosen by measurement (indexes.choose_index) on this many stored vectors, of
-#: which TUNE_QUERIES are held out as queries: ~10-30 s at 1280 dims on 2 cores, once per RETUNE_GROWTH-fold change.
-TUNE_SAMPLE = 20_000
-TUNE_QUERIES = 200
-RETUNE_GROWTH = 4.0
-#: The chosen index is checked once built over the whole collection, on this many stored vectors as queries...
-CALIBRATION_QUERIES = 200
-#: ...and when it misses the target there, at most this many other candidates are built and checked.
-CALIBRATION_FALLBACKS = 2
 #: A memory budget must hold an exact index of this many vectors: below about this size (the tuner's smallest sample
 #: plus its queries) nothing smaller than exact search can be measured, so a smaller budget fits no index at all.
 BUDGET_FLOOR_VECTORS = 1_200
@@ -270,7 +273,7 @@ class IndexPolicy:
     def _choose(self) -> None:
         """When the engine picks the factory: exact "Flat" while the size rule says so and it fits the budget;
         beyond, the index measured fastest at recall@10 >= 0.95 on a sample of the stored vectors
-        (indexes.choose_index), then built and checked at full size (`_build_and_check`), measured again once the
+        (indexes.choose_index), then built and checked at full size (`index_tuning`), measured again once the
         size has changed RETUNE_GROWTH-fold. Rebuilds from the store when the choice changes."""
         info = self.info
         n = len(self.store)
@@ -284,17 +287,17 @@ class IndexPolicy:
         fresh = tuned_n and tuned_n / RETUNE_GROWTH < n < tuned_n * RETUNE_GROWTH
         if fresh and tuning.get("factory") == self.index.factory:
             return
-        choice = self._tune(n, info.max_memory)
+        choice = tune(self.store, self.dim, n, info.max_memory)
         info.tuning = {
             **choice.as_dict(),
             "chosen_on_sample": {"factory": choice.factory, "search_params": choice.search_params},
             "tuned_at": now_iso(),
-            **self._build_and_check(choice),
+            **build_and_check(choice, self.store, self.dim, self._become),
         }
 
-    def _become(self, factory: str, params: str) -> None:
-        """Make the index `factory` (rebuilt from the store when it is another one, trained when it can be) and
-        apply `params`. Every rebuild of the index happens here."""
+    def _become(self, factory: str, params: str) -> VectorIndex:
+        """Make the index `factory` (rebuilt from the store when it is another one, trained when it can be), apply
+        `params` and return it. Every rebuild of the index happens here."""
         if factory != self.index.factory:
             log.info("collection size %d: rebuilding the index as %s", len(self.store), factory)
             self.index = _create(self.dim, factory)
@@ -304,6 +307,7 @@ class IndexPolicy:
                 self.index.set_search_params(params)
             except IndexLayerError as exc:
                 raise CollectionError(f"cannot apply the chosen search params: {exc}") from exc
+        return self.index
 
     def _wants_on_disk(self) -> bool:
         """The engine chooses, within no budget, and the stored vectors would take too much of the memory available
@@ -334,13 +338,7 @@ class IndexPolicy:
             trained=trained_from_file(self.path) if same else None,
         )
         self._on_disk_stale = False
-        queries, own, truth = self._calibration_queries()
-        if queries is not None:
-            scores = exact_scorer(queries, lambda ids: self.store.vectors(ids.tolist(), self.dim))
-            check = calibrate(
-                self.index, factory, self.index.search_params, queries, truth, own=own, exact_scores=scores
-            )
-            built.update(search_params=check.search_params, full_size_recall_at_10=check.recall_at_10)
+        built.update(check_on_disk(self.index, factory, self.store, self.dim))
         self.info.tuning = {"factory": factory, **built, "tuned_at": now_iso()}
 
     def _fill(self) -> None:
@@ -374,85 +372,6 @@ class IndexPolicy:
         except IndexLayerError as exc:
             raise CollectionError(f"cannot train the index: {exc}") from exc
         self.add_from_store(ids)
-
-    def _tune(self, n: int, budget: int | None) -> IndexChoice:
-        """Measure the candidate indexes on up to TUNE_SAMPLE stored vectors (a seeded sample)."""
-        ids = self.store.ids()
-        rng = np.random.default_rng(0)
-        sample = np.sort(rng.choice(ids, size=min(len(ids), TUNE_SAMPLE), replace=False))
-        log.info("choosing the index for %d vectors by measurement on %d of them", n, len(sample))
-        try:
-            choice = choose_index(
-                self.store.vectors(sample.tolist(), self.dim), n, max_memory=budget, n_queries=TUNE_QUERIES
-            )
-        except IndexLayerError as exc:
-            raise CollectionError(f"cannot choose an index: {exc}") from exc
-        log.info(
-            "index chosen: %s %s (recall@10 %s, %s queries/s, %d bytes)",
-            choice.factory,
-            choice.search_params,
-            choice.recall_at_10,
-            choice.qps,
-            choice.memory_bytes,
-        )
-        return choice
-
-    def _build_and_check(self, choice: IndexChoice) -> dict[str, Any]:
-        """Build the tuner's choice over the whole collection and measure its recall@10 there, on CALIBRATION_QUERIES
-        stored vectors left out of their own results, raising nprobe/efSearch until it reaches the target; when it
-        cannot, try the next candidates that reached the target on the sample (at most CALIBRATION_FALLBACKS), and
-        keep the best. Returns what goes into the manifest's tuning record: the final factory and params, and
-        every check."""
-        options = [(choice.factory, choice.search_params)]
-        options += [(a["factory"], a["search_params"]) for a in choice.alternatives[:CALIBRATION_FALLBACKS]]
-        if not choice.measured:
-            self._become(choice.factory, choice.search_params)
-            return {}
-        queries, own, truth = self._calibration_queries()
-        scores = (
-            None if queries is None else exact_scorer(queries, lambda ids: self.store.vectors(ids.tolist(), self.dim))
-        )
-        checks: list[Calibration] = []
-        for factory, params in options:
-            self._become(factory, params)
-            if not self.index.is_trained or queries is None:
-                return {}  # nothing to measure yet (an IVF waiting for training vectors)
-            check = calibrate(self.index, factory, params, queries, truth, own=own, exact_scores=scores)
-            log.info("full-size check of %s: %s gives recall@10 %.3f", factory, check.search_params, check.recall_at_10)
-            checks.append(check)
-            if check.reached:
-                break
-        best = next((c for c in checks if c.reached), None) or max(checks, key=lambda c: c.recall_at_10)
-        if not best.reached:
-            log.warning(
-                "no candidate index reached recall@10 %.2f on the whole collection; keeping %s %s at %.3f",
-                choice.target_recall,
-                best.factory,
-                best.search_params,
-                best.recall_at_10,
-            )
-        self._become(best.factory, best.search_params)
-        return {
-            "factory": best.factory,
-            "search_params": best.search_params,
-            "full_size_recall_at_10": best.recall_at_10,
-            "full_size_checks": [c.as_dict() for c in checks],
-        }
-
-    def _calibration_queries(self) -> tuple[Any, Any, Any]:
-        """(queries, their ids, leave-one-out exact top-10 ids) for CALIBRATION_QUERIES seeded stored vectors; the
-        ground truth streams the store in chunks, so the collection is never held twice in memory."""
-        ids = self.store.ids()
-        if len(ids) <= 11:
-            return None, None, None
-        rng = np.random.default_rng(1)
-        own = np.sort(rng.choice(ids, size=min(len(ids) // 2, CALIBRATION_QUERIES), replace=False))
-        queries = self.store.vectors(own.tolist(), self.dim)
-        chunks = (
-            (part, self.store.vectors(part.tolist(), self.dim))
-            for part in (ids[i : i + 50_000] for i in range(0, len(ids), 50_000))
-        )
-        return queries, own, exact_neighbors_chunked(queries, chunks, 10, exclude=own)
 
 
 def _create(dim: int, factory: str) -> VectorIndex:

@@ -221,7 +221,7 @@ class Store:
         changed = 0
         with self.write_txn() as txn, txn.cursor(db=self._dbs["skipped"]) as cur:
             for key, raw in list(cur):
-                old = json.loads(raw)
+                old = json.loads(bytes(raw))
                 new = upgrade(dict(old)) if isinstance(old, dict) else None
                 if new is None:
                     txn.delete(key, db=self._dbs["skipped"])

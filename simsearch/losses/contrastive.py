@@ -26,7 +26,31 @@ def _mean_nonzero(terms: Tensor) -> Tensor:
     return terms.sum() / (terms > 0).sum().clamp_min(1)
 
 
-class ContrastiveLoss(PairLoss):
+class _DistancePairLoss(PairLoss):
+    """A loss of each pair's distance and whether its two sides share a label: the batch's pairs (all, or given by
+    index) and explicit two-tower pairs both reduce through `_reduce`."""
+
+    distance: Distance
+
+    def forward(self, embeddings: Tensor, labels: Tensor, pairs: Pairs | None = None) -> Tensor:
+        """Loss over all unordered pairs of the batch, or over the given ``(first, second)`` index pairs."""
+        check_batch(embeddings, labels)
+        first, second = _select_pairs(labels, pairs)
+        if first.numel() == 0:
+            return zero_loss(embeddings)
+        values = self.distance.pairwise(embeddings, embeddings)[first, second]
+        return self._reduce(values, labels[first] == labels[second])
+
+    def pair_loss(self, first: Tensor, second: Tensor, same: Tensor) -> Tensor:
+        """Loss of explicit pairs: row i of ``first`` with row i of ``second``, ``same`` 1 for a positive pair."""
+        check_pairs(first, second, same)
+        return self._reduce(self.distance.paired(first, second), same > 0.5)
+
+    def _reduce(self, values: Tensor, same: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ContrastiveLoss(_DistancePairLoss):
     """Positive pairs are pulled inside ``pos_margin``, negative pairs pushed beyond ``neg_margin``.
 
     With a distance: ``relu(d - pos_margin)`` for positives and ``relu(neg_margin - d)`` for negatives; with a
@@ -59,20 +83,6 @@ class ContrastiveLoss(PairLoss):
                 f"pos_margin {self.pos_margin} must be closer than neg_margin {self.neg_margin} for {self.distance}"
             )
 
-    def forward(self, embeddings: Tensor, labels: Tensor, pairs: Pairs | None = None) -> Tensor:
-        """Loss over all unordered pairs of the batch, or over the given ``(first, second)`` index pairs."""
-        check_batch(embeddings, labels)
-        first, second = _select_pairs(labels, pairs)
-        if first.numel() == 0:
-            return zero_loss(embeddings)
-        values = self.distance.pairwise(embeddings, embeddings)[first, second]
-        return self._reduce(values, labels[first] == labels[second])
-
-    def pair_loss(self, first: Tensor, second: Tensor, same: Tensor) -> Tensor:
-        """Loss of explicit pairs: row i of ``first`` with row i of ``second``, ``same`` 1 for a positive pair."""
-        check_pairs(first, second, same)
-        return self._reduce(self.distance.paired(first, second), same > 0.5)
-
     def _reduce(self, values: Tensor, same: Tensor) -> Tensor:
         d = self.distance
         far = d.farness(values)
@@ -84,7 +94,7 @@ class ContrastiveLoss(PairLoss):
         return f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, distance={self.distance}"
 
 
-class PairRegressionLoss(PairLoss):
+class PairRegressionLoss(_DistancePairLoss):
     """Regress each pair's distance onto 0 (same label) or 1 (different labels): ``mean((d - y)^2)``.
 
     The simplest Siamese objective. With a similarity the targets flip (1 for similar, 0 for dissimilar), which for
@@ -95,20 +105,6 @@ class PairRegressionLoss(PairLoss):
     def __init__(self, distance: Distance | str | None = None) -> None:
         super().__init__()
         self.distance = as_distance(distance, EuclideanDistance())
-
-    def forward(self, embeddings: Tensor, labels: Tensor, pairs: Pairs | None = None) -> Tensor:
-        """Loss over all unordered pairs of the batch, or over the given ``(first, second)`` index pairs."""
-        check_batch(embeddings, labels)
-        first, second = _select_pairs(labels, pairs)
-        if first.numel() == 0:
-            return zero_loss(embeddings)
-        values = self.distance.pairwise(embeddings, embeddings)[first, second]
-        return self._reduce(values, labels[first] == labels[second])
-
-    def pair_loss(self, first: Tensor, second: Tensor, same: Tensor) -> Tensor:
-        """Loss of explicit pairs: row i of ``first`` with row i of ``second``, ``same`` 1 for a positive pair."""
-        check_pairs(first, second, same)
-        return self._reduce(self.distance.paired(first, second), same > 0.5)
 
     def _reduce(self, values: Tensor, same: Tensor) -> Tensor:
         different = (~same).to(values.dtype)

@@ -61,4 +61,3 @@ __all__ = [
 
 
 __getattr__ = lazy_getattr(__name__, _HOMES, globals())
-
