@@ -215,7 +215,7 @@ def hnsw_pair(vectors: Vectors, timing: Timing) -> dict[str, Any]:
     faiss.omp_set_num_threads(timing.build_threads)
     rss0 = rss_bytes(os.getpid())
     built = build_index(f"HNSW{HNSW_M}", d, None, vectors.base)
-    ours = {
+    ours: dict[str, Any] = {
         "library": f"faiss {faiss.__version__} (simsearch's HNSW{HNSW_M})",
         "build_s": round(built.build_s, 1),
         "index_mib": round(serialized_bytes(built.index) / 2**20, 1),

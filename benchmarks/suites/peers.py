@@ -215,4 +215,3 @@ def _search_row(part: str, side: str, row: dict[str, Any]) -> dict[str, Any]:
         "seconds": row.get("build_s"),
         "index_mib": row.get("index_mib"),
     }
-
