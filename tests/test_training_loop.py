@@ -208,3 +208,32 @@ def test_nan_embeddings_are_an_error_in_evaluation_and_in_validation(
     monkeypatch.setattr(validation_module, "embed_dataset", nan_after_training)
     with pytest.raises(TrainingError, match="validation after epoch 1: .*NaN"):
         train(tiny_config(epochs=1, batches_per_epoch=1), train_set, val_set, tmp_path / "run2")
+
+
+class _CountingReads:
+    """A dataset that counts how often each of its images is read."""
+
+    def __init__(self, dataset: ImageFolderDataset) -> None:
+        self.dataset, self.labels, self.classes = dataset, dataset.labels, dataset.classes
+        self.reads = np.zeros(len(dataset), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[object, int]:
+        self.reads[index] += 1
+        return self.dataset[index]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_without_augmentation_each_training_image_is_read_and_transformed_once(
+    data_root: Path, tmp_path: Path, augment: bool
+) -> None:
+    train_set, _ = split_datasets(data_root)
+    counting = _CountingReads(train_set)
+    train(tiny_config(epochs=3, batches_per_epoch=4, augment=augment), counting, None, tmp_path / "run")
+    assert counting.reads.max() >= 1
+    if augment:
+        assert counting.reads.max() > 1  # fresh crops every epoch: the images are read again
+    else:
+        assert counting.reads.max() == 1

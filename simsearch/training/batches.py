@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from simsearch.data import PKSampler, SiamesePairs
 from simsearch.evaluation import TransformedDataset, autocast
@@ -15,13 +15,45 @@ from simsearch.losses import MetricLoss, PairLoss
 from simsearch.models import Embedder
 from simsearch.training.recipe import TrainConfig, TrainingError
 
-__all__ = ["EpochBatches", "batch_loss"]
+__all__ = ["EpochBatches", "TransformedOnce", "batch_loss"]
+
+#: Training images without augmentation are transformed once and kept while they take at most this much memory.
+TRANSFORMED_CACHE_BYTES = 1 << 30
+
+
+class TransformedOnce(Dataset):
+    """A training set whose transform is the same every epoch (no augmentation): each item is decoded and
+    transformed on first use and kept, so later epochs skip PIL and the transform (on 28 x 28 Fashion-MNIST they
+    took about a seventh of a Conv-4 training step on 2 cores)."""
+
+    def __init__(self, data: TransformedDataset) -> None:
+        self.data = data
+        self.labels = data.labels
+        self._items: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self._items.get(index)
+        if item is None:
+            item = self._items[index] = self.data[index]
+        return item
+
+    @staticmethod
+    def fits(config: TrainConfig, data: TransformedDataset, input_size: tuple[int, ...]) -> bool:
+        """Whether the recipe's items can be kept: no augmentation, no loader workers (each worker would fill its
+        own copy, lost at the epoch's end), and float32 images of `input_size` within TRANSFORMED_CACHE_BYTES."""
+        item_bytes = 4 * math.prod(input_size)
+        return not config.augment and config.workers == 0 and item_bytes * len(data) <= TRANSFORMED_CACHE_BYTES
 
 
 class EpochBatches:
     """An epoch's batches: P x K batches of the training set, or shuffled Siamese pairs of it."""
 
-    def __init__(self, config: TrainConfig, train_data: TransformedDataset, device: torch.device) -> None:
+    def __init__(
+        self, config: TrainConfig, train_data: TransformedDataset | TransformedOnce, device: torch.device
+    ) -> None:
         self.config = config
         self.data = train_data
         self.pin_memory = device.type == "cuda"

@@ -30,7 +30,7 @@ from simsearch.runs import (
     recipe_dict,
     seed_everything,
 )
-from simsearch.training.batches import EpochBatches, batch_loss
+from simsearch.training.batches import EpochBatches, TransformedOnce, batch_loss
 from simsearch.training.model import (
     build_embedder,
     frozen_stages,
@@ -227,9 +227,10 @@ class _Parts:
         )
         optimizer = make_optimizer(config, embedder, loss_fn, fixed_params)
         transform = train_transform(embedder, config.augment, config.augment_kwargs)
-        batches = EpochBatches(
-            config, TransformedDataset(train_dataset, transform, embedder, replace_unreadable=True), device
-        )
+        transformed = TransformedDataset(train_dataset, transform, embedder, replace_unreadable=True)
+        input_size = tuple(embedder.data_config.get("input_size", (3, 224, 224)))
+        once = TransformedOnce.fits(config, transformed, input_size)
+        batches = EpochBatches(config, TransformedOnce(transformed) if once else transformed, device)
         steps = batches.steps_per_epoch
         schedule = WarmupCosine(optimizer, steps * config.epochs, round(config.warmup_epochs * steps))
         return cls(
