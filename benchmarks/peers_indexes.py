@@ -35,6 +35,8 @@ TUNE_SAMPLE = 20_000
 TUNE_QUERIES = 200
 CALIBRATION_QUERIES = 200
 CHUNK = 50_000
+#: Recall levels at which the two HNSW builds' single-query QPS are compared (interpolated on each sweep).
+MATCHED_RECALLS = (0.95, 0.99, 0.995, 0.999)
 
 
 @dataclass
@@ -201,8 +203,23 @@ def index_choice(vectors: Vectors, budget_text: str, timing: Timing, *, forced: 
     if forced and sides[0]["factory"] == "Flat":
         sides.append(simsearch_choice(vectors, budget, timing, exact_max=0))
     approximate = [s["recall_at_10"] for s in sides if s["factory"] != "Flat"]
-    sides.append(autofaiss_choice(vectors, budget_text, timing, max(approximate) if approximate else None))
-    return {"n": len(vectors.base), "dim": vectors.base.shape[1], "memory_budget": budget_text, "sides": sides}
+    peer = autofaiss_choice(vectors, budget_text, timing, max(approximate) if approximate else None)
+    sides.append(peer)
+    versus = {
+        side["side"]: {
+            "qps_ratio": round(side["qps_1"] / peer["qps_1"], 3),
+            "recall_difference": round(side["recall_at_10"] - peer["recall_at_10"], 4),
+        }
+        for side in sides[:-1]
+        if "qps_1" in peer
+    }
+    return {
+        "n": len(vectors.base),
+        "dim": vectors.base.shape[1],
+        "memory_budget": budget_text,
+        "sides": sides,
+        "versus_autofaiss": versus,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------- HNSW
@@ -233,7 +250,29 @@ def hnsw_pair(vectors: Vectors, timing: Timing) -> dict[str, Any]:
         "build_threads": timing.build_threads,
         "sides": [ours, peer],
         "at_target": {side["library"]: _first_reaching(side["sweep"], TARGET_RECALL) for side in (ours, peer)},
+        "matched": [
+            {
+                "recall_at_10": recall,
+                "qps_1": {side["library"]: qps_at_recall(side["sweep"], recall) for side in (ours, peer)},
+            }
+            for recall in MATCHED_RECALLS
+        ],
     }
+
+
+def qps_at_recall(sweep: list[dict[str, Any]], recall: float) -> float | None:
+    """Single-query QPS at `recall`, linear between the two sweep settings around it; the first setting's QPS when
+    that one already reaches it (a lower bound), None when no setting does."""
+    previous: dict[str, Any] | None = None
+    for row in sweep:
+        if row["recall_at_10"] >= recall:
+            if previous is None or previous["recall_at_10"] >= row["recall_at_10"]:
+                return float(row["qps_1"])
+            share = (recall - previous["recall_at_10"]) / (row["recall_at_10"] - previous["recall_at_10"])
+            return round(float(previous["qps_1"] + share * (row["qps_1"] - previous["qps_1"])), 1)
+        if previous is None or row["recall_at_10"] > previous["recall_at_10"]:
+            previous = row
+    return None
 
 
 def _hnswlib(vectors: Vectors, timing: Timing) -> dict[str, Any]:

@@ -107,8 +107,8 @@ def run_simsearch(setup: TrainSetup, train_set: ArrayDataset, test_set: ArrayDat
         "wall_s": round(wall, 1),
         "final_loss": round(float(result.history[-1]["loss"]), 4),
         "steps_per_epoch": len(train_set) // config.p // config.k,
-        "what_is_timed": "the epochs' batches: PIL images through the eval transform, sampler, forward, "
-        "mining, loss, backward, step (set-up and per-epoch checkpoints are in wall_s only)",
+        "what_is_timed": "the epochs' batches: PIL images through the eval transform (once each: no augmentation), "
+        "sampler, forward, mining, loss, backward, step (set-up and per-epoch checkpoints are in wall_s only)",
     }
 
 

@@ -92,3 +92,18 @@ def test_both_training_sides_train_the_same_model_and_are_scored_alike() -> None
     for side in (ours, theirs):
         assert 0 <= side["p_at_1"] <= 1 and side["samples_per_s"] > 0 and np.isfinite(side["final_loss"])
     assert result["ratios"]["samples_per_s"] == pytest.approx(ours["samples_per_s"] / theirs["samples_per_s"], 1e-2)
+
+
+def test_qps_at_a_recall_is_read_between_the_sweep_settings_around_it() -> None:
+    from benchmarks.peers_indexes import qps_at_recall
+
+    sweep = [
+        {"recall_at_10": 0.90, "qps_1": 1000.0},
+        {"recall_at_10": 0.98, "qps_1": 600.0},
+        {"recall_at_10": 0.97, "qps_1": 500.0},  # a dip: the best recall so far stays the lower end
+        {"recall_at_10": 1.00, "qps_1": 200.0},
+    ]
+    assert qps_at_recall(sweep, 0.94) == pytest.approx(800.0)
+    assert qps_at_recall(sweep, 0.85) == 1000.0  # the first setting already reaches it
+    assert qps_at_recall(sweep, 0.99) == pytest.approx(400.0)
+    assert qps_at_recall(sweep[:2], 0.99) is None

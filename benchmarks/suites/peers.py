@@ -198,10 +198,17 @@ def table_rows(parts: dict[str, Any]) -> list[dict[str, Any]]:
             if raised:
                 rows.append(_search_row(f"index {size['n']}", f"{side['side']} raised", {**side, **raised}))
     hnsw = parts.get("hnsw", {})
-    for side in hnsw.get("sides", []):
-        at = hnsw.get("at_target", {}).get(side["library"])
-        if at:
-            rows.append(_search_row(f"hnsw {hnsw['n']}", side["library"], {**side, **at, "factory": "HNSW32"}))
+    builds = {side["library"]: side for side in hnsw.get("sides", [])}
+    for level in hnsw.get("matched", []):
+        for library, qps in level["qps_1"].items():
+            row = {
+                **builds[library],
+                "factory": "HNSW32",
+                "search_params": "(interpolated on its ef sweep)",
+                "recall_at_10": level["recall_at_10"],
+                "qps_1": qps,
+            }
+            rows.append(_search_row(f"hnsw {hnsw['n']}", library, row))
     return rows
 
 
