@@ -107,3 +107,19 @@ def test_qps_at_a_recall_is_read_between_the_sweep_settings_around_it() -> None:
     assert qps_at_recall(sweep, 0.85) == 1000.0  # the first setting already reaches it
     assert qps_at_recall(sweep, 0.99) == pytest.approx(400.0)
     assert qps_at_recall(sweep[:2], 0.99) is None
+
+
+def test_parts_none_rewrites_the_table_from_the_parts_already_recorded(tmp_path: Path) -> None:
+    side = {"library": "simsearch", "samples_per_s": 900.0, "p_at_1": 0.9, "wall_s": 130.0}
+    train = {
+        "date": "2026-01-01T00:00:00Z",
+        "environment": {"load_average": [1.5, 1.0, 1.0], "part_threads": 2},
+        "recipe": {"epochs": 2, "threads": 2},
+        "sides": [side, {**side, "library": "pytorch-metric-learning", "samples_per_s": 1000.0}],
+    }
+    (tmp_path / "peers.json").write_text(json.dumps({"parts": {"train": train}}))
+    result = peers.run(_args(tmp_path, parts="none"), tmp_path)
+    assert result["record"]["parts"] == {"train": train}
+    rows = result["table"]
+    assert [row["samples_per_s"] for row in rows] == [900.0, 1000.0]
+    assert all(row["run"] == "2026-01-01T00:00:00Z, load 1.5, 2 thr" for row in rows)

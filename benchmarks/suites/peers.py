@@ -39,7 +39,11 @@ PEERS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts to run [default: all]")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="comma-separated parts to run; none: only rewrite the record from its parts [default: all]",
+    )
     parser.add_argument("--sizes", default="100000", help="collection sizes of the index part (1000000: see HELP)")
     parser.add_argument("--hnsw-size", type=int, default=100_000, help="vectors of the HNSW part")
     parser.add_argument("--memory-budget", default="2G", help="the index budget both index choosers get")
@@ -141,9 +145,12 @@ RUNNERS = {"train": _train_part, "index": _index_part, "hnsw": _hnsw_part}
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     """Run the asked parts in turn (training first: it sets torch's threads itself), carry the others over."""
     parts = [p.strip() for p in str(args.parts).split(",") if p.strip()]
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown or not parts:
-        raise BenchmarkError(f"--parts takes a comma-separated subset of {', '.join(PARTS)}, got {args.parts!r}")
+    if parts == ["none"]:
+        parts = []  # measure nothing: rewrite the record's files from the parts already there
+    elif not parts or set(parts) - set(PARTS):
+        raise BenchmarkError(
+            f"--parts takes a comma-separated subset of {', '.join(PARTS)} or none, got {args.parts!r}"
+        )
     if args.tiny:
         args.queries, args.single_queries = 50, 20
     record: dict[str, Any] = {"parts": _carried(out_dir / "peers.json", parts)}
@@ -174,7 +181,18 @@ def _carried(path: Path, running: list[str]) -> dict[str, Any]:
 
 
 def table_rows(parts: dict[str, Any]) -> list[dict[str, Any]]:
-    """One Markdown row per side of each part (the record's "table")."""
+    """One Markdown row per side of each part (the record's "table"), each with its part's run (date and load)."""
+    rows = _part_rows(parts)
+    for row in rows:
+        facts = parts.get(row["part"].split()[0], {})
+        load = (facts.get("environment") or {}).get("load_average") or [None]
+        row["run"] = (
+            f"{facts.get('date', '')}, load {load[0]}, {(facts.get('environment') or {}).get('part_threads')} thr"
+        )
+    return rows
+
+
+def _part_rows(parts: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     train = parts.get("train", {})
     for side in train.get("sides", []):
