@@ -103,7 +103,7 @@ def _train_rows(base: np.ndarray, factory: str, seed: int) -> np.ndarray | None:
 
 def simsearch_choice(vectors: Vectors, budget: int, timing: Timing, *, exact_max: int | None) -> dict[str, Any]:
     """What the engine does for a collection of these vectors: the tuner on a seeded sample of stored vectors, the
-    choice built over all of them, then the full-size check that raises nprobe/efSearch until the target is met on
+    choice built over all of them, then the full-size check that raises nprobe/efSearch until the recall goal is met on
     stored vectors left out of their own results. `exact_max=0` forces measurement where the engine keeps Flat."""
     base = vectors.base
     n, d = base.shape
@@ -249,7 +249,7 @@ def hnsw_pair(vectors: Vectors, timing: Timing) -> dict[str, Any]:
         "ef_construction": HNSW_EF_CONSTRUCTION,
         "build_threads": timing.build_threads,
         "sides": [ours, peer],
-        "at_target": {side["library"]: _first_reaching(side["sweep"], TARGET_RECALL) for side in (ours, peer)},
+        "at_goal": {side["library"]: _first_reaching(side["sweep"], TARGET_RECALL) for side in (ours, peer)},
         "matched": [
             {
                 "recall_at_10": recall,
@@ -322,8 +322,8 @@ def _hnswlib(vectors: Vectors, timing: Timing) -> dict[str, Any]:
     }
 
 
-def _first_reaching(sweep: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    return next((row for row in sweep if row["recall_at_10"] >= target), None)
+def _first_reaching(sweep: list[dict[str, Any]], recall: float) -> dict[str, Any] | None:
+    return next((row for row in sweep if row["recall_at_10"] >= recall), None)
 
 
 def _version(package: str) -> str:

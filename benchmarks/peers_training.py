@@ -195,7 +195,7 @@ def compare(setup: TrainSetup) -> dict[str, Any]:
             "threads": setup.threads,
             "seed": setup.seed,
             "initial_weights": "identical: the same module and seed build both models",
-            "mining_difference": "simsearch semi_hard: per anchor-positive pair, the closest negative farther than "
+            "mining_difference": "simsearch semi_hard: per same-class pair, the closest negative farther than "
             "the positive within the margin (FaceNet), mean over those triplets; pytorch-metric-learning "
             "semihard: every such negative, mean over the triplets with a positive loss",
         },

@@ -23,7 +23,7 @@ from typing import Any
 
 import faiss
 
-from benchmarks.record import environment
+from benchmarks.record import environment, git_commit
 from benchmarks.suites import BenchmarkError
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def _part_facts(args: argparse.Namespace, started: float, threads: int) -> dict[
         "command": _command(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
+        "git": git_commit(),
         "environment": env,
     }
 
