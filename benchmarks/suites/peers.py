@@ -141,10 +141,11 @@ def _sizes(text: str) -> list[int]:
 
 
 RUNNERS = {"train": _train_part, "index": _index_part, "hnsw": _hnsw_part}
+RUN_ORDER = ("index", "hnsw", "train")
 
 
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
-    """Run the asked parts in turn (training first: it sets torch's threads itself), carry the others over."""
+    """Run the asked parts in turn (training last, see below), carry the others over."""
     parts = [p.strip() for p in str(args.parts).split(",") if p.strip()]
     if parts == ["none"]:
         parts = []  # measure nothing: rewrite the record's files from the parts already there
@@ -155,7 +156,9 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     if args.tiny:
         args.queries, args.single_queries = 50, 20
     record: dict[str, Any] = {"parts": _carried(out_dir / "peers.json", parts)}
-    for part in parts:
+    # The faiss parts first: importing pytorch-metric-learning imports faiss.contrib.torch_utils, which patches
+    # faiss's index methods for the rest of the process (autofaiss's own tuning then failed on torch tensors).
+    for part in sorted(parts, key=RUN_ORDER.index):
         reason = missing_peer(part)
         if reason is not None:
             print(f"peers: {part}: {reason}", file=sys.stderr)
