@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO := .cache/demo-collection
 
-.PHONY: install demo test test-all lint clean
+.PHONY: install install-peers demo test test-all lint clean
 
 install: $(VENV)/.installed
 
@@ -13,6 +13,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[cpu,dev,lite,plots,serve,ray,onnx]'
 	touch $@
+
+# The libraries the benchmarks compare with (not needed by the tests, which skip without them). autofaiss pins
+# numpy<2 and pandas<3 that it does not need: it goes in without its dependencies, which the extra lists.
+install-peers: install
+	$(PY) -m pip install --quiet -e '.[peers]'
+	$(PY) -m pip install --quiet --no-deps 'autofaiss==2.18.0' 'embedding-reader>=1.8,<2'
 
 demo: install
 	$(VENV)/bin/simsearch index samples/caltech101 -c $(DEMO)
