@@ -29,7 +29,12 @@ LISTED = 10
 @tta_option
 @device_option
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [default: half the cores].")
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=None,
+    help="Decoding processes [default: none for a CPU forward on 2 cores or fewer, else half the cores].",
+)
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),

@@ -90,6 +90,13 @@ def test_embed_suite_writes_pipeline_and_forward_rates_their_ratio_and_a_sweep(t
             forward = (forward + point["forward_images_per_s_after"]) / 2
         assert point["ratio_pipeline_over_forward"] == pytest.approx(point["pipeline_images_per_s"] / forward)
     assert {(p["batch_size"], p["workers"]) for p in record["sweep"]} == {(2, 0), (2, 1), (4, 0), (4, 1)}
+    assert {p["layout"] for p in record["sweep"]} == {"in-process", "1 decode process"}
+    # The forward that ratios divide by is the faster of its thread layouts.
+    for point in points:
+        layouts = [
+            v for k, v in point.items() if k.startswith("forward_images_per_s_") and k != "forward_images_per_s_after"
+        ]
+        assert layouts and point["forward_images_per_s"] == max(layouts)
     # The whole index command on small images: every image embedded, CPU times of a process that really ran.
     small = record["small_images"]
     assert small["images"] == 6 and small["command"].startswith("simsearch index ")

@@ -164,7 +164,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         args.one_shot_runs = min(args.one_shot_runs, 1)
         args.workers = 0 if args.workers is None else args.workers
     if args.workers is None:
-        args.workers = default_workers()
+        args.workers = default_workers(on_cpu=args.device == "cpu")
     embedder = prepare(load_embedder(args.model, device=args.device), args.device)
     names = DATASETS if args.dataset == "all" else (args.dataset,)
     results: dict[str, Any] = {}

@@ -17,7 +17,7 @@ import torch
 
 from simsearch.images import DEFAULT_MAX_PIXELS, load_image
 from simsearch.models.embedder import create_transform
-from simsearch.models.preprocess import ImageInput, as_image_list, decode_min_side
+from simsearch.models.preprocess import ImageInput, NumpyTransform, as_image_list, decode_min_side, numpy_transform
 
 if TYPE_CHECKING:
     from simsearch.models.embedder import Embedder
@@ -29,10 +29,24 @@ _transforms: weakref.WeakKeyDictionary[Embedder, Transform] = weakref.WeakKeyDic
 
 
 def transform_for(embedder: Embedder) -> Transform:
-    """The model's eval transform, built once per model: queries should not pay for timm's transform factory."""
+    """The model's eval transform, built once per model: queries should not pay for timm's transform factory.
+
+    Where `numpy_transform` reproduces timm's (the usual centre-crop configs), it is used instead: the same tensor
+    for about 0.6 ms less a photo (its normalisation is one table look-up), which indexing pays for every file."""
     if embedder not in _transforms:
-        _transforms[embedder] = create_transform(embedder)
+        fast = numpy_transform(embedder.data_config)
+        _transforms[embedder] = create_transform(embedder) if fast is None else _TorchOf(fast)
     return _transforms[embedder]
+
+
+class _TorchOf:
+    """A numpy transform giving torch tensors (sharing the array's memory)."""
+
+    def __init__(self, transform: NumpyTransform) -> None:
+        self.transform = transform
+
+    def __call__(self, image: PIL.Image.Image) -> torch.Tensor:
+        return torch.from_numpy(self.transform(image))
 
 
 def forward(embedder: Embedder, batch: torch.Tensor) -> np.ndarray:
