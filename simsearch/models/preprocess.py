@@ -76,8 +76,8 @@ def numpy_transform(data_config: Mapping[str, Any]) -> NumpyTransform | None:
     # timm resizes a non-square target with its own keep-ratio resize, and crops other modes otherwise.
     if mode != "center" or resample is None or scale[0] != scale[1] or channels not in (1, 3):
         return None
-    mean = np.asarray(data_config.get("mean") or _IMAGENET_MEAN, dtype=np.float32).reshape(-1, 1, 1)
-    std = np.asarray(data_config.get("std") or _IMAGENET_STD, dtype=np.float32).reshape(-1, 1, 1)
+    mean = [np.float32(m) for m in data_config.get("mean") or _IMAGENET_MEAN]
+    std = [np.float32(s) for s in data_config.get("std") or _IMAGENET_STD]
     if len(mean) != channels or len(std) != channels:
         return None
     pil_mode = "L" if channels == 1 else "RGB"
@@ -87,8 +87,14 @@ def numpy_transform(data_config: Mapping[str, Any]) -> NumpyTransform | None:
             image = image.convert(pil_mode)
         image = _crop(_resize_shorter(image, scale[0], resample), height, width)
         pixels = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
-        array = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
-        return np.ascontiguousarray((array - mean) / std, dtype=np.float32)
+        array = pixels.transpose(2, 0, 1).astype(np.float32, order="C")  # a new (C, H, W) array, changed in place
+        # the same float32 steps as torchvision's ToTensor and Normalize, one channel plane at a time: a broadcast
+        # of (C, 1, 1) means over the whole array took twice as long on a server's upload path
+        array /= np.float32(255)
+        for channel in range(channels):
+            array[channel] -= mean[channel]
+            array[channel] /= std[channel]
+        return array
 
     return transform
 
