@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REPO, copy_collection
-from server_api_helpers import upload
 from serving import QUERIES, serving
 
 pytest.importorskip("onnx", reason="the export needs the `onnx` extra")
@@ -38,7 +37,8 @@ def _answers(collection: Path, **overrides) -> tuple[dict, str, list[list[dict]]
         ready = client.get("/health/ready").json()["detail"]
         found = []
         for name in PHOTOS:
-            response = client.post("/search", params={"k": 5}, files=upload(QUERIES / name))
+            photo = {"image": (name, (QUERIES / name).read_bytes(), "image/jpeg")}
+            response = client.post("/search", params={"k": 5}, files=photo)
             assert response.status_code == 200, response.text
             found.append(response.json()["results"])
     return info, ready, found
