@@ -110,8 +110,8 @@ def split_rates(run: Callable[[Any], Any], batch: Any) -> dict[str, float]:
 
 
 def onnx_rates(exported: Path, queries: list[Path]) -> dict[str, float]:
-    """The rates of `torch_rates` for the collection's export in ONNX Runtime: a session on all the cores for whole
-    passes, and one shared session of one thread per run for the split ones (as the server loads it)."""
+    """The rates of `torch_rates` for the collection's export in ONNX Runtime: loaded with a thread per core for whole
+    passes, and loaded with one thread a run, shared by the threads, for the split ones (as the server loads it)."""
     import simsearch
     from simsearch.collection.query_model import recorded_identity
     from simsearch.images import load_image

@@ -146,9 +146,9 @@ def load_exported(
 
 
 class ExportedModel:
-    """An exported model in an ONNX Runtime session on the CPU, with the torch-free decode and transform.
+    """An exported model run by ONNX Runtime on the CPU, with the torch-free decode and transform.
 
-    `threads`: the session's threads for one run (default: $OMP_NUM_THREADS, as torch takes it, else the runtime's
+    `threads`: ONNX Runtime's threads for one run (default: $OMP_NUM_THREADS, as torch takes it, else the runtime's
     own choice). Runs may be called from several threads at once: a server runs one per core on one thread each.
     """
 
