@@ -104,6 +104,10 @@ class Info(BaseModel):
     index_factory: str
     search_params: str
     device: str
+    engine: str = Field(
+        description="What runs the model for photo searches: 'onnxruntime' (the collection's ONNX export, "
+        "`simsearch index --onnx`) or 'torch'; 'not loaded' until ready."
+    )
     ready: bool
     max_batch: int
     max_k: int

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -53,6 +52,8 @@ class SearchService:
         self.ready = threading.Event()
         self.load_error: str | None = None
         self.device = "not loaded"
+        #: What runs the model: "onnxruntime" (the collection's export) or "torch"; "not loaded" until ready.
+        self.engine = "not loaded"
         self._transform: Any = None
         self._min_side = 0
         self._writer = threading.Lock()
@@ -69,57 +70,33 @@ class SearchService:
         self.upload_dir = Path(self.settings.upload_dir or self.col.path / "uploads")
 
     def load(self) -> None:
-        """Load the model, warm it at the batch sizes it will run, start the batcher; then the server is ready."""
+        """Load the model (its ONNX export where the collection has one, see `server.engine`), warm it at the batch
+        sizes it will run, start the batcher; then the server is ready."""
         from server.batching import ForwardBatcher
-        from simsearch.embedding import decode_min_side, forward, transform_for
+        from server.engine import load_engine, warm
 
         col = self.collection
         try:
             started = time.perf_counter()
-            embedder = col.embedder
-            self.device = str(next(embedder.parameters()).device)
-            workers = self._forward_workers()
-            sizes = sorted({min(s, self.settings.max_batch) for s in self.settings.warm_batch_sizes})
-            col.warmup(batch_sizes=sizes)
-            self._transform = transform_for(embedder)
-            self._min_side = decode_min_side(embedder.data_config)
-
-            def run(tensors: Sequence[Any]) -> np.ndarray:
-                import torch
-
-                return forward(embedder, torch.stack(list(tensors)))
-
+            engine = load_engine(col, self.settings.device, self.settings.forward_workers)
+            self.device, self.engine = engine.device, engine.name
+            warm(engine, col, {min(s, self.settings.max_batch) for s in self.settings.warm_batch_sizes})
+            self._transform, self._min_side = engine.transform, engine.min_side
             self.batcher = ForwardBatcher(
-                run,
+                engine.forward,
                 max_batch=self.settings.max_batch,
                 max_wait_s=self.settings.batch_wait_ms / 1000,
-                workers=workers,
+                workers=engine.workers,
                 on_batch=self.on_batch,
                 then=self._search_pass,
             )
             self.batcher.start()
-            log.info("model %s ready on %s in %.1f s", embedder.model_id, self.device, time.perf_counter() - started)
+            took = time.perf_counter() - started
+            log.info("model %s ready on %s (%s) in %.1f s", col.manifest.model.id, self.device, self.engine, took)
             self.ready.set()
         except Exception as exc:  # noqa: BLE001 - the server stays up to say why it is not ready
             log.exception("the model could not be loaded")
             self.load_error = f"the model could not be loaded: {exc}"
-
-    def _forward_workers(self) -> int:
-        """How many forward passes run at once; on a CPU with several, each gets one torch thread.
-
-        On 2 cores, two passes of 8 images on one thread each gave 94 images/s where one pass on two threads gave
-        74: a pass split over threads waits at every layer for its slowest thread, and with requests decoding
-        beside it, one of its threads is often descheduled.
-        """
-        workers = self.settings.forward_workers
-        if workers is None:
-            workers = 1 if self.device.startswith("cuda") else _cores()
-        if workers > 1 and not self.device.startswith("cuda"):
-            import torch
-
-            torch.set_num_threads(max(1, _cores() // workers))
-        log.info("%d forward worker(s)", workers)
-        return workers
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -165,6 +142,7 @@ class SearchService:
         found: list[Any] = [None] * len(queries)
         for (k, exclude_ids), positions in groups.items():
             timer = StageTimer()
+            rows: list[Any]
             try:
                 rows = self._search(vectors[positions], k, exclude_ids, timer)
             except Exception as exc:  # noqa: BLE001 - it fails the requests of this search only
@@ -325,13 +303,6 @@ class SearchService:
                 yield
             finally:
                 self.collection.release_writer()
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _widths(vectors: list[list[float]]) -> str:

@@ -196,7 +196,7 @@ def test_a_model_that_cannot_load_keeps_the_server_up_and_says_why(fresh: Path, 
     def broken(*args: object, **kwargs: object) -> None:
         raise ModelError("weights file is damaged")
 
-    monkeypatch.setattr(Collection, "warmup", broken)
+    monkeypatch.setattr(Collection, "embedder", property(broken))
     with serving(fresh, ready=False) as c:
         for _ in range(200):
             response = c.get("/health/ready")

@@ -22,7 +22,7 @@ def ready(request: Request) -> Health:
     svc = service(request)
     if not svc.ready.is_set():
         raise ApiError(503, svc.load_error or "loading the model")
-    return Health(status="ok")
+    return Health(status="ok", detail=f"the model runs on {svc.engine} ({svc.device})")
 
 
 @router.get("/info", response_model=Info, dependencies=[Depends(require_read)], responses=errors(401))
@@ -40,6 +40,7 @@ def info(request: Request) -> Info:
         index_factory=facts.index_factory,
         search_params=facts.search_params,
         device=svc.device,
+        engine=svc.engine,
         ready=svc.ready.is_set(),
         max_batch=settings.max_batch,
         max_k=settings.max_k,

@@ -59,13 +59,18 @@ def export_query_model(col: Collection, photos: Sequence[Any] | None = None) -> 
 def exported_model(col: Collection, device: str | None) -> ExportedModel | None:
     """The collection's export when a query on `device` may use it: the CPU named, or "auto" on a machine with no GPU
     device; None otherwise (then the model itself embeds)."""
-    if device not in ("cpu", "auto", None) or (device != "cpu" and _gpu_present()):
+    if not export_applies(device):
         return None
     if col not in _loaded:
         from simsearch.models.exported import load_exported
 
         _loaded[col] = load_exported(col.path, recorded_identity(col.manifest.model))
     return _loaded[col]
+
+
+def export_applies(device: str | None) -> bool:
+    """Whether an export may embed on `device`: the CPU named, or "auto" on a machine with no GPU device."""
+    return device in ("cpu", "auto", None) and (device == "cpu" or not _gpu_present())
 
 
 def embed_query_images(col: Collection, images: Sequence[Any], device: str | None) -> np.ndarray:

@@ -22,6 +22,8 @@ from simsearch.collection.results import SearchResult
 from simsearch.errors import CollectionError, UnknownImageError
 
 if TYPE_CHECKING:
+    import PIL.Image
+
     from simsearch.collection.facade import Collection
     from simsearch.collection.live import StoreFollower
 
@@ -141,7 +143,6 @@ def warmup(col: Collection, batch_sizes: Iterable[int]) -> dict[str, float]:
     A first forward at a new batch size sets up kernels (several times the steady cost on the CPU), so a server
     warms the sizes it will run. The image is synthetic (a gradient), never read from disk.
     """
-    import PIL.Image
     import torch
 
     from simsearch.embedding import forward, transform_for
@@ -151,9 +152,7 @@ def warmup(col: Collection, batch_sizes: Iterable[int]) -> dict[str, float]:
     embedder = col.embedder
     timings["load"] = time.perf_counter() - started
     side = max(64, int(embedder.data_config.get("input_size", (3, 224, 224))[-1]))
-    ramp = np.linspace(0, 255, side, dtype=np.float32)
-    pixels = np.stack([np.add.outer(ramp, ramp) / 2, np.tile(ramp, (side, 1)), np.tile(ramp[:, None], (1, side))], -1)
-    tensor = transform_for(embedder)(PIL.Image.fromarray(pixels.astype(np.uint8), "RGB"))
+    tensor = transform_for(embedder)(warmup_image(side))
     vector = None
     for size in sorted({max(1, int(s)) for s in batch_sizes}):
         started = time.perf_counter()
@@ -165,6 +164,15 @@ def warmup(col: Collection, batch_sizes: Iterable[int]) -> dict[str, float]:
         timings["search"] = time.perf_counter() - started
     log.info("warm-up: %s", ", ".join(f"{name} {s * 1000:.0f} ms" for name, s in timings.items()))
     return timings
+
+
+def warmup_image(side: int) -> PIL.Image.Image:
+    """A synthetic RGB image (gradients) of `side` x `side` for warm-up passes: nothing is read from disk."""
+    import PIL.Image
+
+    ramp = np.linspace(0, 255, side, dtype=np.float32)
+    pixels = np.stack([np.add.outer(ramp, ramp) / 2, np.tile(ramp, (side, 1)), np.tile(ramp[:, None], (1, side))], -1)
+    return PIL.Image.fromarray(pixels.astype(np.uint8), "RGB")
 
 
 def as_id(value: Any) -> int:

@@ -112,10 +112,12 @@ def export_onnx(
     return check
 
 
-def load_exported(folder: str | os.PathLike[str], identity: Mapping[str, Any]) -> ExportedModel | None:
+def load_exported(
+    folder: str | os.PathLike[str], identity: Mapping[str, Any], *, threads: int | None = None
+) -> ExportedModel | None:
     """The export in `folder` when it was made from the model `identity` describes (`model_identity`) and its file is
     the one checked; None otherwise (no export, another model, a changed file, no onnxruntime), so the caller loads
-    the model itself."""
+    the model itself. `threads`: see `ExportedModel`."""
     target = Path(folder)
     try:
         record = json.loads((target / EXPORT_RECORD).read_text(encoding="utf-8"))
@@ -137,16 +139,22 @@ def load_exported(folder: str | os.PathLike[str], identity: Mapping[str, Any]) -
         log.warning("the model export in %s changed since it was checked: not used", target)
         return None
     try:
-        return ExportedModel(data, identity["data_config"], int(identity["dim"]))
+        return ExportedModel(data, identity["data_config"], int(identity["dim"]), threads=threads)
     except ModelError as exc:
         log.info("%s: the model loads with torch instead", exc)
         return None
 
 
 class ExportedModel:
-    """An exported model in an ONNX Runtime session on the CPU, with the torch-free decode and transform."""
+    """An exported model run by ONNX Runtime on the CPU, with the torch-free decode and transform.
 
-    def __init__(self, onnx_model: bytes, data_config: Mapping[str, Any], dim: int) -> None:
+    `threads`: ONNX Runtime's threads for one run (default: $OMP_NUM_THREADS, as torch takes it, else the runtime's
+    own choice). Runs may be called from several threads at once: a server runs one per core on one thread each.
+    """
+
+    def __init__(
+        self, onnx_model: bytes, data_config: Mapping[str, Any], dim: int, *, threads: int | None = None
+    ) -> None:
         try:
             import onnxruntime
         except ImportError:
@@ -158,9 +166,11 @@ class ExportedModel:
         self.min_side = decode_min_side(data_config)
         self.dim = int(dim)
         options = onnxruntime.SessionOptions()
-        threads = os.environ.get("OMP_NUM_THREADS", "")
-        if threads.isdigit():
-            options.intra_op_num_threads = int(threads)  # as torch does: the same thread count either way
+        given = os.environ.get("OMP_NUM_THREADS", "")
+        if threads is None and given.isdigit():
+            threads = int(given)  # as torch does: the same thread count either way
+        if threads is not None:
+            options.intra_op_num_threads = max(1, threads)
         self.session = onnxruntime.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
 
@@ -175,12 +185,15 @@ class ExportedModel:
         for start in range(0, len(listed), batch_size):
             batch = listed[start : start + batch_size]
             decoded = [load_image(image, max_pixels=max_pixels, min_side=self.min_side) for image in batch]
-            arrays = [self.transform(image) for image in decoded]
-            (out,) = self.session.run(None, {self._input: np.stack(arrays)})
-            chunks.append(np.asarray(out, dtype=np.float32))
+            chunks.append(self.forward(np.stack([self.transform(image) for image in decoded])))
         if not chunks:
             return np.empty((0, self.dim), dtype=np.float32)
         return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Vectors of a ready batch `(N, C, H, W) float32` (numpy-transformed images): `(N, D) float32`."""
+        (out,) = self.session.run(None, {self._input: batch})
+        return np.asarray(out, dtype=np.float32)
 
 
 def _onnx_bytes(embedder: Embedder) -> bytes:
