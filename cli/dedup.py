@@ -16,6 +16,8 @@ from cli.progress import BarProgress
 if TYPE_CHECKING:
     from simsearch import Collection
 
+#: The model a collection made by `dedup` gets (`simsearch.models.copydetect.DEDUP_MODEL`).
+DEDUP_MODEL = "dedup"
 #: Written out so that --help needs no import of the library's dedup package.
 KEEP_CHOICES = ("largest", "smallest", "oldest", "newest", "shortest-path")
 
@@ -34,6 +36,13 @@ def threshold_options(func: Any) -> Any:
     )(func)
 
 
+def _exists(collection: Path | None) -> bool:
+    """Whether a collection is already there (it keeps its own model)."""
+    from simsearch.collection.layout import MANIFEST, resolve_folder
+
+    return (resolve_folder(collection) / MANIFEST).is_file()
+
+
 def _index(col: Collection, folders: list[Path], quiet: bool) -> None:
     progress = BarProgress(enabled=not quiet and sys.stderr.isatty())
     try:
@@ -48,7 +57,10 @@ def _index(col: Collection, folders: list[Path], quiet: bool) -> None:
 @click.command()
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @collection_option
-@click.option("--model", help="Model of a new collection (see `index --model`).")
+@click.option(
+    "--model",
+    help="Model of a new collection (see `index --model`) [default: dedup, the copy-detection model made for it].",
+)
 @click.option(
     "--reference",
     multiple=True,
@@ -109,6 +121,8 @@ def dedup(
         raise click.UsageError("give --json or --csv, not both")
     folders = [folder, *reference] if folder is not None else []
     create = folder is not None
+    if create and model is None and not _exists(collection):
+        model = DEDUP_MODEL
     with Collection.open(collection, model=model, device=device, create=create) as col:
         if folders:
             _index(col, folders, quiet)
