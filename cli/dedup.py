@@ -43,6 +43,17 @@ def _exists(collection: Path | None) -> bool:
     return (resolve_folder(collection) / MANIFEST).is_file()
 
 
+def _new_collection_model(against: Path | None) -> str | None:
+    """The dedup model, or, when the new collection is compared with another, the other's model where it is the
+    dedup model and else the default one (two collections are compared only on the same model's vectors)."""
+    if against is None:
+        return DEDUP_MODEL
+    from simsearch import Collection
+
+    with Collection.open(against, readonly=True) as other:
+        return DEDUP_MODEL if other.manifest.model.spec.get("kind") == DEDUP_MODEL else None
+
+
 def _index(col: Collection, folders: list[Path], quiet: bool) -> None:
     progress = BarProgress(enabled=not quiet and sys.stderr.isatty())
     try:
@@ -102,8 +113,10 @@ def dedup(
     """Find exact copies (same bytes) and near duplicates (cosine at or above a calibrated threshold) of the images
     in FOLDER (indexed first, incrementally, as `index` does) or in the whole collection.
 
-    Every pair in a group is within the threshold (groups never chain). Nothing is changed unless --move-to or
-    --delete is given: the default is a report of the groups, the file each keeps and why, and what would go.
+    A collection made here uses the dedup model (whole image, GeM-pooled, mirror-averaged: made for copies); an
+    existing one keeps its model. Every pair in a group is within the threshold (groups never chain). Nothing is
+    changed unless --move-to or --delete is given: the default is a report of the groups, the file each keeps and
+    why, and what would go.
 
     \b
         simsearch dedup ~/Pictures --html dups.html
@@ -122,7 +135,7 @@ def dedup(
     folders = [folder, *reference] if folder is not None else []
     create = folder is not None
     if create and model is None and not _exists(collection):
-        model = DEDUP_MODEL
+        model = _new_collection_model(against)
     with Collection.open(collection, model=model, device=device, create=create) as col:
         if folders:
             _index(col, folders, quiet)

@@ -42,14 +42,14 @@ class InfoNCELoss(MetricLoss):
         n = z.shape[0]
         self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
         same = (labels[:, None] == labels[None, :]) & ~self_mask
-        anchors = same.any(1)
-        if not bool(anchors.any()):
+        queries = same.any(1)
+        if not bool(queries.any()):
             return zero_loss(embeddings)
         similarity = z @ z.T
         logits = (similarity / self.temperature).masked_fill(self_mask, float("-inf"))
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         positive = log_prob.masked_fill(~same, 0.0).sum(1) / same.sum(1).clamp_min(1)
-        loss = -positive[anchors].mean()
+        loss = -positive[queries].mean()
         if self.koleo_weight > 0:
             others = similarity.masked_fill(same | self_mask, float("-inf"))
             nearest = (2 - 2 * others.max(1).values).clamp_min(1e-8).sqrt()

@@ -53,7 +53,7 @@ class FlipAveraged(nn.Module):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
-        self.num_features = int(backbone.num_features)
+        self.num_features: int = backbone.num_features  # type: ignore[assignment]
         self.pretrained_cfg = getattr(backbone, "pretrained_cfg", {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
