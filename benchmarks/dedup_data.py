@@ -77,20 +77,7 @@ def build_set(
     the first `originals`, and copy the rest as unrelated originals, into one flat folder `out`."""
     rng = np.random.default_rng(seed)
     classes = [c for c in classes if c not in EXCLUDED_CLASSES]
-    pools = []
-    for cls in classes:
-        files = sorted((photo_root / cls).glob("*.jpg"))
-        pools.append([files[i] for i in rng.permutation(len(files))])
-    drawn: list[Path] = []
-    depth = 0
-    while len(drawn) < originals + unrelated:
-        layer = [pool[depth] for pool in pools if depth < len(pool)]
-        if not layer:
-            raise ValueError(f"{len(classes)} classes hold fewer than {originals + unrelated} photos")
-        drawn.extend(layer[i] for i in rng.permutation(len(layer)))
-        depth += 1
-    drawn = drawn[: originals + unrelated]
-    chosen = [drawn[i] for i in rng.permutation(len(drawn))]
+    chosen = draw_photos(photo_root, classes, originals + unrelated, rng)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     items: list[int] = []
@@ -114,6 +101,25 @@ def build_set(
             items.append(item)
             transforms.append(name)
     return VariantSet(out, files, np.asarray(items), transforms, classes)
+
+
+def draw_photos(photo_root: Path, classes: list[str], count: int, rng: np.random.Generator) -> list[Path]:
+    """`count` photos drawn class by class in turn (so that big classes do not dominate), in a seeded order."""
+    classes = [c for c in classes if c not in EXCLUDED_CLASSES]
+    pools = []
+    for cls in classes:
+        files = sorted((photo_root / cls).glob("*.jpg"))
+        pools.append([files[i] for i in rng.permutation(len(files))])
+    drawn: list[Path] = []
+    depth = 0
+    while len(drawn) < count:
+        layer = [pool[depth] for pool in pools if depth < len(pool)]
+        if not layer:
+            raise ValueError(f"{len(classes)} classes hold fewer than {count} photos")
+        drawn.extend(layer[i] for i in rng.permutation(len(layer)))
+        depth += 1
+    drawn = drawn[:count]
+    return [drawn[i] for i in rng.permutation(len(drawn))]
 
 
 # -------------------------------------------------------------------------------------------------------- imagededup

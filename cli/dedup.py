@@ -16,6 +16,8 @@ from cli.progress import BarProgress
 if TYPE_CHECKING:
     from simsearch import Collection
 
+#: The model a collection made by `dedup` gets (`simsearch.models.copydetect.DEDUP_MODEL`).
+DEDUP_MODEL = "dedup"
 #: Written out so that --help needs no import of the library's dedup package.
 KEEP_CHOICES = ("largest", "smallest", "oldest", "newest", "shortest-path")
 
@@ -34,6 +36,24 @@ def threshold_options(func: Any) -> Any:
     )(func)
 
 
+def _exists(collection: Path | None) -> bool:
+    """Whether a collection is already there (it keeps its own model)."""
+    from simsearch.collection.layout import MANIFEST, resolve_folder
+
+    return (resolve_folder(collection) / MANIFEST).is_file()
+
+
+def _new_collection_model(against: Path | None) -> str | None:
+    """The dedup model, or, when the new collection is compared with another, the other's model where it is the
+    dedup model and else the default one (two collections are compared only on the same model's vectors)."""
+    if against is None:
+        return DEDUP_MODEL
+    from simsearch import Collection
+
+    with Collection.open(against, readonly=True) as other:
+        return DEDUP_MODEL if other.manifest.model.spec.get("kind") == DEDUP_MODEL else None
+
+
 def _index(col: Collection, folders: list[Path], quiet: bool) -> None:
     progress = BarProgress(enabled=not quiet and sys.stderr.isatty())
     try:
@@ -48,7 +68,10 @@ def _index(col: Collection, folders: list[Path], quiet: bool) -> None:
 @click.command()
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @collection_option
-@click.option("--model", help="Model of a new collection (see `index --model`).")
+@click.option(
+    "--model",
+    help="Model of a new collection (see `index --model`) [default: dedup, the copy-detection model made for it].",
+)
 @click.option(
     "--reference",
     multiple=True,
@@ -90,8 +113,10 @@ def dedup(
     """Find exact copies (same bytes) and near duplicates (cosine at or above a calibrated threshold) of the images
     in FOLDER (indexed first, incrementally, as `index` does) or in the whole collection.
 
-    Every pair in a group is within the threshold (groups never chain). Nothing is changed unless --move-to or
-    --delete is given: the default is a report of the groups, the file each keeps and why, and what would go.
+    A collection made here uses the dedup model (whole image, GeM-pooled, mirror-averaged: made for copies); an
+    existing one keeps its model. Every pair in a group is within the threshold (groups never chain). Nothing is
+    changed unless --move-to or --delete is given: the default is a report of the groups, the file each keeps and
+    why, and what would go.
 
     \b
         simsearch dedup ~/Pictures --html dups.html
@@ -109,6 +134,8 @@ def dedup(
         raise click.UsageError("give --json or --csv, not both")
     folders = [folder, *reference] if folder is not None else []
     create = folder is not None
+    if create and model is None and not _exists(collection):
+        model = _new_collection_model(against)
     with Collection.open(collection, model=model, device=device, create=create) as col:
         if folders:
             _index(col, folders, quiet)

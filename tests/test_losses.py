@@ -123,6 +123,7 @@ def test_registry_lists_builds_and_explains_losses() -> None:
             "softmax",
             "contrastive",
             "pair_regression",
+            "infonce",
             "triplet",
             "center",
             "multi_similarity",

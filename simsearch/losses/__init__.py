@@ -18,6 +18,7 @@ from simsearch.losses.distances import (
     create_distance,
     list_distances,
 )
+from simsearch.losses.infonce import InfoNCELoss
 from simsearch.losses.margin_softmax import ArcFaceLoss, CosFaceLoss
 from simsearch.losses.miners import TRIPLET_MINING
 from simsearch.losses.multi_similarity import MultiSimilarityLoss
@@ -44,6 +45,7 @@ _LOSSES: dict[str, _Entry] = {
     "cosface": _Entry(CosFaceLoss, True),
     "proxy_anchor": _Entry(ProxyAnchorLoss, True),
     "prototypical": _Entry(PrototypicalLoss, False),
+    "infonce": _Entry(InfoNCELoss, False),
 }
 
 
@@ -104,6 +106,7 @@ __all__ = [
     "CosFaceLoss",
     "CosineSimilarity",
     "Distance",
+    "InfoNCELoss",
     "EuclideanDistance",
     "LossError",
     "MetricLoss",

