@@ -12,6 +12,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchmarks import REPO
+from benchmarks import DEFAULT_DATA, REPO
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +127,36 @@ def environment(device: str) -> dict[str, Any]:
     }
 
 
+def _path_names() -> list[tuple[str, str]]:
+    """(absolute prefix, portable name) pairs, the longest prefix first: a record names folders as any machine would."""
+    names = [(REPO, "."), (DEFAULT_DATA, "$SIMSEARCH_DATA"), (Path(tempfile.gettempdir()), "$TMPDIR")]
+    names.append((Path.home(), "~"))
+    if os.environ.get("SIMSEARCH_DATA"):
+        names.append((Path(os.environ["SIMSEARCH_DATA"]), "$SIMSEARCH_DATA"))
+    if os.environ.get("SIMSEARCH_CACHE"):
+        names.append((Path(os.environ["SIMSEARCH_CACHE"]), "$SIMSEARCH_CACHE"))
+    pairs = {str(p.expanduser().resolve()): n for p, n in names} | {str(p.expanduser()): n for p, n in names}
+    return sorted(((p, n) for p, n in pairs.items() if p != "/"), key=lambda pn: -len(pn[0]))
+
+
+def portable(text: str, names: list[tuple[str, str]] | None = None) -> str:
+    """`text` with this machine's folders (the checkout, the data, the home and temporary folders) named portably."""
+    for prefix, name in names if names is not None else _path_names():
+        text = text.replace(prefix, name)
+    return text
+
+
 def _jsonable(value: Any) -> Any:
-    """numpy scalars and arrays, paths and non-finite floats in a form `json` writes (NaN becomes null)."""
+    """numpy scalars and arrays, paths and non-finite floats in a form `json` writes (NaN becomes null); folders of
+    this machine named portably."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, Path):
-        return str(value)
+        return portable(str(value))
+    if isinstance(value, str):
+        return portable(value)
     if hasattr(value, "tolist") and not isinstance(value, str | bytes):
         return _jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):

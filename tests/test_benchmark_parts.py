@@ -209,3 +209,12 @@ def test_the_autoencoder_benchmark_removes_only_the_pictures_it_draws(tmp_path: 
         conv_decoders=("conv_unpool",),
     )
     assert written == [] and sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
+
+
+def test_records_name_this_machines_folders_portably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import REPO
+    from benchmarks.record import _jsonable
+
+    monkeypatch.setenv("SIMSEARCH_DATA", str(tmp_path / "data"))
+    record = _jsonable({"out": REPO / "benchmarks" / "results", "data": str(tmp_path / "data"), "n": 3})
+    assert record == {"out": "./benchmarks/results", "data": "$SIMSEARCH_DATA", "n": 3}
