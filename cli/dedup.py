@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.common import collection_option, device_option, domain_errors, json_option, write_output
+from cli.common import device_option, domain_errors, json_option, write_output
 from cli.progress import BarProgress
+from simsearch.collection import COLLECTION_ENV, default_dedup_collection_path
 
 if TYPE_CHECKING:
     from simsearch import Collection
@@ -67,7 +68,14 @@ def _index(col: Collection, folders: list[Path], quiet: bool) -> None:
 
 @click.command()
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@collection_option
+@click.option(
+    "-c",
+    "--collection",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=COLLECTION_ENV,
+    help=f"Collection folder [default: ${COLLECTION_ENV} or dedup's own, {default_dedup_collection_path()}, which "
+    "uses the dedup model; the search collection is used only when named].",
+)
 @click.option(
     "--model",
     help="Model of a new collection (see `index --model`) [default: dedup, the copy-detection model made for it].",
@@ -134,6 +142,7 @@ def dedup(
         raise click.UsageError("give --json or --csv, not both")
     folders = [folder, *reference] if folder is not None else []
     create = folder is not None
+    collection = collection if collection is not None else default_dedup_collection_path()
     if create and model is None and not _exists(collection):
         model = _new_collection_model(against)
     with Collection.open(collection, model=model, device=device, create=create) as col:

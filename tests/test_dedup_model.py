@@ -77,3 +77,20 @@ def test_dedup_of_a_new_folder_uses_the_dedup_model_and_finds_the_planted_varian
     assert "calibrated" in report["threshold_origin"]
     with Collection.open(col) as opened:
         assert opened.manifest.model.id == "dedup:tf_efficientnet_lite0"
+
+
+def test_dedup_without_a_collection_keeps_its_own_beside_the_search_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SIMSEARCH_COLLECTION", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in sorted((SAMPLE_PHOTOS / UNSEEN[0]).glob("*.jpg"))[:3]:
+        shutil.copyfile(photo, folder / photo.name)
+    result = CliRunner().invoke(main, ["dedup", str(folder), "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "data" / "simsearch" / "default").exists()
+    with Collection.open(tmp_path / "data" / "simsearch" / "dedup") as opened:
+        assert opened.manifest.model.id == "dedup:tf_efficientnet_lite0"
+        assert len(opened) == 3

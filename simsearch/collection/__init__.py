@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simsearch.collection.layout import COLLECTION_ENV, default_collection_path
+from simsearch.collection.layout import COLLECTION_ENV, default_collection_path, default_dedup_collection_path
 from simsearch.lazy import lazy_getattr
 
 if TYPE_CHECKING:
@@ -57,5 +57,6 @@ __all__ = [
     "Progress",
     "SearchResult",
     "default_collection_path",
+    "default_dedup_collection_path",
     "open_collection",
 ]

@@ -27,6 +27,13 @@ def default_collection_path() -> Path:
     return Path(data_home) / "simsearch" / "default"
 
 
+def default_dedup_collection_path() -> Path:
+    """Where `dedup` keeps the images it indexes when given no collection: beside the default collection, on its own
+    (``$XDG_DATA_HOME/simsearch/dedup``), because it embeds them with the copy-detection model, not the search one."""
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "simsearch" / "dedup"
+
+
 def resolve_folder(path: str | os.PathLike[str] | None) -> Path:
     return Path(path).expanduser() if path is not None else default_collection_path()
 
