@@ -45,7 +45,8 @@ def _train_summary(epoch: int, record: dict[str, Any]) -> str:
     default="triplet",
     show_default=True,
     help="A loss name: triplet, contrastive, center, prototypical, "
-    "softmax, multi_similarity, arcface, cosface, proxy_anchor, pair_regression.",
+    "softmax, multi_similarity, arcface, cosface, proxy_anchor, pair_regression, "
+    "infonce (views of one image or class as positives).",
 )
 @click.option(
     "--loss-option",
