@@ -241,10 +241,11 @@ def _against(
 
 def score_meanings(col: Collection, scores: list[float]) -> list[str | None]:
     """What each score means under the near-duplicate calibration kept in the collection or its checkpoint (made by
-    `calibrate`): "p>=0.99 same", or None for each when there is none. Only a calibration the user made is shown
-    beside search results, whose scores mostly lie far below any duplicate line. A calibration of another model is
-    an error the caller shows, not a silently wrong meaning."""
+    `calibrate`): "p>=0.99 same", or None for each when there is none. Beside search results only a calibration the
+    user made is shown (their scores mostly lie far below any duplicate line), except on a collection of the dedup
+    model, whose searches are duplicate searches: there the shipped one speaks too. A calibration of another model
+    is an error the caller shows, not a silently wrong meaning."""
     from simsearch.dedup import find_calibration
 
-    calibration = find_calibration(col, shipped=False)
+    calibration = find_calibration(col, shipped=col.manifest.model.spec.get("kind") == DEDUP_MODEL)
     return [None if calibration is None else calibration.meaning(s) for s in scores]

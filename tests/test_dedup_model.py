@@ -94,3 +94,7 @@ def test_dedup_without_a_collection_keeps_its_own_beside_the_search_one(
     with Collection.open(tmp_path / "data" / "simsearch" / "dedup") as opened:
         assert opened.manifest.model.id == "dedup:tf_efficientnet_lite0"
         assert len(opened) == 3
+    dedup_collection = str(tmp_path / "data" / "simsearch" / "dedup")
+    shown = CliRunner().invoke(main, ["query", str(folder / photo.name), "-c", dedup_collection, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["results"][0]["meaning"].startswith("p>=")  # the shipped calibration speaks
