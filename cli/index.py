@@ -33,7 +33,10 @@ LISTED = 10
     "--workers",
     type=click.IntRange(0),
     default=None,
-    help="Decoding processes [default: none for a CPU forward on 2 cores or fewer, else half the cores].",
+    help=(
+        "Decoding processes for a forward in this process, 0 to decode here too [default: on a CPU of 2 cores or "
+        "fewer, one process per core that decodes and runs the model; else half the cores decode]."
+    ),
 )
 @click.option(
     "--engine",

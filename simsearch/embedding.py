@@ -1,18 +1,21 @@
 """Image files in, C-contiguous L2-normalised ``(N, D) float32`` vectors out, in batches for indexing.
 
-Decoding runs in DataLoader worker processes so that it overlaps the forward pass in the main process, except on a
-CPU of 2 cores, where the forward wants both and decoding goes between its batches (`default_workers`). The forward
-pass itself, the eval transform and the decoding size are `simsearch.models.inputs`', shared with `Embedder.embed`.
+Three layouts (`embed_files`), chosen by measurement on the embed suite:
+- lanes, the default on a CPU of 2 cores or fewer: one worker process per core decodes its batch and runs the model
+  on it on one thread. Decoding on one core while the model runs on the other costs the model nothing, where a
+  forward spread over both cores waits at every layer for whichever core is decoding. Measured on 1,000 Caltech-101
+  photos: 92-105 images/s, against 77 for decoding between the batches of a two-thread forward;
+- decoding in DataLoader worker processes beside the forward in this process (the default with more cores or a GPU);
+- everything in this process, one step after the other (`workers=0`).
+The forward pass itself, the eval transform and the decoding size are `simsearch.models.inputs`', shared with
+`Embedder.embed`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import math
-import os
-import platform
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from simsearch.allocator import freed_memory_kept, keep_freed_memory
 from simsearch.cpus import usable_cores
 from simsearch.errors import ImageError
 from simsearch.images import DEFAULT_MAX_PIXELS, load_image, make_thumbnail
@@ -40,22 +44,20 @@ from simsearch.models.inputs import (  # noqa: F401
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-# mallopt parameters and glibc's defaults for them, from <malloc.h>.
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
-_MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
 def default_workers(on_cpu: bool = True) -> int:
-    """Decoding workers: half the cores, since the forward pass in the main process wants the other half; none for a
-    forward on a CPU of 2 cores or fewer.
-
-    There the forward runs on every core, and a decoding process takes one from it: its threads wait at every layer
-    for the one descheduled. Decoding between batches in this process measured faster on 2 cores (embed record:
-    0.86 of the bare forward against 0.81 with one decoding process, 0.82 with two; 0.64 against 0.53 on an earlier
-    machine)."""
+    """Decoding processes beside a forward in this process: half the cores, since the forward wants the other half;
+    none on a CPU of 2 cores or fewer, where lanes (`default_lanes`) run instead."""
     cores = usable_cores()
     return 0 if on_cpu and cores <= 2 else max(1, cores // 2)
+
+
+def default_lanes(on_cpu: bool = True) -> int:
+    """Worker processes that each decode and run the model on one thread: one per core on a CPU of 2 cores or fewer
+    (see the module's measurements); none elsewhere, where decoding workers feed a forward in this process."""
+    cores = usable_cores()
+    return cores if on_cpu and cores <= 2 else 0
 
 
 @dataclass
@@ -143,40 +145,6 @@ def _worker_init(_: int) -> None:
             log.debug("prctl(PR_SET_PDEATHSIG) unavailable; orphaned workers rely on torch's watchdog")
 
 
-@contextlib.contextmanager
-def freed_memory_kept() -> Iterator[None]:
-    """While indexing, memory that the forward pass frees stays with the process for the next batch (glibc only).
-
-    glibc hands every allocation above 32 MiB (and, by default, many above 128 KiB) to the kernel with `mmap` and
-    back with `munmap` when freed; a batch's activations are many such tensors, so every batch faulted in hundreds
-    of MiB of fresh zeroed pages: on 28x28 images the process spent more time in the kernel than in the model.
-    Serving all allocations from the heap, and not trimming it, keeps those pages mapped and reused: measured on
-    1,000 Fashion-MNIST PNGs, minor page faults 10.5 M -> 0.19 M, system CPU 17 s -> 0.8 s, peak RSS +8%.
-    glibc's defaults come back afterwards; a user's own MALLOC_* settings are left alone.
-    """
-    libc = _glibc()
-    if libc is None or any(os.environ.get(name) for name in _MALLOC_ENV):
-        yield
-        return
-    libc.mallopt(_M_MMAP_MAX, 0)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    try:
-        yield
-    finally:
-        for param, value in _GLIBC_DEFAULTS.items():
-            libc.mallopt(param, value)
-
-
-def _glibc() -> ctypes.CDLL | None:
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        return libc if hasattr(libc, "mallopt") else None
-    except OSError:
-        return None
-
-
 @dataclass
 class EmbeddedBatch:
     """One batch of results; ``positions`` index into the input sequence of paths."""
@@ -193,20 +161,33 @@ def embed_files(
     *,
     batch_size: int = 32,
     workers: int | None = None,
+    lanes: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     thumbnails: bool = True,
 ) -> Iterator[EmbeddedBatch]:
-    """Embed image files in batches, decoding in ``workers`` processes (0 decodes in this process; None:
-    `default_workers`)."""
+    """Embed image files in batches.
+
+    Args:
+        workers: processes that decode for a forward in this process (0: decode here too).
+        lanes: processes that each decode and run the model on one thread; when given, `workers` is not used. With
+            neither given: `default_lanes`, else `default_workers`. A job of one batch runs here: starting a
+            process and warming a model in it would take longer.
+    """
     if not paths:
         return
     on_cuda = next(embedder.parameters()).device.type == "cuda"
-    workers = default_workers(on_cpu=not on_cuda) if workers is None else workers
+    if lanes is None and workers is None:
+        lanes = default_lanes(on_cpu=not on_cuda)
+    batches = math.ceil(len(paths) / batch_size)
     dataset = _ImageFiles(paths, transform_for(embedder), decode_min_side(embedder.data_config), max_pixels, thumbnails)
+    if lanes and batches > 1 and not on_cuda:
+        yield from _embed_in_lanes(embedder, dataset, batch_size, min(lanes, batches))
+        return
+    workers = default_workers(on_cpu=not on_cuda) if workers is None else workers
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        num_workers=min(workers, math.ceil(len(dataset) / batch_size)),
+        num_workers=min(workers, batches),
         collate_fn=_collate,
         worker_init_fn=_worker_init if workers else None,
         pin_memory=on_cuda,
@@ -214,9 +195,42 @@ def embed_files(
     )
     with freed_memory_kept():
         for batch in loader:
-            vectors = (
-                forward(embedder, batch.tensors)
-                if batch.tensors is not None
-                else np.empty((0, embedder.embed_dim), dtype=np.float32)
-            )
-            yield EmbeddedBatch(batch.positions, vectors, batch.thumbnails, batch.failures)
+            yield _forwarded(embedder, batch)
+
+
+def _forwarded(embedder: Embedder, batch: _Collated) -> EmbeddedBatch:
+    vectors = (
+        forward(embedder, batch.tensors)
+        if batch.tensors is not None
+        else np.empty((0, embedder.embed_dim), dtype=np.float32)
+    )
+    return EmbeddedBatch(batch.positions, vectors, batch.thumbnails, batch.failures)
+
+
+class _ForwardHere:
+    """A lane's collate step: the decoded batch through the model, in the worker, so only vectors and thumbnails
+    cross back (a few hundred KiB a batch, not its tensors)."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+
+    def __call__(self, items: list[Decoded]) -> EmbeddedBatch:
+        return _forwarded(self.embedder, _collate(items))
+
+
+def _lane_init(worker: int) -> None:
+    _worker_init(worker)
+    # A lane does nothing else until it ends: its freed activations stay mapped for its next batch.
+    keep_freed_memory()
+
+
+def _embed_in_lanes(embedder: Embedder, dataset: _ImageFiles, batch_size: int, lanes: int) -> Iterator[EmbeddedBatch]:
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=lanes,
+        collate_fn=_ForwardHere(embedder),
+        worker_init_fn=_lane_init,
+        prefetch_factor=2,
+    )
+    yield from loader

@@ -162,8 +162,10 @@ def make_thumbnail(img: Image.Image, max_side: int = THUMBNAIL_SIZE, quality: in
     if max(width, height) > max_side:
         scale = max_side / max(width, height)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        # reducing_gap: a cheap box reduce() first, then bicubic over the last factor (what Image.thumbnail does).
-        rgb = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+        # Pillow's box filter is an area average over each output pixel (what other libraries call "area"
+        # resampling, their usual choice for shrinking): at preview size it looks as bicubic does, for 0.4 ms a
+        # photo where bicubic took 1.0 (Caltech-101, 2 cores), paid on every file indexed.
+        rgb = rgb.resize(size, Image.Resampling.BOX)
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=quality)
     return out.getvalue()

@@ -14,6 +14,7 @@ from benchmark_helpers import check_record
 from conftest import DATA
 
 from benchmarks import __main__ as bench_main
+from benchmarks.suites.embed import layout
 
 #: Files of the shared data each suite reads.
 NEEDS = {
@@ -77,7 +78,7 @@ def test_quality_suite_writes_recall_map_nmi_and_the_one_shot_accuracy(tmp_path:
 def test_embed_suite_writes_pipeline_and_forward_rates_their_ratio_and_a_sweep(tmp_path: Path) -> None:
     record = run_tiny("embed", tmp_path)
     points = [record["headline"], *record["sweep"]]
-    assert len(record["sweep"]) == 4  # tiny: batch sizes 2, 4 x workers 0, 1
+    assert len(record["sweep"]) == 6  # tiny: batch sizes 2, 4 x the default layout, workers 0, 1
     for point in points:
         for key in ("peak_rss_mib", "peak_pss_with_workers_mib", "pipeline_seconds", "forward_seconds"):
             assert finite(point[key]) and point[key] > 0, (key, point)
@@ -89,8 +90,9 @@ def test_embed_suite_writes_pipeline_and_forward_rates_their_ratio_and_a_sweep(t
         if "forward_images_per_s_after" in point:  # the headline divides by the mean of before and after
             forward = (forward + point["forward_images_per_s_after"]) / 2
         assert point["ratio_pipeline_over_forward"] == pytest.approx(point["pipeline_images_per_s"] / forward)
-    assert {(p["batch_size"], p["workers"]) for p in record["sweep"]} == {(2, 0), (2, 1), (4, 0), (4, 1)}
-    assert {p["layout"] for p in record["sweep"]} == {"in-process", "1 decode process"}
+    assert {(p["batch_size"], p["workers"]) for p in record["sweep"]} == {(b, w) for b in (2, 4) for w in (None, 0, 1)}
+    default = layout(None, "cpu")  # lanes on 2 cores, decoding processes on more
+    assert {p["layout"] for p in record["sweep"]} == {default, "in-process", "1 decode process"}
     # The forward that ratios divide by is the faster of its thread layouts.
     for point in points:
         layouts = [

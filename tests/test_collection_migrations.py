@@ -34,7 +34,8 @@ def assert_same_answers(c: Collection) -> None:
     for name, expected in EXPECTED.items():
         found = c.search(QUERIES / name, k=len(expected))
         assert [(r.id, r.path) for r in found] == [(e["id"], e["path"]) for e in expected], name
-        np.testing.assert_allclose([r.score for r in found], [e["score"] for e in expected], atol=1e-5)
+        # Queries now resample only the crop they keep (a few pixels a level or two apart): scores move by ~1e-4.
+        np.testing.assert_allclose([r.score for r in found], [e["score"] for e in expected], atol=5e-4)
 
 
 def file_bytes(folder: Path) -> dict[str, bytes]:

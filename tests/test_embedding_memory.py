@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 PROBE = """
 import json, resource
 import numpy as np
-from simsearch.embedding import freed_memory_kept
+from simsearch.allocator import freed_memory_kept
 
 def faults(rounds=10):
     # Page faults of rounds 2..n: the first may fault the block in either way.

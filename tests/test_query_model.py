@@ -75,7 +75,21 @@ def test_the_numpy_transform_gives_timms_tensor_on_real_photos(default_embedder,
     theirs, ours = _transformed(default_embedder, photos, config)
     assert ours.shape == theirs.shape == (len(photos), *config["input_size"])
     assert ours.dtype == np.float32
-    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+    # Resampling only the crop moves a few pixels by one or two 8-bit levels (Pillow's resize box is single
+    # precision); everything else is timm's float for float.
+    level = 1 / 255 / min(config["std"])
+    gap = np.abs(ours - theirs)
+    assert gap.max() <= 2 * level + 1e-6
+    assert np.count_nonzero(gap > 1e-6) <= 5e-3 * gap.size
+
+
+def test_the_numpy_transform_gives_the_models_vectors_on_real_photos(default_embedder, photos) -> None:
+    import torch
+
+    theirs, ours = _transformed(default_embedder, photos, dict(default_embedder.data_config))
+    with torch.inference_mode():
+        a, b = (default_embedder(torch.from_numpy(x)).numpy() for x in (theirs, ours))
+    assert np.sum(a * b, axis=1).min() >= 0.99999
 
 
 def test_configs_the_numpy_transform_does_not_reproduce_have_none(default_embedder) -> None:

@@ -41,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep-images", type=int, default=256, help="photos per sweep point")
     parser.add_argument("--sweep-batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument(
-        "--sweep-workers", type=int, nargs="+", default=[0, 1, 2], help="decode processes (0: in the main process)"
+        "--sweep-workers",
+        type=int,
+        nargs="+",
+        default=[-1, 0, 1, 2],
+        help="decode processes (0: in the main process; -1: the library's default layout, lanes on 2 cores)",
     )
     parser.add_argument("--no-sweep", action="store_true", help="only the headline comparison")
     parser.add_argument(
@@ -71,12 +75,14 @@ def bare_forward(
     embedder: Any, tensors: Any, batch_size: int, args: argparse.Namespace, lanes: int = 1
 ) -> dict[str, float]:
     """Images/s of `simsearch.embedding.forward` (the function the pipeline calls) on ready batches, with the
-    pipeline's allocator settings (`freed_memory_kept`): the model at its own speed. `lanes` > 1 runs that many
-    threads at once, each on its own batches with its share of torch's threads (no layer waits for another
-    thread's share of it)."""
+    pipeline's allocator settings (`freed_memory_kept`): the model at its own speed. One lane runs on this thread,
+    with all of torch's threads (a pass from another thread measured up to 1.5x slower: see `simsearch.allocator`);
+    `lanes` > 1 runs that many threads at once, each on its own batches with its share of torch's threads (no layer
+    waits for another thread's share of it)."""
     import torch
 
-    from simsearch.embedding import forward, freed_memory_kept
+    from simsearch.allocator import freed_memory_kept
+    from simsearch.embedding import forward
 
     batches = [tensors[start : start + batch_size] for start in range(0, len(tensors), batch_size)]
     threads = torch.get_num_threads()
@@ -88,10 +94,17 @@ def bare_forward(
                 with autocast(args.device, args.amp):  # a per-thread setting
                     forward(embedder, batch)
 
-            list(pool.map(run, batches[:lanes]))  # warm-up: first-call allocations and kernel selection, per lane
+            def run_all(some: list[Any]) -> None:
+                if lanes == 1:
+                    for batch in some:
+                        run(batch)
+                else:
+                    list(pool.map(run, some))
+
+            run_all(batches[:lanes])  # warm-up: first-call allocations and kernel selection, per lane
             synchronize(args.device)
             started = time.perf_counter()
-            list(pool.map(run, batches))
+            run_all(batches)
             synchronize(args.device)
             seconds = time.perf_counter() - started
     finally:
@@ -259,8 +272,11 @@ def small_images_run(embedder: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def layout(workers: int | None, device: str) -> str:
     """How a pipeline run decodes, in words: `workers` None is the library's default."""
-    from simsearch.embedding import default_workers
+    from simsearch.embedding import default_lanes, default_workers
 
+    lanes = default_lanes(on_cpu=device == "cpu") if workers is None else 0
+    if lanes:
+        return f"{lanes} lanes (decode + forward)"
     if workers is None:
         workers = default_workers(on_cpu=device == "cpu")
     return "in-process" if workers == 0 else f"{workers} decode process{'es' if workers != 1 else ''}"
@@ -269,12 +285,16 @@ def layout(workers: int | None, device: str) -> str:
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     """Headline pipeline-vs-forward comparison, then the batch-size x layout sweep, then the PNG."""
     from benchmarks.record import max_rss_mib
+    from simsearch.allocator import one_arena
     from simsearch.models import load_embedder
 
+    # Before any thread allocates: the bare forward's lanes are threads, and a thread's own arena would fault its
+    # activations in again every batch, which would understate the forward the pipeline is held to.
+    one_arena()
     if args.tiny:
         args.images, args.sweep_images = min(args.images, 6), min(args.sweep_images, 6)
         args.batch_size = min(args.batch_size, 4)
-        args.sweep_batch_sizes, args.sweep_workers = [2, 4], [0, 1]
+        args.sweep_batch_sizes, args.sweep_workers = [2, 4], [-1, 0, 1]
         args.small_images = min(args.small_images, 6)
     workers = args.workers  # None: the library's default layout
     n_photos = max(args.images, 0 if args.no_sweep else args.sweep_images)
@@ -320,7 +340,8 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         if sweep_sizes:
             sweep_dir = copy_photos(photos[: args.sweep_images], Path(tmp) / "sweep")
             for batch_size in sweep_sizes:
-                for w in args.sweep_workers:
+                for given in args.sweep_workers:
+                    w = None if given < 0 else given
                     name = layout(w, args.device)
                     logger.info("embed: sweep, %d photos, batch %d, %s", args.sweep_images, batch_size, name)
                     point = pipeline(sweep_dir, args.sweep_images, batch_size, w, args)

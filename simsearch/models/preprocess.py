@@ -2,8 +2,11 @@
 
 It takes the same steps as the transform timm builds from a data config for evaluation in its default "center" crop
 mode (shorter side resized with Pillow to input / crop_pct, centre crop, scale to [0, 1], normalise), with the same
-rounding, so it gives the same tensor, as numpy. Data configs of other modes have no such form here:
-`numpy_transform` answers None for them and their models keep the torch transform.
+rounding, as numpy. One step is cheaper: only the pixels the crop keeps are resampled (half the work or less), one
+axis at a time in the order Pillow's whole-image resize takes, so the tensor is timm's to within two 8-bit levels on
+a few values in a thousand (Pillow takes a resize box in single precision), and the vectors agree to a cosine of
+0.99999. Data configs of other modes have no such form here: `numpy_transform` answers None for them and their models
+keep the torch transform.
 """
 
 from __future__ import annotations
@@ -81,33 +84,63 @@ def numpy_transform(data_config: Mapping[str, Any]) -> NumpyTransform | None:
     if len(mean) != channels or len(std) != channels:
         return None
     pil_mode = "L" if channels == 1 else "RGB"
-    # Each channel's 256 possible values, scaled and normalised with the very float32 operations torchvision's
-    # ToTensor and Normalize apply to every pixel: looking them up gives the same floats in one pass, not four.
-    levels = np.arange(256, dtype=np.float32).reshape(1, -1) / np.float32(255)
-    table = np.ascontiguousarray((levels - mean.reshape(-1, 1)) / std.reshape(-1, 1), dtype=np.float32)
+    scale255 = np.float32(255)
 
     def transform(image: Image.Image) -> np.ndarray:
         if image.mode != pil_mode:
             image = image.convert(pil_mode)
-        image = _crop(_resize_shorter(image, scale[0], resample), height, width)
+        image = _resize_and_crop(image, scale[0], height, width, resample)
         pixels = np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
+        # The very float32 operations torchvision's ToTensor and Normalize apply, in their order: the same floats.
         out = np.empty((channels, height, width), dtype=np.float32)
-        for c in range(channels):
-            np.take(table[c], pixels[:, :, c], out=out[c])
+        np.copyto(out, pixels.transpose(2, 0, 1), casting="unsafe")
+        out /= scale255
+        out -= mean
+        out /= std
         return out
 
     return transform
 
 
-def _resize_shorter(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
-    """The shorter side to `size`, the longer in proportion (truncated), as torchvision's Resize(int) does."""
-    w, h = image.size
+def _shorter_to(size: tuple[int, int], short_side: int) -> tuple[int, int]:
+    """The size with the shorter side at `short_side`, the longer in proportion (truncated), as torchvision's
+    Resize(int) computes it."""
+    w, h = size
     short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    if (new_w, new_h) == (w, h):
-        return image
-    return image.resize((new_w, new_h), resample)
+    new_short, new_long = short_side, int(short_side * long / short)
+    return (new_short, new_long) if w <= h else (new_long, new_short)
+
+
+def _resize_and_crop(
+    image: Image.Image, short_side: int, height: int, width: int, resample: Image.Resampling
+) -> Image.Image:
+    """The centre `width` x `height` of `image` resized to `short_side`, resampling only the kept pixels.
+
+    Each axis is its own Pillow call with a box (the crop's span in source pixels), in the order Pillow gives a
+    whole-image resize of this size: it rounds to 8 bits between the two passes, so the order decides the pixels.
+    """
+    w, h = image.size
+    new_w, new_h = _shorter_to((w, h), short_side)
+    if width > new_w or height > new_h:  # a crop wider than the resized image: padding, done on the whole image
+        return _crop(image.resize((new_w, new_h), resample) if (new_w, new_h) != (w, h) else image, height, width)
+    top = int(round((new_h - height) / 2.0))
+    left = int(round((new_w - width) / 2.0))
+
+    def across(im: Image.Image) -> Image.Image:
+        if new_w == w:
+            return im.crop((left, 0, left + width, im.height))
+        span = (left * w / new_w, 0.0, min((left + width) * w / new_w, float(w)), float(im.height))
+        return im.resize((width, im.height), resample, box=span)
+
+    def down(im: Image.Image) -> Image.Image:
+        if new_h == h:
+            return im.crop((0, top, im.width, top + height))
+        span = (0.0, top * h / new_h, float(im.width), min((top + height) * h / new_h, float(h)))
+        return im.resize((im.width, height), resample, box=span)
+
+    # Pillow (Resample.c) resizes vertically first only when the height shrinks by more than twice the width.
+    vertical_first = h - new_h > 0 and h - new_h > (w - new_w) * 2
+    return across(down(image)) if vertical_first else down(across(image))
 
 
 def _crop(image: Image.Image, height: int, width: int) -> Image.Image:
