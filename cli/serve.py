@@ -89,6 +89,13 @@ def serve(
     """
     import logging
 
+    from simsearch.allocator import keep_freed_memory, one_arena
+
+    # This process is the server's alone, and its forward workers are threads: on the main heap, kept, their
+    # activations stay mapped from one pass to the next (see simsearch.allocator). Set before any thread allocates.
+    one_arena()
+    keep_freed_memory()
+
     import uvicorn
 
     from server import Settings, SettingsError, create_app

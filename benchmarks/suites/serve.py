@@ -100,8 +100,12 @@ def build_collection(files: list[Path], cache: Path, args: argparse.Namespace) -
 
 
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    from simsearch.allocator import keep_freed_memory, one_arena
     from simsearch.data import default_cache_dir
 
+    # The in-process forwards run as the server runs them: threads on the main heap, freed memory kept.
+    one_arena()
+    keep_freed_memory()
     # other work on the machine takes cores from the server and the reference alike, but not evenly: say how busy it
     # was before this run added its own load
     load_before = [round(x, 2) for x in os.getloadavg()]
