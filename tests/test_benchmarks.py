@@ -91,8 +91,9 @@ def test_embed_suite_writes_pipeline_and_forward_rates_their_ratio_and_a_sweep(t
             forward = (forward + point["forward_images_per_s_after"]) / 2
         assert point["ratio_pipeline_over_forward"] == pytest.approx(point["pipeline_images_per_s"] / forward)
     assert {(p["batch_size"], p["workers"]) for p in record["sweep"]} == {(b, w) for b in (2, 4) for w in (None, 0, 1)}
-    default = layout(None, "cpu")  # lanes on 2 cores, decoding processes on more
-    assert {p["layout"] for p in record["sweep"]} == {default, "in-process", "1 decode process"}
+    # The default layout, here for a job of a few batches: decoding in-process on 2 cores, in processes on more.
+    defaults = {layout(None, "cpu", p["images"], p["batch_size"]) for p in record["sweep"]}
+    assert {p["layout"] for p in record["sweep"]} == {*defaults, "in-process", "1 decode process"}
     # The forward that ratios divide by is the faster of its thread layouts.
     for point in points:
         layouts = [

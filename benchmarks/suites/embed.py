@@ -270,15 +270,15 @@ def small_images_run(embedder: Any, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def layout(workers: int | None, device: str) -> str:
-    """How a pipeline run decodes, in words: `workers` None is the library's default."""
-    from simsearch.embedding import default_lanes, default_workers
+def layout(workers: int | None, device: str, images: int, batch_size: int) -> str:
+    """How a pipeline run of `images` decodes, in words: `workers` None is the library's default."""
+    from simsearch.embedding import default_layout
 
-    lanes = default_lanes(on_cpu=device == "cpu") if workers is None else 0
+    lanes = 0
+    if workers is None:
+        lanes, workers = default_layout(images, batch_size, on_cpu=device == "cpu")
     if lanes:
         return f"{lanes} lanes (decode + forward)"
-    if workers is None:
-        workers = default_workers(on_cpu=device == "cpu")
     return "in-process" if workers == 0 else f"{workers} decode process{'es' if workers != 1 else ''}"
 
 
@@ -315,7 +315,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="bench-photos-") as tmp:
         head_dir = copy_photos(photos[: args.images], Path(tmp) / "headline")
-        head_layout = layout(workers, args.device)
+        head_layout = layout(workers, args.device, args.images, args.batch_size)
         logger.info("embed: pipeline, %d photos, batch %d, %s", args.images, args.batch_size, head_layout)
         pipe = pipeline(head_dir, args.images, args.batch_size, workers, args)
         # The forward again right after the pipeline, on a share of the photos: a machine whose load changed during
@@ -342,7 +342,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             for batch_size in sweep_sizes:
                 for given in args.sweep_workers:
                     w = None if given < 0 else given
-                    name = layout(w, args.device)
+                    name = layout(w, args.device, args.sweep_images, batch_size)
                     logger.info("embed: sweep, %d photos, batch %d, %s", args.sweep_images, batch_size, name)
                     point = pipeline(sweep_dir, args.sweep_images, batch_size, w, args)
                     forward_point = sweep_forward[batch_size]
@@ -406,7 +406,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
                 "run": "index command, small PNGs",
                 "images": small["images"],
                 "batch": small["batch_size"],
-                "layout": layout(None, args.device),
+                "layout": layout(None, args.device, small["images"], small["batch_size"]),
                 "pipeline img/s": small["command_images_per_s"],
                 "forward img/s": small["forward_images_per_s"],
                 "ratio": small["ratio_command_over_forward"],
