@@ -92,7 +92,8 @@ def serve(
     from simsearch.allocator import keep_freed_memory, one_arena
 
     # This process is the server's alone, and its forward workers are threads: on the main heap, kept, their
-    # activations stay mapped from one pass to the next (see simsearch.allocator). Set before any thread allocates.
+    # activations stay mapped from one pass to the next (see simsearch.allocator), and the server's memory stays at
+    # its peak rather than shrinking after a burst. Set before any thread allocates.
     one_arena()
     keep_freed_memory()
 

@@ -29,9 +29,38 @@ _GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
 _MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
+_state = {"kept_for_good": False}
+
+
 def keep_freed_memory() -> bool:
-    """From now on, freed memory stays with the process (for a process that only embeds: a decoding worker).
-    False where it cannot be set (not glibc, or the user set MALLOC_* variables)."""
+    """From now on, for the rest of the process, freed memory stays with it: for a process whose work is repeated
+    large passes (a lane of `simsearch.embedding`, a server). Its memory then stays at its peak. False where it
+    cannot be set (not glibc, or the user set MALLOC_* variables)."""
+    if not _set_kept():
+        return False
+    _state["kept_for_good"] = True
+    return True
+
+
+@contextlib.contextmanager
+def freed_memory_kept() -> Iterator[None]:
+    """Freed memory stays with the process for the block inside; glibc's default limits come back afterwards,
+    unless `keep_freed_memory` made the setting permanent. (Setting them at all ends glibc's sliding mmap
+    threshold for the process: large blocks are mapped from 128 KiB up from then on.)"""
+    if _state["kept_for_good"] or not _set_kept():
+        yield
+        return
+    libc = _glibc()
+    assert libc is not None
+    try:
+        yield
+    finally:
+        if not _state["kept_for_good"]:
+            for param, value in _GLIBC_DEFAULTS.items():
+                libc.mallopt(param, value)
+
+
+def _set_kept() -> bool:
     libc = _glibc()
     if libc is None or any(os.environ.get(name) for name in _MALLOC_ENV):
         return False
@@ -40,25 +69,12 @@ def keep_freed_memory() -> bool:
     return True
 
 
-@contextlib.contextmanager
-def freed_memory_kept() -> Iterator[None]:
-    """`keep_freed_memory` for the block inside; glibc's defaults come back afterwards."""
-    if not keep_freed_memory():
-        yield
-        return
-    libc = _glibc()
-    assert libc is not None
-    try:
-        yield
-    finally:
-        for param, value in _GLIBC_DEFAULTS.items():
-            libc.mallopt(param, value)
-
-
 def one_arena() -> bool:
-    """Threads that allocate for the first time from now on share the main heap, so `keep_freed_memory` holds for
-    them too. Only for a process that owns its allocator (a server, a benchmark): it adds lock contention to
-    programs with many small allocating threads. False where it cannot be set."""
+    """Threads that allocate for the first time from now on share the main heap, so the kept-memory settings hold
+    for them too. For the rest of the process (glibc reads the limit once), and fully only where no thread has
+    allocated yet: where other arenas exist, a new thread may still be given one of them. Only for a process that
+    owns its allocator (a server, a benchmark): it adds lock contention to programs with many small allocating
+    threads. False where it cannot be set."""
     libc = _glibc()
     if libc is None or os.environ.get("MALLOC_ARENA_MAX"):
         return False

@@ -1,10 +1,12 @@
 """Image files in, C-contiguous L2-normalised ``(N, D) float32`` vectors out, in batches for indexing.
 
 Three layouts (`embed_files`), chosen by measurement on the embed suite:
-- lanes, the default on a CPU of 2 cores or fewer for jobs of a few hundred images or more: one worker process per
-  core decodes its batch and runs the model on it on one thread, so no layer of the forward waits for a core that is
+- lanes, the default on a CPU of 2 cores for jobs of a few hundred images or more: one worker process per core
+  decodes its batch and runs the model on it on one thread, so no layer of the forward waits for a core that is
   decoding. Measured on 1,000 Caltech-101 photos: 89-93 images/s against 77-80 for decoding between the batches of
-  a two-thread forward (the model alone: 117-125); on 256 photos, where starting the lanes weighs more, 75 against 80;
+  a two-thread forward (the model alone: 117-125); on 256 photos, where starting the lanes weighs more, 75 against 80.
+  Two batches are in the model at once, each lane keeping its memory for the next: peak memory of the process and
+  its lanes 3.1 GiB on 1,000 photos at batch 32, against 2.0 GiB decoding here (256 photos);
 - decoding in DataLoader worker processes beside the forward in this process (the default with more cores or a GPU);
 - everything in this process, one step after the other (`workers=0`).
 The forward pass itself, the eval transform and the decoding size are `simsearch.models.inputs`', shared with
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import multiprocessing
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -45,6 +48,7 @@ from simsearch.models.inputs import (  # noqa: F401
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _LANES_FROM_BATCHES = 6  # batches per lane, at least, for the default layout to start lanes
+_FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
 
 
 def default_workers(on_cpu: bool = True) -> int:
@@ -55,10 +59,10 @@ def default_workers(on_cpu: bool = True) -> int:
 
 
 def default_lanes(on_cpu: bool = True) -> int:
-    """Worker processes that each decode and run the model on one thread: one per core on a CPU of 2 cores or fewer
-    (see the module's measurements); none elsewhere, where decoding workers feed a forward in this process."""
-    cores = usable_cores()
-    return cores if on_cpu and cores <= 2 else 0
+    """Worker processes that each decode and run the model on one thread: one per core on a CPU of 2 cores (see
+    the module's measurements), where processes can be forked (a lane inherits the model rather than unpickling
+    it); none elsewhere: one core has nothing to overlap, and with more, decoding workers feed a forward here."""
+    return 2 if on_cpu and usable_cores() == 2 and _FORK is not None else 0
 
 
 def default_layout(images: int, batch_size: int, on_cpu: bool = True) -> tuple[int, int]:
@@ -180,21 +184,23 @@ def embed_files(
 
     Args:
         workers: processes that decode for a forward in this process (0: decode here too).
-        lanes: processes that each decode and run the model on one thread; when given, `workers` is not used. With
-            neither given: `default_layout`. A job of one batch runs here whatever the layout: starting a
-            process and warming a model in it would take longer.
+        lanes: processes that each decode and run the model on one thread, for a model on the CPU where processes
+            can be forked (elsewhere the job takes the `workers` layout); a positive number leaves `workers` unused.
+            With neither given: `default_layout`. A job of one batch starts no lanes: starting a process and
+            warming a model in it would take longer than the batch.
     """
     if not paths:
         return
-    on_cuda = next(embedder.parameters()).device.type == "cuda"
+    device = next(embedder.parameters()).device.type
+    on_cuda, on_cpu = device == "cuda", device == "cpu"
     batches = math.ceil(len(paths) / batch_size)
     if lanes is None and workers is None:
-        lanes, workers = default_layout(len(paths), batch_size, on_cpu=not on_cuda)
+        lanes, workers = default_layout(len(paths), batch_size, on_cpu=on_cpu)
     dataset = _ImageFiles(paths, transform_for(embedder), decode_min_side(embedder.data_config), max_pixels, thumbnails)
-    if lanes and batches > 1 and not on_cuda:
+    if lanes and batches > 1 and on_cpu and _FORK is not None:
         yield from _embed_in_lanes(embedder, dataset, batch_size, min(lanes, batches))
         return
-    workers = default_workers(on_cpu=not on_cuda) if workers is None else workers
+    workers = default_workers(on_cpu=on_cpu) if workers is None else workers
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -242,6 +248,7 @@ def _embed_in_lanes(embedder: Embedder, dataset: _ImageFiles, batch_size: int, l
         num_workers=lanes,
         collate_fn=_ForwardHere(embedder),
         worker_init_fn=_lane_init,
+        multiprocessing_context=_FORK,
         prefetch_factor=2,
     )
     yield from loader

@@ -77,7 +77,7 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """The default engine: decoding in DataLoader worker processes, the forward pass and shard builds here."""
+    """The default engine: embedding on this machine (`simsearch.embedding` picks its layout), shard builds here."""
 
     def embed(
         self,

@@ -4,9 +4,9 @@ It takes the same steps as the transform timm builds from a data config for eval
 mode (shorter side resized with Pillow to input / crop_pct, centre crop, scale to [0, 1], normalise), with the same
 rounding, as numpy. One step is cheaper: only the pixels the crop keeps are resampled (half the work or less), one
 axis at a time in the order Pillow's whole-image resize takes, so the tensor is timm's to within two 8-bit levels on
-a few values in a thousand (Pillow takes a resize box in single precision), and the vectors agree to a cosine of
-0.99999. Data configs of other modes have no such form here: `numpy_transform` answers None for them and their models
-keep the torch transform.
+a few values in a thousand on photos (Pillow takes a resize box in single precision), and the vectors agree to a
+cosine of 0.99999. Data configs of other modes have no such form here: `numpy_transform` answers None for them and
+their models keep the torch transform.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def as_image_list(images: Any) -> list[ImageInput]:
 
 def numpy_transform(data_config: Mapping[str, Any]) -> NumpyTransform | None:
     """PIL image -> `(C, H, W) float32` array, as the model's eval transform gives it; None when the data config asks
-    for a mode this module does not reproduce (then only the torch transform is exact)."""
+    for a mode this module does not reproduce (then only the torch transform gives timm's tensor)."""
     channels, height, width = (int(v) for v in data_config.get("input_size") or (3, 224, 224))
     crop_pct = float(data_config.get("crop_pct") or _DEFAULT_CROP_PCT)
     mode = data_config.get("crop_mode") or "center"
