@@ -59,3 +59,31 @@ def test_a_users_own_malloc_settings_are_left_alone() -> None:
     counts = _faults({"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})
     assert counts["after"] >= 9 * 16, counts
     assert counts["inside"] * 2 > counts["after"], counts
+
+
+#: Memory kept for good (a lane, a server), then an indexing pass that keeps it only for its own block.
+PROBE_FOR_GOOD = (
+    PROBE.split("with freed_memory_kept():")[0].replace(
+        "from simsearch.allocator import freed_memory_kept",
+        "from simsearch.allocator import freed_memory_kept, keep_freed_memory",
+    )
+    + """
+before = faults()
+keep_freed_memory()
+with freed_memory_kept():
+    pass
+print(json.dumps({"before": before, "after": faults()}))
+"""
+)
+
+
+def test_memory_kept_for_good_stays_kept_after_an_indexing_pass() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE_FOR_GOOD], capture_output=True, text=True, env=env, cwd=REPO, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts["before"] >= 9 * 16, counts
+    assert counts["after"] * 10 < counts["before"], counts
