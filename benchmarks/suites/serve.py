@@ -100,12 +100,12 @@ def build_collection(files: list[Path], cache: Path, args: argparse.Namespace) -
 
 
 def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
-    from simsearch.allocator import keep_freed_memory, one_arena
+    from simsearch.allocator import freed_memory_kept, one_arena
     from simsearch.data import default_cache_dir
 
-    # The in-process forwards run as the server runs them: threads on the main heap, freed memory kept.
+    # The in-process forwards run as the server runs them: threads on the main heap (for the rest of this process:
+    # glibc keeps that limit), freed memory kept while they run.
     one_arena()
-    keep_freed_memory()
     # other work on the machine takes cores from the server and the reference alike, but not evenly: say how busy it
     # was before this run added its own load
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -138,7 +138,8 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         index = {"factory": col.index.factory, "images": len(col)}
 
     logger.info("serve: in-process references")
-    reference = in_process(col_path, exported, queries, args)
+    with freed_memory_kept():
+        reference = in_process(col_path, exported, queries, args)
     uploads = [multipart(q.read_bytes()) for q in queries]
 
     def make_upload(i: int) -> Request:
