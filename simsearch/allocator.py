@@ -21,7 +21,7 @@ import platform
 import sys
 from collections.abc import Iterator
 
-__all__ = ["freed_memory_kept", "keep_freed_memory", "one_arena"]
+__all__ = ["freed_memory_kept", "keep_freed_memory", "one_arena", "return_freed_memory"]
 
 # mallopt parameters and glibc's defaults for them, from <malloc.h>.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
@@ -79,6 +79,13 @@ def one_arena() -> bool:
     if libc is None or os.environ.get("MALLOC_ARENA_MAX"):
         return False
     return bool(libc.mallopt(_M_ARENA_MAX, 1))
+
+
+def return_freed_memory() -> bool:
+    """Hand the heap's free pages back to the kernel now (`malloc_trim`): before forking workers, so that they do not
+    inherit, and copy page by page as they reuse it, memory the parent no longer needs. False where it cannot."""
+    libc = _glibc()
+    return libc is not None and hasattr(libc, "malloc_trim") and bool(libc.malloc_trim(0))
 
 
 def _glibc() -> ctypes.CDLL | None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from simsearch.allocator import freed_memory_kept, keep_freed_memory
+from simsearch.allocator import freed_memory_kept, keep_freed_memory, return_freed_memory
 from simsearch.cpus import usable_cores
 from simsearch.errors import ImageError
 from simsearch.images import DEFAULT_MAX_PIXELS, load_image, make_thumbnail
@@ -242,6 +242,8 @@ def _lane_init(worker: int) -> None:
 
 
 def _embed_in_lanes(embedder: Embedder, dataset: _ImageFiles, batch_size: int, lanes: int) -> Iterator[EmbeddedBatch]:
+    # The lanes inherit this process's heap: free pages in it would be copied one by one as a lane reuses them.
+    return_freed_memory()
     loader = DataLoader(
         dataset,
         batch_sampler=_ramped(len(dataset), batch_size, lanes),
@@ -255,12 +257,21 @@ def _embed_in_lanes(embedder: Embedder, dataset: _ImageFiles, batch_size: int, l
 
 
 def _ramped(n: int, batch_size: int, lanes: int) -> list[list[int]]:
-    """Batches of `batch_size`, except each lane's first, a quarter of it: a lane's first vectors come after one
-    short pass (its warm-up included) rather than a whole one, while the other lanes are still starting."""
-    sizes = [max(1, batch_size // 4)] * lanes
+    """Batches of the `n` positions for `lanes` lanes, dealt round-robin (a DataLoader hands batch i to worker
+    i % lanes): each lane gets an equal share, so all end together rather than one running a last batch alone, and
+    each lane's first batch is a quarter batch, so its first vectors come after one short pass (its warm-up
+    included) while the other lanes are still starting."""
+    plans = []
+    for lane in range(lanes):
+        share = n // lanes + (1 if lane < n % lanes else 0)
+        sizes = [min(share, max(1, batch_size // 4))] if share else []
+        left = share - sum(sizes)
+        sizes += [batch_size] * (left // batch_size) + ([left % batch_size] if left % batch_size else [])
+        plans.append(sizes)
     batches, start = [], 0
-    while start < n:
-        size = sizes.pop(0) if sizes else batch_size
-        batches.append(list(range(start, min(start + size, n))))
-        start += size
+    for round_ in range(max(map(len, plans), default=0)):
+        for sizes in plans:
+            if round_ < len(sizes):
+                batches.append(list(range(start, start + sizes[round_])))
+                start += sizes[round_]
     return batches

@@ -189,6 +189,31 @@ def test_an_unchanged_unreadable_file_is_remembered_and_not_decoded_again(
     assert c.store.skipped(str(other)) is None, "a bad file that is gone is forgotten"
 
 
+def test_large_and_small_files_are_hashed_and_reported_in_scan_order(small: tuple[Collection, Path]) -> None:
+    """Large files are read in threads and small ones in the calling thread: both get their hashes and sizes, and
+    the skipped ones are reported in the order of the scan, whichever way they were read."""
+    from PIL import Image
+
+    c, photos = small
+    big = photos / "airplanes" / "image_0009.png"  # a sample photo enlarged, stored without compression
+    with Image.open(SAMPLE_PHOTOS / "watch" / "image_0005.jpg") as im:
+        width = im.width * 4
+        im.convert("RGB").resize((width, im.height * 4)).save(big, compress_level=0)
+    assert big.stat().st_size >= simsearch.collection.ingest._THREADS_FROM_BYTES
+    big_bad = photos / "airplanes" / "image_0008.jpg"
+    big_bad.write_bytes(b"\0" * big.stat().st_size)  # large, and no image
+    small_bad = photos / "pizza" / "image_0000.jpg"
+    small_bad.write_text("not a photo\n")
+
+    report = c.index_folder(photos, workers=0)
+
+    assert report.skipped_files == [(str(big_bad), "not an image"), (str(small_bad), "not an image")]
+    assert (report.added, report.embedded, report.unchanged) == (1, 1, 6)
+    record = c.get(c.store.id_for_path(str(big)))
+    assert record.sha256 == file_sha256(big) and (record.format, record.width) == ("PNG", width)
+    assert_consistent(c)
+
+
 def test_a_file_that_stops_being_an_image_loses_its_entry(small: tuple[Collection, Path]) -> None:
     c, photos = small
     ruined = photos / "pizza" / "image_0002.jpg"

@@ -95,4 +95,19 @@ def test_lanes_give_the_vectors_thumbnails_and_failures_of_decoding_here(default
         np.testing.assert_allclose(lanes[0][position], vector, atol=1e-5)
     assert lanes[1] == here[1]
     assert list(lanes[2]) == list(here[2]) == [4] and "truncated" in lanes[2][4].lower()
-    assert here[3] == 4 and lanes[3] == 5  # lanes start with a pass of one image each (a quarter batch, at least 1)
+    # each lane takes half the files: a pass of one image first (a quarter batch, at least 1), then passes of 3 and 1
+    assert here[3] == 4 and lanes[3] == 6
+
+
+@pytest.mark.parametrize("n, batch_size, lanes", [(1000, 32, 2), (10, 3, 2), (7, 32, 2), (1, 32, 2), (101, 4, 3)])
+def test_lanes_get_equal_shares_in_order(n: int, batch_size: int, lanes: int) -> None:
+    """Batches cover every position once, in order; dealt round-robin, they give each lane the same number of files
+    (give or take one), each lane's first batch a quarter batch, none over `batch_size`."""
+    from simsearch.embedding import _ramped
+
+    batches = _ramped(n, batch_size, lanes)
+    assert [p for batch in batches for p in batch] == list(range(n))
+    shares = [sum(len(b) for b in batches[lane::lanes]) for lane in range(lanes)]
+    assert max(shares) - min(shares) <= 1 and sum(shares) == n
+    assert all(len(b) <= batch_size for b in batches) and all(batches)
+    assert all(len(b) <= max(1, batch_size // 4) for b in batches[:lanes])

@@ -87,3 +87,35 @@ def test_memory_kept_for_good_stays_kept_after_an_indexing_pass() -> None:
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     assert counts["before"] >= 9 * 16, counts
     assert counts["after"] * 10 < counts["before"], counts
+
+
+#: Memory kept after a large block is freed, then handed back; prints resident MiB at each step.
+PROBE_RETURN = """
+import json
+import numpy as np
+from simsearch.allocator import freed_memory_kept, return_freed_memory
+
+def resident_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+with freed_memory_kept():
+    block = np.ones(64 * 2**20, dtype=np.float32)  # 256 MiB
+    del block
+    kept = resident_mib()
+    returned = return_freed_memory()
+    print(json.dumps({"kept": kept, "returned": returned, "after": resident_mib()}))
+"""
+
+
+def test_freed_memory_goes_back_to_the_kernel_before_lanes_fork() -> None:
+    """Lanes are forked after the heap's free pages are handed back, so they do not copy pages nobody needs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE_RETURN], capture_output=True, text=True, env=env, cwd=REPO, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts["returned"] is True
+    assert counts["kept"] - counts["after"] > 200, counts  # the 256 MiB block's pages

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: A long run saves the index now and then, so a crash costs at most a minute of index work.
 SAVE_EVERY_S = 60.0
+#: Files from this size up are hashed in threads (`IngestRun._probe_and_hash`).
+_THREADS_FROM_BYTES = 1 << 20
 
 
 class Progress(Protocol):
@@ -247,7 +249,10 @@ class IngestRun:
             self.progress.skip(path, reason)
 
     def _probe_and_hash(self, candidates: list[_Candidate]) -> None:
-        """Read headers and content hashes of new or changed files (threads: hashing releases the GIL)."""
+        """Read headers and content hashes of new or changed files: large files in threads (hashing one releases the
+        GIL for long), small ones here, one after the other. Threads that hand the GIL back and forth for every
+        small read queue behind each other: on 1,000 Caltech-101 photos (12 KiB each, cached) 4 threads took 0.23-0.35
+        s, this thread alone 0.10-0.11 s."""
         max_pixels = self.max_pixels
 
         def look(c: _Candidate) -> tuple[str, bool] | None:
@@ -263,14 +268,24 @@ class IngestRun:
                 return f"unreadable: {exc.strerror or exc}", True
 
         self.progress.stage("hashing", len(candidates))
+        large = [c for c in candidates if c.size >= _THREADS_FROM_BYTES]
+        errors: dict[int, tuple[str, bool] | None] = {}
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for c, error in zip(candidates, pool.map(look, candidates), strict=True):
+            pending = pool.map(look, large)  # under way while the small files are read here
+            for c in candidates:
+                if c.size < _THREADS_FROM_BYTES:
+                    errors[id(c)] = look(c)
+                    self.progress.advance(1)
+            for c, error in zip(large, pending, strict=True):
+                errors[id(c)] = error
                 self.progress.advance(1)
-                if error is not None:
-                    c.sha256 = ""  # unusable even if the hash was read
-                    reason, io_error = error
-                    # An I/O failure (permissions, a flaky mount) says nothing of the file: not remembered, retried.
-                    self._skip(c.path, reason, None if io_error else c)
+        for c in candidates:  # reported in the order of the scan
+            error = errors[id(c)]
+            if error is not None:
+                c.sha256 = ""  # unusable even if the hash was read
+                reason, io_error = error
+                # An I/O failure (permissions, a flaky mount) says nothing of the file: not remembered, retried.
+                self._skip(c.path, reason, None if io_error else c)
         unreadable = [c.path for c in candidates if not c.sha256]
         candidates[:] = [c for c in candidates if c.sha256]
         # A file that was an image and no longer reads as one loses its entry: its old vector describes nothing.
