@@ -3,6 +3,7 @@ image does not wait, failures reach every waiter, and stopping fails what still 
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -11,7 +12,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from server.batching import BatcherStopped, ForwardBatcher  # noqa: E402
+from server.batching import FORWARD_THREAD, BatcherStopped, ForwardBatcher  # noqa: E402
 
 
 def echo(sizes: list[int], gate: threading.Event | None = None, entered: threading.Event | None = None):
@@ -193,3 +194,22 @@ def test_a_raising_follow_up_step_fails_its_pass_and_the_next_pass_works() -> No
         assert batcher.submit([2.0], "y")[0].result(10).found == "y"
     finally:
         batcher.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names are read from /proc")
+def test_forward_workers_carry_their_name_in_the_kernel() -> None:
+    """`top -H` and per-thread CPU accounting (the serve suite's) tell the model's threads from the others."""
+    names: list[str] = []
+
+    def forward(tensors: Sequence[float]) -> np.ndarray:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+            names.append(f.read().strip())
+        return np.zeros((len(tensors), 2), dtype=np.float32)
+
+    batcher = ForwardBatcher(forward, workers=2)
+    batcher.start()
+    try:
+        batcher.submit([1.0])[0].result(timeout=10)
+    finally:
+        batcher.stop()
+    assert names and names[0] in (f"{FORWARD_THREAD}-0", f"{FORWARD_THREAD}-1")

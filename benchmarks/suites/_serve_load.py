@@ -88,6 +88,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time of a server's threads so far, in three groups: its event loop (the main thread: HTTP, routing, the
+    response), its forward workers (the model and the index search after each pass), and the rest: the request
+    threads (decoding and transforming uploads) and, where one pass runs on several threads, the model's own pool."""
+    from server.batching import FORWARD_THREAD
+
+    groups = {"event_loop": 0.0, "forward_workers": 0.0, "other_threads": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        group = "event_loop" if int(task.name) == pid else "forward_workers" if comm.startswith(FORWARD_THREAD) else ""
+        groups[group or "other_threads"] += seconds
+    return groups
+
+
 def batch_counts(port: int) -> tuple[float, float]:
     """(sum, count) of the server's forward batch sizes so far, from /metrics."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

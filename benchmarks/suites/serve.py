@@ -25,6 +25,7 @@ from benchmarks.suites._serve_load import (
     memory_mib,
     multipart,
     start_server,
+    thread_cpu_seconds,
 )
 from benchmarks.suites._serve_reference import exported_copy, in_process
 from simsearch.cpus import usable_cores
@@ -211,7 +212,9 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         "collection": {**index, "source": "Caltech-101 object photos, then mirror images of the first ones"},
         "protocol": (
             "one `simsearch serve` process at a time on a loopback port; clients are threads of the benchmark process "
-            "on the same machine, one keep-alive connection each (their CPU time is recorded too); query photos are "
+            "on the same machine, one keep-alive connection each (their CPU time is recorded too); the server's CPU "
+            "time is split by thread from /proc: its event loop, its forward workers (model and index search), the "
+            "rest (request threads decoding uploads; the model's thread pool where a pass runs on several); query photos are "
             "in the collection, so an upload search must find itself first (score > 0.999) and an id search must "
             "return what the library returns in-process; each load run is preceded by a warm-up run; the onnxruntime "
             "server serves a copy of the collection with its model exported into it, the torch server the collection "
@@ -248,9 +251,14 @@ def serve_runs(
             for level in levels:
                 logger.info("serve: %s search, concurrency %d, %s, forward workers %s", mode, level, engine, workers)
                 before, cpu_before, client_before = batch_counts(port), cpu_seconds(proc.pid), _own_cpu()
+                threads_before = thread_cpu_seconds(proc.pid)
                 result = load_run(port, make, check, count, level, args.max_seconds)
                 after = batch_counts(port)
                 result["server_cpu_ms_per_request"] = (cpu_seconds(proc.pid) - cpu_before) * 1000 / result["requests"]
+                result["server_cpu_ms_per_request_by_thread"] = {
+                    group: (seconds - threads_before[group]) * 1000 / result["requests"]
+                    for group, seconds in thread_cpu_seconds(proc.pid).items()
+                }
                 result["client_cpu_ms_per_request"] = (_own_cpu() - client_before) * 1000 / result["requests"]
                 passes = after[1] - before[1]
                 result["mean_forward_batch"] = (after[0] - before[0]) / passes if passes else None
@@ -297,6 +305,14 @@ def _engine_versions() -> dict[str, str | None]:
     return found
 
 
+def _by_thread(run: dict[str, Any]) -> str:
+    split = run["server_cpu_ms_per_request_by_thread"]
+    return (
+        f"event loop {split['event_loop']:.1f}, other threads {split['other_threads']:.1f}, "
+        f"forward workers {split['forward_workers']:.1f}"
+    )
+
+
 def _table(
     runs: list[dict[str, Any]],
     reference: dict[str, Any],
@@ -312,7 +328,7 @@ def _table(
             "p95 ms": r["p95_ms"],
             "p99 ms": r["p99_ms"],
             "note": f"{r['requests']} requests, mean batch {r['mean_forward_batch'] or 0:.1f}, "
-            f"CPU a request: server {r['server_cpu_ms_per_request']:.1f} ms, "
+            f"CPU a request: server {r['server_cpu_ms_per_request']:.1f} ms ({_by_thread(r)}), "
             f"client {r['client_cpu_ms_per_request']:.1f} ms; {r['server_errors']} 5xx, {r['wrong_answers']} wrong",
         }
         for r in runs
