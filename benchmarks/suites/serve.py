@@ -214,12 +214,12 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             "one `simsearch serve` process at a time on a loopback port; clients are threads of the benchmark process "
             "on the same machine, one keep-alive connection each (their CPU time is recorded too); the server's CPU "
             "time is split by thread from /proc: its event loop, its forward workers (model and index search), the "
-            "rest (request threads decoding uploads; the model's thread pool where a pass runs on several); query photos are "
-            "in the collection, so an upload search must find itself first (score > 0.999) and an id search must "
-            "return what the library returns in-process; each load run is preceded by a warm-up run; the onnxruntime "
-            "server serves a copy of the collection with its model exported into it, the torch server the collection "
-            "itself; in-process references run in the benchmark process while no server runs; each server's upload "
-            "rate is compared with the best batched forward rate of the engine it runs"
+            "rest (request threads decoding uploads; the model's thread pool where a pass runs on several); query "
+            "photos are in the collection, so an upload search must find itself first (score > 0.999) and an id search"
+            " must return what the library returns in-process; each load run is preceded by a warm-up run; the "
+            "onnxruntime server serves a copy of the collection with its model exported into it, the torch server the "
+            "collection itself; in-process references run in the benchmark process while no server runs; each server's"
+            " upload rate is compared with the best batched forward rate of the engine it runs"
         ),
         "k": args.k,
         "load_average_before": load_before,
