@@ -30,6 +30,21 @@ def decoded_photos(embedder: Any, photos: Sequence[Path]) -> tuple[Any, float]:
     return torch.stack(tensors), seconds
 
 
+def decode_cost(embedder: Any, photos: Sequence[Path]) -> float:
+    """Milliseconds of one thread a photo costs the pipeline before the model: decode, thumbnail and transform, as
+    the pipeline's own workers run them (files read from the page cache)."""
+    from simsearch.embedding import _ImageFiles, decode_min_side, transform_for
+    from simsearch.images import DEFAULT_MAX_PIXELS
+
+    min_side = decode_min_side(embedder.data_config)
+    files = _ImageFiles(photos, transform_for(embedder), min_side, DEFAULT_MAX_PIXELS, thumbnails=True)
+    files[0]  # first-call set-up (imports, the transform's tables)
+    started = time.thread_time()
+    for position in range(len(files)):
+        files[position]
+    return (time.thread_time() - started) * 1000 / len(files)
+
+
 def bare_forward(
     embedder: Any, tensors: Any, batch_size: int, args: argparse.Namespace, lanes: int = 1
 ) -> dict[str, float]:

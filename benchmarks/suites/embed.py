@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suites import BenchmarkError, autocast, caltech_photo_names, copy_photos, prepare, synchronize
-from benchmarks.suites._embed_forward import best_forward, decoded_photos, onnx_forward
+from benchmarks.suites._embed_forward import best_forward, decode_cost, decoded_photos, onnx_forward
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,23 @@ def small_images_run(embedder: Any, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _lanes_ceiling(decode_ms: float, bare: dict[str, Any]) -> dict[str, Any]:
+    """The most a layout of lanes can reach once running (no start-up, no planning): each lane's core spends a
+    photo's decode CPU beside its share of the forward, so the pipeline runs at forward / (forward + decode) of
+    the lanes' bare forward rate. None where the lanes' rate was not measured (one core, a GPU)."""
+    lanes_rate = bare.get("forward_images_per_s_lanes")
+    if not lanes_rate:
+        return {"decode_ms_per_photo_one_thread": decode_ms, "lanes_steady_ceiling_ratio": None}
+    lane_forward_ms = bare["forward_lanes"] * 1000 / lanes_rate
+    ceiling_rate = bare["forward_lanes"] * 1000 / (lane_forward_ms + decode_ms)
+    return {
+        "decode_ms_per_photo_one_thread": decode_ms,
+        "lane_forward_ms_per_photo": lane_forward_ms,
+        "lanes_steady_ceiling_images_per_s": ceiling_rate,
+        "lanes_steady_ceiling_ratio": ceiling_rate / bare["forward_images_per_s"],
+    }
+
+
 def layout(workers: int | None, device: str, images: int, batch_size: int) -> str:
     """How a pipeline run of `images` decodes, in words: `workers` None is the library's default."""
     from simsearch.embedding import default_layout
@@ -195,6 +212,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     onnx = onnx_forward(embedder, tensors[: args.images], photos, args.batch_size, args)
     del tensors
     gc.collect()
+    decode_ms = decode_cost(embedder, photos[: args.images])
 
     with tempfile.TemporaryDirectory(prefix="bench-photos-") as tmp:
         head_dir = copy_photos(photos[: args.images], Path(tmp) / "headline")
@@ -218,6 +236,7 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             "forward_drift_after_over_before": after / bare["forward_images_per_s"],
             "ratio_pipeline_over_forward": pipe["pipeline_images_per_s"] / forward_mean,
             "decode_transform_images_per_s_one_process": n_photos / decode_seconds,
+            **_lanes_ceiling(decode_ms, bare),
         }
         sweep: list[dict[str, Any]] = []
         if sweep_sizes:
@@ -262,7 +281,8 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             "whole `simsearch index` command in a fresh process on Fashion-MNIST training images written as 28x28 "
             "PNG files (the transform scales them to the model's input, so the forward dominates), user and system "
             "CPU of the process and its decode workers (getrusage of children), against the bare forward of 8 "
-            "batches of them"
+            "batches of them; lanes' ceiling: the headline photos decoded, thumbnailed and transformed as a worker "
+            "does, on one thread (thread CPU time), set beside the lanes' bare forward per photo per lane"
         ),
         "amp": args.amp,
         "headline": headline,
@@ -271,7 +291,21 @@ def run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         "small_images": small,
         "process_max_rss_mib": max_rss_mib(),
     }
-    table = [{"run": "headline", **_row(headline)}] + [{"run": "sweep", **_row(p)} for p in sweep]
+    table = [{"run": "headline", **_row(headline)}]
+    if headline.get("lanes_steady_ceiling_ratio") is not None:
+        table.append(
+            {
+                "run": "lanes once running, at most: a photo's decode "
+                f"({headline['decode_ms_per_photo_one_thread']:.2f} ms) beside its forward on a lane "
+                f"({headline['lane_forward_ms_per_photo']:.1f} ms), no start-up",
+                "images": args.images,
+                "batch": args.batch_size,
+                "pipeline img/s": headline["lanes_steady_ceiling_images_per_s"],
+                "forward img/s": headline["forward_images_per_s"],
+                "ratio": headline["lanes_steady_ceiling_ratio"],
+            }
+        )
+    table += [{"run": "sweep", **_row(p)} for p in sweep]
     if onnx is not None:
         table.append(
             {
