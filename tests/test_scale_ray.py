@@ -164,3 +164,21 @@ def test_a_killed_worker_loses_no_committed_batch_and_a_rerun_completes(sample_c
         assert float(vector @ by_path[path]) >= 0.9999
     with open_collection(col_path) as col:
         assert_consistent(col)
+
+
+@pytest.mark.parametrize(
+    "resources, workers, plan",
+    [
+        ((2.0, 0.0, 2.0), None, (2, 1, 0.0, True)),  # a 2-core node: one actor a core, decoding its own batches
+        ((4.0, 0.0, 2.0), None, (4, 1, 0.0, True)),  # two of them
+        ((8.0, 0.0, 8.0), None, (2, 4, 0.0, False)),  # larger nodes: decoding tasks beside one actor per 4 CPUs
+        ((8.0, 1.0, 8.0), None, (1, 8, 1.0, False)),  # a GPU: one actor on it
+        ((2.0, 0.0, 2.0), 1, (1, 2, 0.0, False)),  # actors the user asked for keep the separate decoding tasks
+    ],
+)
+def test_the_actor_layout_follows_the_cluster(monkeypatch, resources, workers, plan):
+    from simsearch.scale import RayEngine
+
+    engine = RayEngine(workers=workers)
+    monkeypatch.setattr(engine, "_resources", lambda: resources)
+    assert engine._plan_workers() == plan

@@ -1,5 +1,6 @@
-"""The work a Ray cluster does for `RayEngine`: the decoding task and the embedding actor of its Ray Data pipeline, and
-the shard build of an on-disk index. Each runs in a Ray worker process; batches travel as dicts of numpy columns.
+"""The work a Ray cluster does for `RayEngine`: the decoding task and the embedding actor of its Ray Data pipeline (or
+one actor doing both), and the shard build of an on-disk index. Each runs in a Ray worker process; batches travel as
+dicts of numpy columns.
 
 Columns between the stages: ``position`` (int64, index into the run's list of files), ``ok`` (bool), ``pixels``
 ((n, C, H, W) float32, zeros where not ok), ``thumb`` (JPEG bytes, b"" where not ok), ``error`` (str, "" where ok);
@@ -46,6 +47,10 @@ class EmbedActor:
     def __init__(self, model: Embedder, threads: int) -> None:
         import ray
 
+        from simsearch.allocator import keep_freed_memory
+
+        # The actor's process does nothing else: a batch's freed activations stay mapped for the next (as in a lane).
+        keep_freed_memory()
         torch.set_num_threads(max(1, threads))
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         self.model = model.to(device).eval()
@@ -63,6 +68,19 @@ class EmbedActor:
             "thumb": batch["thumb"],
             "error": batch["error"],
         }
+
+
+class DecodeEmbedActor(EmbedActor):
+    """An embedding actor that decodes its own batches first (`decode_batch`), on the model's core: the layout of the
+    local engine's lanes, for nodes of 2 CPUs, where decoding beside a forward on the other core took turns with it
+    rather than overlapping it."""
+
+    def __init__(self, model: Embedder, threads: int, **decoding: Any) -> None:
+        super().__init__(model, threads)
+        self.decoding = decoding
+
+    def __call__(self, batch: Batch) -> Batch:
+        return super().__call__(decode_batch(batch, **self.decoding))
 
 
 def build_shard(trained: Any, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
