@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from conftest import REPO
@@ -39,12 +40,17 @@ print(json.dumps({"inside": inside, "after": after}))
 """
 
 
-def _faults(env_extra: dict[str, str]) -> dict[str, int]:
+def _probe(code: str, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter without the caller's MALLOC_* settings; the JSON of its last line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env.update(env_extra, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    env.update(env_extra or {}, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _faults(env_extra: dict[str, str]) -> dict[str, int]:
+    return _probe(PROBE, env_extra)
 
 
 def test_freed_memory_is_reused_while_indexing_and_returned_after() -> None:
@@ -78,13 +84,7 @@ print(json.dumps({"before": before, "after": faults()}))
 
 
 def test_memory_kept_for_good_stays_kept_after_an_indexing_pass() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE_FOR_GOOD], capture_output=True, text=True, env=env, cwd=REPO, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    counts = _probe(PROBE_FOR_GOOD)
     assert counts["before"] >= 9 * 16, counts
     assert counts["after"] * 10 < counts["before"], counts
 
@@ -110,12 +110,6 @@ with freed_memory_kept():
 
 def test_freed_memory_goes_back_to_the_kernel_before_lanes_fork() -> None:
     """Lanes are forked after the heap's free pages are handed back, so they do not copy pages nobody needs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE_RETURN], capture_output=True, text=True, env=env, cwd=REPO, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    counts = _probe(PROBE_RETURN)
     assert counts["returned"] is True
     assert counts["kept"] - counts["after"] > 200, counts  # the 256 MiB block's pages
