@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from simsearch.errors import ImageError, QueryError
-from simsearch.images import open_regular_file, probe_image
+from simsearch.images import load_image, open_regular_file, probe_image
 
 if TYPE_CHECKING:
     from simsearch.collection import Collection, SearchResult
@@ -135,11 +135,24 @@ def embed_queries(
     `simsearch.collection.query_model`)."""
     from simsearch.collection.query_model import embed_query_images
 
-    rows = [embed_query_images(col, [q.data for q in images], device)] if images else []
+    try:
+        rows = [embed_query_images(col, [q.data for q in images], device)] if images else []
+    except ImageError as exc:  # a header that read well over pixels that do not: say which image
+        raise ImageError(f"cannot search with {_undecodable(images)}: {exc}") from exc
     rows += [col.vector(image_id)[None, :] for image_id in ids]
     if not rows:
         return np.empty((0, col.dim), dtype=np.float32)
     return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+
+
+def _undecodable(images: Sequence[QueryImage]) -> str:
+    """The label of the first image that does not decode (the error path only: each is decoded again)."""
+    for image in images:
+        try:
+            load_image(image.data)
+        except ImageError:
+            return image.label
+    return "a query image"
 
 
 def combine(positive: np.ndarray, negative: np.ndarray | None = None) -> np.ndarray:

@@ -124,3 +124,15 @@ def test_search_by_images_and_ids_with_exclusions_and_a_floor(sample_collection:
         assert [h.id for h in search(col, combine(vectors[:1]), k=5, exclude_ids=own, min_score=floor)] == [
             h.id for h in without[:3]
         ]
+
+
+def test_an_image_whose_header_reads_but_pixels_do_not_is_named(sample_collection: Path, tmp_path: Path) -> None:
+    """A truncated photo passes the header check when read, then fails to decode: the error names it."""
+    from simsearch import open_collection
+
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(SUNFLOWER.read_bytes()[:2000])
+    queries = [read_query(str(SUNFLOWER)), read_query(str(truncated))]  # the header alone is checked here
+    with open_collection(sample_collection, device="cpu") as col:
+        with pytest.raises(ImageError, match=f"cannot search with {truncated}: .*truncated"):
+            embed_queries(col, queries)
