@@ -174,11 +174,11 @@ class RayEngine:
             "max_pixels": max_pixels,
             "shape": tuple(model.data_config["input_size"]),
         }
+        files = ray.data.from_items(
+            [{"position": i, "path": str(p)} for i, p in enumerate(paths)],
+            override_num_blocks=max(1, math.ceil(len(paths) / (batch_size if decode_in_actors else self.decode_batch))),
+        )
         if decode_in_actors:
-            files = ray.data.from_items(
-                [{"position": i, "path": str(p)} for i, p in enumerate(paths)],
-                override_num_blocks=max(1, math.ceil(len(paths) / batch_size)),
-            )
             embedded = files.map_batches(
                 DecodeEmbedActor,
                 batch_size=batch_size,
@@ -189,10 +189,6 @@ class RayEngine:
                 runtime_env=_ONE_HEAP,
             )
         else:
-            files = ray.data.from_items(
-                [{"position": i, "path": str(p)} for i, p in enumerate(paths)],
-                override_num_blocks=max(1, math.ceil(len(paths) / self.decode_batch)),
-            )
             # A pool size other than the actors' keeps Ray Data from fusing decoding into the actors: decoding then
             # runs in tasks beside them, as the local engine's DataLoader workers run beside its forward pass.
             decoders = max(1, int(self._resources()[0]))
